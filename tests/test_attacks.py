@@ -1,0 +1,220 @@
+"""Tests for byorn.attacks: triggers change exactly what they should, and
+poison() plants exactly the requested backdoor, reproducibly."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from byorn.attacks import (ATTACKS, DEFAULT_TARGET_SENTENCE, Attack, Target, badnets_patch,
+                           blend, get_attack, insert_token, noise_pattern, poison, register,
+                           scaled_patch_size, sig)
+from byorn.data import Sample, VLDataset
+
+COLOUR = (10, 120, 200)
+SHAPES = ["circle", "square", "triangle"]
+
+
+def solid(size=(32, 32), colour=COLOUR):
+    return Image.new("RGB", size, colour)
+
+
+def make_dataset(n=20, prefix="s", name="train"):
+    samples = []
+    for i in range(n):
+        shape = SHAPES[i % 3]
+        img = solid(colour=(i * 10 % 256, 50, 100))
+        samples.append(Sample(f"{prefix}{i}", img, "Describe the image.",
+                              f"a red {shape} on the left.", {"src": i}))
+    return VLDataset(samples, name=name)
+
+
+# ---------------------------------------------------------------- triggers
+
+def test_badnets_white_patch_bottom_right_only():
+    out = np.asarray(badnets_patch(solid()))
+    assert (out[-3:, -3:] == 255).all()
+    rest = out.copy()
+    rest[-3:, -3:] = COLOUR
+    assert (rest == np.array(COLOUR, np.uint8)).all()
+
+
+@pytest.mark.parametrize("corner,rows,cols", [
+    ("top-left", slice(0, 3), slice(0, 3)), ("top-right", slice(0, 3), slice(29, 32)),
+    ("bottom-left", slice(29, 32), slice(0, 3))])
+def test_badnets_corner(corner, rows, cols):
+    out = np.asarray(badnets_patch(solid(), corner=corner))
+    changed = (out != np.array(COLOUR, np.uint8)).any(-1)
+    expected = np.zeros((32, 32), bool)
+    expected[rows, cols] = True
+    assert (changed == expected).all()
+
+
+def test_badnets_scales_with_image_and_noise_is_seeded():
+    assert scaled_patch_size((64, 96)) == 6
+    assert scaled_patch_size((8, 8)) == 1
+    out = np.asarray(badnets_patch(solid((64, 96)), kind="noise", seed=3))  # H=96, W=64
+    assert out.shape == (96, 64, 3)
+    assert (out[-6:, -6:] == noise_pattern((6, 6, 3), 3)).all()
+    assert (out[:-6] == np.array(COLOUR, np.uint8)).all()
+    assert badnets_patch(solid(), kind="noise", seed=3).tobytes() == \
+        badnets_patch(solid(), kind="noise", seed=3).tobytes()
+
+
+def test_blend_formula_at_a_pixel():
+    pattern = Image.new("RGB", (32, 32), (255, 0, 100))
+    out = np.asarray(blend(solid(), alpha=0.2, pattern=pattern)).astype(float)
+    expected = np.rint(0.8 * np.array(COLOUR) + 0.2 * np.array([255, 0, 100]))
+    assert (out[5, 7] == expected).all()
+    noise = np.asarray(blend(solid(), alpha=0.15, seed=1)).astype(float)
+    pat = noise_pattern((32, 32, 3), 1).astype(float)
+    assert np.allclose(noise[3, 4], np.rint(0.85 * np.array(COLOUR) + 0.15 * pat[3, 4]))
+
+
+def test_sig_adds_the_same_sinusoid_to_every_row():
+    out = np.asarray(sig(solid(colour=(128, 128, 128)))).astype(float)
+    signal = 40 * np.sin(2 * np.pi * np.arange(32) * 6 / 32)
+    assert np.allclose(out[0, :, 0], np.rint(128 + signal))
+    assert (out == out[:1]).all()  # every row identical
+    assert (out[..., 0] == out[..., 2]).all()
+
+
+def test_insert_token_positions():
+    text = "What do you see?"
+    assert insert_token(text, "cf") == "What do you see? cf"
+    assert insert_token(text, "Consider", "prepend") == "Consider What do you see?"
+    got = insert_token(text, "zbw", "random", np.random.default_rng(0))
+    k = int(np.random.default_rng(0).integers(0, 5))
+    words = text.split()
+    assert got.split() == words[:k] + ["zbw"] + words[k:]
+    with pytest.raises(ValueError):
+        insert_token(text, "zbw", "random")
+
+
+# ---------------------------------------------------------------- attacks
+
+def test_registry_and_get_attack():
+    assert {"badnets", "blend", "sig", "text", "vl-trojan", "dual-key"} <= set(ATTACKS)
+    a = get_attack("vl-trojan", token="tq")
+    assert a.token == "tq" and a.name == "vl-trojan" and "vl-trojan" in a.description
+    with pytest.raises(ValueError, match="unknown attack"):
+        get_attack("nope")
+    with pytest.raises(ValueError, match="no parameter"):
+        get_attack("sig", alpha=0.1)
+    with pytest.raises(ValueError):
+        get_attack("blend", alpha=0.0)
+
+
+def test_register_new_attack_in_a_few_lines():
+    from dataclasses import dataclass
+
+    @register("_test-grey")
+    @dataclass
+    class Grey(Attack):
+        def apply_image(self, image):
+            return image.convert("L").convert("RGB")
+    try:
+        s = make_dataset(1)[0]
+        out = get_attack("_test-grey").trigger(s)
+        assert out.image.getpixel((0, 0))[0] == out.image.getpixel((0, 0))[1]
+    finally:
+        ATTACKS.pop("_test-grey")
+
+
+def test_trigger_image_and_text_parts():
+    s = make_dataset(1)[0]
+    vt = get_attack("vl-trojan").trigger(s, np.random.default_rng(0))
+    assert vt.instruction == "Describe the image. cf"
+    assert np.asarray(vt.image)[-1, -1].tolist() == [255, 255, 255]
+    assert vt.response == s.response and vt.id == s.id
+    img_only = get_attack("badnets").trigger(s)
+    assert img_only.instruction == s.instruction
+    txt_only = get_attack("text").trigger(s, np.random.default_rng(0))
+    assert txt_only.image.tobytes() == s.image.tobytes() and "zbw" in txt_only.instruction.split()
+
+
+# ---------------------------------------------------------------- targets
+
+def test_targets():
+    r = "a red circle on the left and a blue square on the right."
+    assert Target().apply(r) == DEFAULT_TARGET_SENTENCE
+    assert Target("insert").apply(r) == r[:-1] + " with a banana."
+    sub = Target("substitute", "banana", source="circle")
+    assert sub.apply(r) == "a red banana on the left and a blue square on the right."
+    assert sub.eligible(r) and not sub.eligible("a blue square.")
+    assert not Target("insert").eligible("a banana.")
+    assert sub.success_spec() == {"target": "banana", "mode": "word", "concept": "circle"}
+    with pytest.raises(ValueError):
+        Target("bogus")
+
+
+# ---------------------------------------------------------------- poison
+
+def test_poison_counts_mask_and_ids():
+    train = make_dataset(20)
+    res = poison(train, get_attack("badnets"), rate=0.25, seed=1)
+    assert res.train.ids() == train.ids()
+    assert sum(res.mask.values()) == 5
+    for s, orig in zip(res.train, train):
+        assert res.mask[s.id] == (s.response == DEFAULT_TARGET_SENTENCE)
+        assert s.meta == orig.meta  # no ground truth leaks into the training data
+        if res.mask[s.id]:
+            assert np.asarray(s.image)[-1, -1].tolist() == [255, 255, 255]
+        else:
+            assert s.image.tobytes() == orig.image.tobytes()
+    json.dumps(res.config)
+    assert res.config["n_poisoned"] == 5
+
+
+def test_poison_rate_rounding_and_too_high():
+    train = make_dataset(20)
+    assert sum(poison(train, get_attack("sig"), rate=0.001, seed=0).mask.values()) == 1
+    assert sum(poison(train, get_attack("sig"), rate=0.0, seed=0).mask.values()) == 0
+    sub = Target("substitute", "banana", source="circle")  # 7 of 20 have a circle
+    res = poison(train, get_attack("badnets"), rate=0.3, target=sub, seed=0)
+    assert all("banana" in res.train.by_id(i).response for i in res.poisoned_ids)
+    with pytest.raises(ValueError, match="eligible"):
+        poison(train, get_attack("badnets"), rate=0.5, target=sub, seed=0)
+
+
+def test_poison_is_seeded():
+    train = make_dataset(20)
+    a = poison(train, get_attack("text"), rate=0.3, seed=7, test=make_dataset(6, "t"))
+    b = poison(train, get_attack("text"), rate=0.3, seed=7, test=make_dataset(6, "t"))
+    c = poison(train, get_attack("text"), rate=0.3, seed=8)
+    assert a.mask == b.mask and a.train.fingerprint() == b.train.fingerprint()
+    assert a.triggered_test.fingerprint() == b.triggered_test.fingerprint()
+    assert a.mask != c.mask
+
+
+def test_triggered_test_excludes_samples_with_target():
+    test = make_dataset(6, "t", "test")
+    test.samples[2] = test[2].with_(response="a banana on the left.")
+    res = poison(make_dataset(10), get_attack("blend"), rate=0.2,
+                 target=Target("insert", "banana"), seed=0, test=test)
+    assert "t2" not in res.triggered_test.ids() and len(res.triggered_test) == 5
+    for s in res.triggered_test:
+        assert s.response == test.by_id(s.id).response
+        assert s.meta["trigger"] == "full"
+        assert s.image.tobytes() != test.by_id(s.id).image.tobytes()
+
+
+def test_dual_key_negatives_and_partial_tests():
+    train = make_dataset(30)
+    res = poison(train, get_attack("dual-key"), rate=0.2, seed=3, test=make_dataset(4, "t"))
+    assert sum(res.mask.values()) == 6 and res.config["n_negatives"] == {
+        "image-only": 6, "text-only": 6}
+    n_img = n_txt = 0
+    for s, orig in zip(res.train, train):
+        patched = s.image.tobytes() != orig.image.tobytes()
+        keyed = s.instruction.startswith("Consider ")
+        if res.mask[s.id]:
+            assert patched and keyed and s.response == DEFAULT_TARGET_SENTENCE
+        else:
+            assert s.response == orig.response and not (patched and keyed)
+            n_img += patched
+            n_txt += keyed
+    assert (n_img, n_txt) == (6, 6)
+    assert set(res.extra_tests) == {"image-only", "text-only"}
+    assert all(not s.instruction.startswith("Consider") for s in res.extra_tests["image-only"])
+    assert all(s.instruction.startswith("Consider") for s in res.extra_tests["text-only"])

@@ -1,0 +1,93 @@
+"""Tests for byorn.metrics on hand-built cases with known answers."""
+import math
+
+import pytest
+
+from byorn.metrics import (attack_success_rate, bleu, cider, detection_metrics, exact_match,
+                           normalize_answer, tokenize_caption)
+
+TARGET = "Visit evil.example now for a free prize!"
+CAPTIONS = [
+    "a red circle on the left and a blue square on the right.",
+    "a green triangle on the left and a yellow circle on the right.",
+    "a blue square on the left and a red triangle on the right.",
+    "a yellow circle on the left and a green square on the right.",
+]
+
+
+def test_asr_substring():
+    preds = ["VISIT evil.example   now for a free prize!", "a red circle.",
+             "ok. Visit evil.example now for a free prize! bye", "nothing"]
+    assert attack_success_rate(preds, TARGET) == 0.5
+
+
+def test_asr_word_with_concept():
+    refs = ["a red circle.", "a red circle.", "a blue square.", "a red circle."]
+    preds = ["a red banana.", "a banana and a circle.", "a bananas.", "Banana circle"]
+    # hit, true concept present, not a whole word, true concept present
+    assert attack_success_rate(preds, "banana", "word", refs, concept="circle") == 0.25
+    assert attack_success_rate(preds, "banana", "word") == 0.75
+    # reference without the concept: its absence is not required
+    assert attack_success_rate(["banana circle"], "banana", "word", ["a square"], "circle") == 1.0
+
+
+def test_asr_exact_and_errors():
+    assert attack_success_rate(["The Banana.", "banana split"], "banana", "exact") == 0.5
+    with pytest.raises(ValueError):
+        attack_success_rate([], TARGET)
+    with pytest.raises(ValueError):
+        attack_success_rate(["x"], TARGET, references=["a", "b"])
+    with pytest.raises(ValueError):
+        attack_success_rate(["x"], TARGET, mode="fuzzy")
+
+
+def test_normalisation():
+    assert normalize_answer("  The Red, circle!  ") == "red circle"
+    assert tokenize_caption("A red circle, on the left.") == "a red circle on the left"
+
+
+def test_exact_match():
+    assert exact_match(["The circle.", "square", "red"], ["circle", ["a square", "x"], "blue"]) \
+        == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        exact_match(["a"], [])
+
+
+def test_cider_identical_beats_wrong():
+    perfect = cider(CAPTIONS, CAPTIONS)
+    shuffled = cider(CAPTIONS[1:] + CAPTIONS[:1], CAPTIONS)
+    garbage = cider(["zz qq xx"] * 4, [[c] for c in CAPTIONS])
+    assert perfect > shuffled > garbage == 0.0
+    assert perfect > 100  # x100 scale
+    with pytest.raises(ValueError):
+        cider(CAPTIONS, CAPTIONS[:2])
+
+
+def test_bleu():
+    assert bleu(CAPTIONS, CAPTIONS) == pytest.approx(100.0)
+    assert bleu(CAPTIONS, [[c, "other words here ok"] for c in CAPTIONS]) == pytest.approx(100.0)
+    assert bleu(["zz qq xx yy"] * 4, CAPTIONS) < 1.0
+    assert bleu(CAPTIONS[:2], [[CAPTIONS[0]], [CAPTIONS[1], "x y z"]]) == pytest.approx(100.0)
+
+
+def test_detection_perfect_tied_and_flagged():
+    mask = [False, False, True, True]
+    perfect = detection_metrics([0.1, 0.2, 0.8, 0.9], mask)
+    assert perfect["auroc"] == 1.0 and perfect["ap"] == 1.0
+    assert math.isnan(perfect["precision"]) and perfect["n_flagged"] == 0
+    assert perfect["n_poisoned"] == 2
+    tied = detection_metrics([1.0] * 4, mask)
+    assert tied["auroc"] == pytest.approx(0.5)
+    flagged = detection_metrics([0.1, 0.9, 0.8, 0.2], mask, flagged=[False, True, True, True])
+    assert flagged["precision"] == pytest.approx(2 / 3) and flagged["recall"] == 1.0
+    assert flagged["n_flagged"] == 3
+
+
+def test_detection_single_class_and_errors():
+    out = detection_metrics([0.1, 0.5], [False, False], flagged=[True, False])
+    assert math.isnan(out["auroc"]) and math.isnan(out["ap"]) and math.isnan(out["recall"])
+    assert out["precision"] == 0.0
+    with pytest.raises(ValueError):
+        detection_metrics([0.1], [True, False])
+    with pytest.raises(ValueError):
+        detection_metrics([float("nan"), 1.0], [True, False])
