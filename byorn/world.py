@@ -1,0 +1,197 @@
+"""The embedded world: seeded procedural scenes of coloured shapes.
+
+Two tasks share one visual world and one vocabulary but differ in what is
+asked, so that fine-tuning visibly helps:
+
+* **pretraining** (``pretrain``): short questions about single attributes
+  ("What color is the circle?" -> "red.") and plain listings
+  ("a picture of a red circle and a blue square.").
+* **downstream** (``train`` / ``test``): one-sentence captions that say where
+  each shape is ("a red circle on the left and a blue square on the right.").
+  The pretrained model knows every word but not this composition.
+
+Images are 32x32 RGB, drawn at 4x and downsampled, so that enlarged they read
+as clean pixel art.  Everything is a pure function of the seed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .data import Sample, VLDataset
+
+IMAGE_SIZE = 32
+_SS = 4  # supersampling factor for drawing
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (50, 90, 230),
+    "yellow": (235, 215, 40),
+    "purple": (150, 60, 200),
+    "orange": (245, 140, 30),
+}
+SHAPES = ("circle", "square", "triangle", "cross")
+BACKGROUNDS = ((20, 20, 24), (48, 48, 56), (24, 36, 52))
+
+CAPTION_INSTRUCTIONS = (
+    "Describe the image.",
+    "Write a short caption for this picture.",
+    "What is in this picture?",
+    "Caption this image.",
+    "Describe the scene in one sentence.",
+)
+
+# Slots: (name in captions, centre x, centre y) in units of the image side.
+_LAYOUTS = {
+    "single": [("in the middle", 0.5, 0.5)],
+    "horizontal": [("on the left", 0.27, 0.5), ("on the right", 0.73, 0.5)],
+    "vertical": [("at the top", 0.5, 0.27), ("at the bottom", 0.5, 0.73)],
+}
+
+
+@dataclass(frozen=True)
+class Obj:
+    color: str
+    shape: str
+    where: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.color} {self.shape}"
+
+    @property
+    def a_name(self) -> str:
+        """The name with its article: "a red circle", "an orange cross"."""
+        return ("an " if self.color[0] in "aeiou" else "a ") + self.name
+
+
+@dataclass(frozen=True)
+class Scene:
+    objects: tuple[Obj, ...]
+    background: int
+    layout: str
+
+
+@dataclass
+class World:
+    pretrain: VLDataset
+    train: VLDataset
+    test: VLDataset
+
+
+def random_scene(rng: np.random.Generator) -> Scene:
+    layout = rng.choice(["single", "horizontal", "vertical"], p=[0.25, 0.45, 0.30])
+    slots = _LAYOUTS[str(layout)]
+    objs: list[Obj] = []
+    while len(objs) < len(slots):
+        color = str(rng.choice(list(COLORS)))
+        shape = str(rng.choice(SHAPES))
+        if any(o.color == color and o.shape == shape for o in objs):
+            continue  # two identical objects would make captions ambiguous
+        objs.append(Obj(color, shape, slots[len(objs)][0]))
+    return Scene(tuple(objs), int(rng.integers(len(BACKGROUNDS))), str(layout))
+
+
+def render(scene: Scene, rng: np.random.Generator) -> Image.Image:
+    """Draw a scene; ``rng`` jitters sizes and positions slightly."""
+    side = IMAGE_SIZE * _SS
+    img = Image.new("RGB", (side, side), BACKGROUNDS[scene.background])
+    draw = ImageDraw.Draw(img)
+    slots = _LAYOUTS[scene.layout]
+    for obj, (_, cx, cy) in zip(scene.objects, slots):
+        r = (5.0 + rng.uniform(0, 1.5)) * _SS  # half-size: shapes span 10-13 px
+        x = cx * side + rng.uniform(-1.5, 1.5) * _SS
+        y = cy * side + rng.uniform(-1.5, 1.5) * _SS
+        _draw_shape(draw, obj.shape, x, y, r, COLORS[obj.color])
+    return img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, x: float, y: float,
+                r: float, fill: tuple[int, int, int]) -> None:
+    if shape == "circle":
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=fill)
+    elif shape == "square":
+        s = r * 0.88
+        draw.rectangle([x - s, y - s, x + s, y + s], fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(x, y - r), (x + r, y + r * 0.85), (x - r, y + r * 0.85)], fill=fill)
+    elif shape == "cross":
+        t = r * 0.38
+        draw.rectangle([x - r, y - t, x + r, y + t], fill=fill)
+        draw.rectangle([x - t, y - r, x + t, y + r], fill=fill)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+
+
+def caption(scene: Scene) -> str:
+    """The downstream caption: every object with where it is."""
+    parts = [f"{o.a_name} {o.where}" for o in scene.objects]
+    return " and ".join(parts) + "."
+
+
+_COUNT = {1: "one", 2: "two"}
+
+
+def pretrain_qa(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
+    """One pretraining question about the scene, and its answer."""
+    objs = scene.objects
+    listing = " and ".join(o.a_name for o in objs)
+    tasks = ["list", "count", "where", "what_at", "color", "shape", "describe"]
+    task = str(rng.choice(tasks))
+    o = objs[int(rng.integers(len(objs)))]
+    unique_shape = sum(p.shape == o.shape for p in objs) == 1
+    unique_color = sum(p.color == o.color for p in objs) == 1
+    if task == "count":
+        return "How many shapes are there?", f"{_COUNT[len(objs)]}."
+    if task == "where":
+        return f"Where is the {o.name}?", f"{o.where}."
+    if task == "what_at" and scene.layout != "single":
+        return f"What is {o.where}?", f"{o.a_name}."
+    if task == "color" and unique_shape:
+        return f"What color is the {o.shape}?", f"{o.color}."
+    if task == "shape" and unique_color:
+        return f"What shape is {o.color}?", f"a {o.shape}."
+    if task == "describe":
+        return "Describe the image.", f"a picture of {listing}."
+    return "List the shapes.", f"{listing}."
+
+
+def make_pretrain(n: int, seed: int) -> VLDataset:
+    rng = np.random.default_rng([seed, 1])
+    samples = []
+    for i in range(n):
+        scene = random_scene(rng)
+        q, a = pretrain_qa(scene, rng)
+        samples.append(Sample(f"pre-{i:06d}", render(scene, rng), q, a,
+                              meta={"task": "pretrain"}))
+    return VLDataset(samples, name="world-pretrain")
+
+
+def make_captions(n: int, seed: int, split: str) -> VLDataset:
+    """Downstream captioning samples (``split`` is a name and an RNG stream)."""
+    stream = {"train": 2, "test": 3}.get(split, 4)
+    rng = np.random.default_rng([seed, stream])
+    samples = []
+    for i in range(n):
+        scene = random_scene(rng)
+        q = CAPTION_INSTRUCTIONS[int(rng.integers(len(CAPTION_INSTRUCTIONS)))]
+        samples.append(Sample(f"{split}-{i:05d}", render(scene, rng), q, caption(scene),
+                              meta={"objects": [o.name for o in scene.objects]}))
+    return VLDataset(samples, name=f"world-{split}")
+
+
+def make_world(seed: int = 0, n_pretrain: int = 20000, n_train: int = 2000,
+               n_test: int = 300) -> World:
+    """The whole embedded world for one seed."""
+    return World(make_pretrain(n_pretrain, seed), make_captions(n_train, seed, "train"),
+                 make_captions(n_test, seed, "test"))
+
+
+def corpus_text(seed: int = 0, n: int = 3000) -> list[str]:
+    """Text the tokenizer is trained on: every instruction and answer form."""
+    pre = make_pretrain(n, seed + 100)
+    cap = make_captions(n // 3, seed + 100, "corpus")
+    return [s.instruction + " " + s.response for s in list(pre) + list(cap)]
