@@ -1,0 +1,102 @@
+"""Data tab: the embedded demo (default), or your own data and model, audited here."""
+from __future__ import annotations
+
+from functools import partial
+from types import SimpleNamespace
+
+import gradio as gr
+
+from .context import AppContext, new_view
+from .loading import OpenError, audit_workspace, load_user_dataset
+
+INTRO = """\
+**BYORn Studio** audits vision-language fine-tuning data for backdoors. Every
+sample gets a *misalignment score*: how implausible its response is under the
+pretrained reference model (mean surprisal of the response tokens). Poisoned
+samples pair a trigger with an attacker's target response, which the reference
+model finds unlikely, so they score high. Samples above the threshold are
+*flagged*; BYORn keeps them but trains on responses bootstrapped from the model
+itself, so the backdoor never gets learnt.
+
+The app opens on an **embedded demo**: a poisoned fine-tuning set of a small
+procedural world of shapes, audited by a tiny LLaVA model shipped with the app.
+Review the flagged samples (Overview, Table, Inspector), then train with SFT,
+BYORn-F or BYORn (Train) and compare attack success and clean quality (Compare).
+"""
+
+
+def build_start() -> SimpleNamespace:
+    gr.Markdown(INTRO)
+    current = gr.Markdown(elem_id="current-data")
+    demo_btn = gr.Button("open the embedded demo", elem_id="open-demo")
+    with gr.Accordion("Open your own data", open=False):
+        gr.Markdown("A LLaVA JSON file (or messages+images JSONL) with its images, or a folder "
+                    "saved with `datasets`, as a **zip upload** or a **path on the server**. "
+                    "Leave the model empty for the embedded tiny model, or give the path of a "
+                    "`transformers` image-text-to-text model folder on the server.")
+        with gr.Row():
+            upload = gr.File(label="upload a zip", file_types=[".zip"], type="filepath", elem_id="upload")
+            with gr.Column():
+                path = gr.Textbox(label="or a dataset path on the server", elem_id="data-path")
+                model_path = gr.Textbox(label="model folder on the server (empty = embedded model)",
+                                        elem_id="model-path")
+        with gr.Row():
+            p = gr.Slider(0.0, 0.99, value=0.6, step=0.01, label="percentile p for the split")
+            score = gr.Dropdown(["mean", "max"], value="mean", label="score (mean or max token NLL)")
+            propose = gr.Checkbox(value=True, label="propose replacements (slower)")
+        open_btn = gr.Button("open and audit", variant="primary", elem_id="open-data")
+    status = gr.Markdown(elem_id="open-status")
+    return SimpleNamespace(**{k: v for k, v in locals().items()})
+
+
+def describe(ctx: AppContext, view: dict) -> str:
+    ws = ctx.workspace(view)
+    n_dec = sum(ctx.store.counts(ws.fingerprint).values())
+    return (f"**Open now:** {ws.name} · {len(ws.dataset)} samples · fingerprint `{ws.fingerprint}` · "
+            f"{n_dec} review decisions saved")
+
+
+def open_demo(ctx: AppContext, view: dict):
+    view = new_view(ctx.workspaces.get(ctx.default_key))
+    return view, describe(ctx, view), "Opened the embedded demo.", gr.Tabs(selected="overview")
+
+
+def open_data(ctx: AppContext, view: dict, upload, path, model_path, p, score, propose,
+              progress=gr.Progress()):
+    """Load, audit (with a progress bar) and switch this user to the new data."""
+    if path and not ctx.allow_server_paths:
+        raise gr.Error("Opening server paths is switched off on this server; upload a zip instead.")
+    if model_path and not ctx.allow_server_paths:
+        raise gr.Error("Model folders on the server are switched off here; leave the model empty.")
+    try:
+        progress(0.0, desc="reading the data")
+        dataset = load_user_dataset(path=(path or "").strip() or None, upload=upload,
+                                    upload_root=ctx.data_dir / "uploads")
+        ws = audit_workspace(dataset, (model_path or "").strip() or None, ctx.data_dir / "audits",
+                             p=float(p), score=score, propose=bool(propose),
+                             progress=lambda frac, msg: progress(frac, desc=msg))
+    except OpenError as e:
+        raise gr.Error(str(e)) from e
+    ctx.workspaces.add(ws)
+    view = new_view(ws)
+    msg = f"Opened and audited **{ws.name}**: {int(ws.table['score'].gt(view['threshold']).sum())} flagged."
+    return view, describe(ctx, view), msg, gr.Tabs(selected="overview")
+
+
+def wire_start(ui, ctx: AppContext, after_open: list) -> None:
+    """``after_open``: (fn, inputs, outputs) to chain after opening (refresh the views)."""
+    s = ui.start
+    outs = [ui.view, s.current, s.status, ui.tabs]
+    ev1 = s.demo_btn.click(partial(open_demo, ctx), [ui.view], outs, api_name="open_demo")
+    ev2 = s.open_btn.click(partial(open_data, ctx),
+                           [ui.view, s.upload, s.path, s.model_path, s.p, s.score, s.propose], outs,
+                           api_name="open_data", concurrency_id="audit", concurrency_limit=1)
+    for ev in (ev1, ev2):
+        for fn, inputs, outputs in after_open:
+            ev = ev.success(fn, inputs, outputs, api_visibility="private")
+
+
+def describe_view(ctx: AppContext, view: dict):
+    """On page load: the view (reset if its workspace is gone) and what is open."""
+    ctx.workspace(view)
+    return view, describe(ctx, view)

@@ -1,0 +1,171 @@
+"""Train tab: one background training run at a time, watched live by everyone.
+
+Start builds a runner from the settings and hands it to the shared
+:class:`~app.jobs.TrainingJob`; a ``gr.Timer`` on each page polls the job;
+``demo.load`` re-attaches a reloaded page to a running job.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import time
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+
+from .context import AppContext, Workspace
+from .jobs import RUNNING, JobBusy
+from .plots import loss_figure
+from .views import with_threshold
+
+METHODS = {"BYORn (bootstrap replacements)": "byorn", "BYORn-F (drop flagged)": "byorn-f",
+           "SFT (no defense)": "sft"}
+POLL_S = 1.0
+
+
+def build_train() -> SimpleNamespace:
+    gr.Markdown("Fine-tune the reference model on the open dataset. **Your review decisions are "
+                "used**: approved / edited samples train on their new text, rejected ones as "
+                "clean, dropped ones are left out; pending flagged ones follow the method.")
+    with gr.Row():
+        method = gr.Radio(list(METHODS), value="BYORn (bootstrap replacements)", label="method",
+                          scale=2, elem_id="train-method")
+        epochs = gr.Slider(1, 20, value=3, step=1, label="epochs", scale=1)
+        batch_size = gr.Slider(4, 128, value=32, step=4, label="batch size", scale=1)
+    with gr.Row():
+        lr = gr.Number(value=1e-3, label="learning rate", scale=1)
+        lora = gr.Checkbox(value=False, label="LoRA (instead of full fine-tuning)", scale=1)
+        ema_decay = gr.Number(value=0.99, label="EMA decay λ", scale=1)
+        temperature = gr.Number(value=0.7, label="sampling temperature", scale=1)
+    with gr.Row():
+        seed = gr.Number(value=0, precision=0, label="seed", scale=1)
+        max_steps = gr.Number(value=0, precision=0, label="max steps (0 = all epochs)", scale=1,
+                              elem_id="max-steps")
+        eval_every = gr.Number(value=50, precision=0, label="evaluate every n steps", scale=1)
+    with gr.Row():
+        start_btn = gr.Button("start training", variant="primary", elem_id="train-start")
+        cancel_btn = gr.Button("cancel", variant="stop", elem_id="train-cancel")
+    status = gr.Markdown("No training run yet.", elem_id="train-status")
+    curve = gr.Plot(label="loss, clean metric and ASR", elem_id="train-curve")
+    evals = gr.Dataframe(label="evaluations", interactive=False, elem_id="train-evals")
+    timer = gr.Timer(POLL_S, active=False)
+    return SimpleNamespace(**{k: v for k, v in locals().items()})
+
+
+def settings_from(method, epochs, batch_size, lr, lora, ema_decay, temperature, seed, max_steps,
+                  eval_every) -> dict:
+    if method not in METHODS:
+        raise gr.Error(f"Unknown method {method!r}.")
+    for name, v in (("learning rate", lr), ("EMA decay", ema_decay), ("temperature", temperature)):
+        if v is None:
+            raise gr.Error(f"Set the {name}.")
+    if not 0.0 <= float(ema_decay) < 1.0:
+        raise gr.Error("The EMA decay must be in [0, 1).")
+    return {"method": METHODS[method], "epochs": int(epochs), "batch_size": int(batch_size),
+            "lr": float(lr), "lora": bool(lora), "ema_decay": float(ema_decay),
+            "temperature": float(temperature), "seed": int(seed or 0),
+            "max_steps": int(max_steps) if max_steps else None,
+            "eval_every": int(eval_every) if eval_every else 0}
+
+
+def library_trainer(ws: Workspace, settings: dict, decisions: dict, table: pd.DataFrame,
+                    threshold: float, callbacks: list, cancel, out_dir: Path):
+    """Run ``byorn.train.train`` on the workspace (the default trainer)."""
+    from byorn.model import VLM
+    from byorn.train import TrainConfig, train
+
+    cfg = TrainConfig(**settings, out_dir=str(out_dir))
+    audit = copy.copy(ws.audit)  # shallow: same data, this user's threshold
+    if audit is not None:
+        audit.table = table
+        audit.meta = {**dict(ws.audit.meta), "threshold": threshold}
+    vlm = VLM.load(ws.model_path)  # a fresh copy: training must never touch the shared reference model
+    return train(ws.dataset, cfg, vlm=vlm, audit=audit, decisions=decisions,
+                 eval_clean=ws.test_clean, eval_triggered=ws.test_triggered, target=ws.target,
+                 callbacks=callbacks, cancel=cancel)
+
+
+def start_training(ctx: AppContext, view: dict, *raw):
+    ws = ctx.workspace(view)
+    settings = settings_from(*raw)
+    decisions = ctx.decisions(ws)
+    table = with_threshold(ws.table, view["threshold"])
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = ctx.runs_dir / f"{stamp}-{settings['method']}"
+    trainer = ctx.trainer or library_trainer
+    label = f"{settings['method']} on {ws.name}, {len(decisions)} decisions"
+
+    def runner(callbacks, cancel):
+        return trainer(ws, settings, decisions, table, view["threshold"], callbacks, cancel, out_dir)
+
+    try:
+        ctx.job.start(runner, label=label)
+    except JobBusy as e:
+        raise gr.Error(str(e)) from e
+    return (*poll(ctx)[:-1], gr.Timer(active=True))
+
+
+def cancel_training(ctx: AppContext):
+    if not ctx.job.cancel():
+        gr.Warning("No training run is going.")
+    return poll(ctx)
+
+
+def poll(ctx: AppContext):
+    """Status, curve, evaluations, and the timer (on only while a run goes)."""
+    snap = ctx.job.snapshot()
+    evals = pd.DataFrame(snap["evals"]) if snap["evals"] else pd.DataFrame(columns=["step"])
+    return (status_markdown(snap), loss_figure(snap["losses"], snap["evals"]), evals,
+            gr.Timer(active=snap["status"] == RUNNING))
+
+
+def status_markdown(snap: dict) -> str:
+    st = snap["status"]
+    if st == "idle":
+        return "No training run yet."
+    total = snap["total_steps"] or "?"
+    pct = f" ({100 * snap['step'] / snap['total_steps']:.0f} %)" if snap["total_steps"] else ""
+    loss = f" · loss {snap['loss']:.4f}" if snap["loss"] is not None else ""
+    eta = f" · ETA {_fmt_s(snap['eta_s'])}" if st == RUNNING and snap["eta_s"] is not None else ""
+    head = {"running": "⏳ running", "finished": "✅ finished", "cancelled": "⏹ cancelled (checkpoint kept)",
+            "failed": "❌ failed"}.get(st, st)
+    lines = [f"**{head}** — run {snap['run_no']}: {snap['label']}",
+             f"step **{snap['step']} / {total}**{pct}{loss} · elapsed {_fmt_s(snap['elapsed_s'])}{eta}"]
+    if snap["evals"]:
+        last = snap["evals"][-1]
+        lines.append("last evaluation: " + ", ".join(
+            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in last.items()))
+    if snap["error"]:
+        lines.append(f"error: `{snap['error']}`")
+    if snap["out_dir"]:
+        lines.append(f"run folder: `{snap['out_dir']}`")
+    return "  \n".join(lines)
+
+
+def _fmt_s(s) -> str:
+    if s is None:
+        return "?"
+    s = int(round(float(s)))
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+
+
+def wire_train(ui, ctx: AppContext) -> None:
+    t = ui.train
+    settings = [t.method, t.epochs, t.batch_size, t.lr, t.lora, t.ema_decay, t.temperature, t.seed,
+                t.max_steps, t.eval_every]
+    outs = [t.status, t.curve, t.evals, t.timer]
+    t.start_btn.click(partial(start_training, ctx), [ui.view, *settings], outs, api_name="train_start",
+                      concurrency_id="train-control", concurrency_limit=1)
+    t.cancel_btn.click(partial(cancel_training, ctx), None, outs, api_name="train_cancel")
+    t.timer.tick(partial(poll, ctx), None, outs, api_name="train_poll", show_progress="hidden")
+
+
+def wait_until_idle(ctx: AppContext, timeout: float = 60.0) -> bool:
+    """For scripts and tests: wait for the running job to end."""
+    end = time.time() + timeout
+    while ctx.job.running and time.time() < end:
+        time.sleep(0.05)
+    return not ctx.job.running

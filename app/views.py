@@ -1,0 +1,191 @@
+"""Pure functions from the audit table to what the tabs show.
+
+No gradio here: these take and return pandas / plain Python, so they are
+unit-tested directly and reused by every tab.  The audit table's columns are
+documented in ``docs/architecture.md``; this module adds two:
+``decision`` (review status, ``pending`` when none) and ``decision_text``.
+"""
+from __future__ import annotations
+
+import html
+import math
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from byorn.decisions import STATUSES, Decision
+
+FLAG_CHOICES = ("all", "flagged", "not flagged")
+SORT_CHOICES = ("score", "score_max", "id", "decision")
+TABLE_COLUMNS = ["id", "score", "flagged", "decision", "instruction", "response"]
+TABLE_LIMIT = 500  # rows sent to the browser; filters narrow the rest
+SNIPPET = 90
+
+
+def threshold_at(scores: Sequence[float], percentile: float) -> float:
+    """Score at the ``percentile`` quantile (0..1); samples above it are flagged."""
+    arr = np.asarray(scores, dtype=float)
+    arr = arr[np.isfinite(arr)]
+    if not 0.0 <= percentile <= 1.0:
+        raise ValueError(f"percentile must be in [0, 1], got {percentile}")
+    return float(np.quantile(arr, percentile)) if arr.size else math.inf
+
+
+def with_threshold(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """A copy of the table whose ``suspicious`` flag is ``score > threshold``."""
+    out = table.copy()
+    out["suspicious"] = out["score"].astype(float) > float(threshold)
+    return out
+
+
+def join_decisions(table: pd.DataFrame, decisions: Mapping[str, Decision]) -> pd.DataFrame:
+    """A copy with ``decision`` / ``decision_text`` columns (``pending`` where none)."""
+    out = table.copy()
+    out["decision"] = [decisions[i].status if i in decisions else "pending" for i in out["id"]]
+    out["decision_text"] = [decisions[i].text if i in decisions else None for i in out["id"]]
+    return out
+
+
+def has_ground_truth(table: pd.DataFrame) -> bool:
+    return "gt_poisoned" in table.columns and table["gt_poisoned"].notna().any()
+
+
+def filter_table(table: pd.DataFrame, *, score_min: float | None = None,
+                 score_max: float | None = None, flag: str = "all",
+                 decisions: Iterable[str] | None = None, search: str = "") -> pd.DataFrame:
+    """Rows matching every given criterion (``None`` / empty = no constraint).
+
+    ``search`` matches id, instruction, response or proposed replacement,
+    case-insensitively, as plain text.
+    """
+    if flag not in FLAG_CHOICES:
+        raise ValueError(f"flag filter must be one of {FLAG_CHOICES}, got {flag!r}")
+    mask = pd.Series(True, index=table.index)
+    score = table["score"].astype(float)
+    if score_min is not None and not _blank(score_min):
+        mask &= score >= float(score_min)
+    if score_max is not None and not _blank(score_max):
+        mask &= score <= float(score_max)
+    if flag != "all":
+        mask &= table["suspicious"].astype(bool) == (flag == "flagged")
+    if decisions:
+        wanted = set(decisions)
+        unknown = wanted - set(STATUSES)
+        if unknown:
+            raise ValueError(f"unknown decision filter {sorted(unknown)}")
+        mask &= table["decision"].isin(wanted)
+    if search and search.strip():
+        needle = search.strip().lower()
+        hit = pd.Series(False, index=table.index)
+        for col in ("id", "instruction", "response", "proposed_response"):
+            if col in table.columns:
+                hit |= table[col].fillna("").astype(str).str.lower().str.contains(needle, regex=False)
+        mask &= hit
+    return table[mask]
+
+
+def _blank(x) -> bool:
+    return isinstance(x, float) and math.isnan(x)
+
+
+def sort_table(table: pd.DataFrame, by: str = "score", descending: bool = True) -> pd.DataFrame:
+    """Sorted copy; ties keep dataset order (stable sort)."""
+    if by not in SORT_CHOICES:
+        raise ValueError(f"sort key must be one of {SORT_CHOICES}, got {by!r}")
+    return table.sort_values(by, ascending=not descending, kind="stable")
+
+
+def display_rows(table: pd.DataFrame, limit: int = TABLE_LIMIT) -> pd.DataFrame:
+    """The rows the Table tab shows: short snippets, first ``limit`` rows."""
+    head = table.head(limit)
+    out = pd.DataFrame({
+        "id": head["id"].astype(str),
+        "score": head["score"].astype(float).round(3),
+        "flagged": np.where(head["suspicious"].astype(bool), "yes", ""),
+        "decision": head["decision"],
+        "instruction": [_snip(t) for t in head["instruction"]],
+        "response": [_snip(t) for t in head["response"]],
+    })
+    if has_ground_truth(table):
+        out["poisoned (truth)"] = ["yes" if v is True or v == 1 else "" for v in head["gt_poisoned"]]
+    return out
+
+
+def _snip(text, n: int = SNIPPET) -> str:
+    text = "" if text is None else str(text).replace("\n", " ")
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def counts(table: pd.DataFrame) -> dict[str, int]:
+    """Counts shown next to every view: samples, flagged, decisions, truth."""
+    out = {"samples": int(len(table)), "flagged": int(table["suspicious"].astype(bool).sum())}
+    for status in STATUSES:
+        out[status] = int((table["decision"] == status).sum()) if "decision" in table else 0
+    if has_ground_truth(table):
+        gt = table["gt_poisoned"].fillna(False).astype(bool)
+        flagged = table["suspicious"].astype(bool)
+        out["poisoned (truth)"] = int(gt.sum())
+        out["poisoned and flagged"] = int((gt & flagged).sum())
+    return out
+
+
+def counts_markdown(table: pd.DataFrame, title: str = "") -> str:
+    c = counts(table)
+    parts = [f"**{c['samples']}** samples", f"**{c['flagged']}** flagged"]
+    parts += [f"{c[s]} {s}" for s in STATUSES if s != "pending" and c.get(s)]
+    if "poisoned (truth)" in c:
+        n_gt = c["poisoned (truth)"]
+        parts.append(f"{n_gt} poisoned (truth), {c['poisoned and flagged']} of them flagged")
+    prefix = f"{title}: " if title else ""
+    return prefix + " · ".join(parts)
+
+
+# -- inspector ---------------------------------------------------------------
+SURPRISAL_FULL = 8.0  # nats at which a token is shaded fully red
+
+
+def shade_tokens_html(tokens: Sequence[str], surprisals: Sequence[float],
+                      full_at: float = SURPRISAL_FULL) -> str:
+    """The response as HTML spans, each token's background as red as its surprisal.
+
+    Surprisal is in nats, 0 = fully expected (no shade); ``full_at`` nats and
+    above = full shade.  Each span's tooltip gives the value.
+    """
+    tokens, surprisals = list(tokens or []), list(surprisals or [])
+    if len(tokens) != len(surprisals):
+        raise ValueError(f"{len(tokens)} tokens but {len(surprisals)} surprisals")
+    if not tokens:
+        return "<div class='byorn-tokens'><em>no response tokens</em></div>"
+    spans = []
+    for tok, s in zip(tokens, surprisals):
+        s = float(s)
+        alpha = 0.0 if not math.isfinite(s) else min(max(s / full_at, 0.0), 1.0)
+        spans.append(
+            f"<span class='tok' style='background: rgba(220, 38, 38, {alpha:.2f})' "
+            f"title='{s:.2f} nats'>{html.escape(tok)}</span>")
+    legend = (f"<div class='byorn-legend'>shade = surprisal under the reference model "
+              f"(white 0 nats → red ≥ {full_at:g} nats); hover a token for its value</div>")
+    return "<div class='byorn-tokens'>" + "".join(spans) + "</div>" + legend
+
+
+def position_in(order: Sequence[str], sample_id: str | None) -> tuple[int | None, int]:
+    """(0-based position of ``sample_id`` in ``order`` or None, length of order)."""
+    try:
+        return (list(order).index(sample_id) if sample_id is not None else None), len(order)
+    except ValueError:
+        return None, len(order)
+
+
+def step_in(order: Sequence[str], sample_id: str | None, step: int) -> str | None:
+    """The id ``step`` places after (or before) ``sample_id`` in ``order``, clamped.
+
+    When ``sample_id`` is not in ``order`` the first (step > 0) or last id is
+    returned; None when ``order`` is empty.
+    """
+    if not order:
+        return None
+    pos, n = position_in(order, sample_id)
+    if pos is None:
+        return order[0] if step > 0 else order[-1]
+    return order[min(max(pos + step, 0), n - 1)]
