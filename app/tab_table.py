@@ -24,8 +24,9 @@ BULK_ACTIONS = {"approve proposed replacements": "approved", "reject (originals 
 
 def build_table() -> SimpleNamespace:
     with gr.Row():
-        score_min = gr.Number(label="score ≥", value=None, scale=1, elem_id="score-min")
-        score_max = gr.Number(label="score ≤", value=None, scale=1, elem_id="score-max")
+        # Textboxes, not gr.Number: an empty Number reads as 0, and "empty = no bound" is wanted.
+        score_min = gr.Textbox(label="score ≥", placeholder="any", scale=1, elem_id="score-min")
+        score_max = gr.Textbox(label="score ≤", placeholder="any", scale=1, elem_id="score-max")
         flag = gr.Radio(list(FLAG_CHOICES), value="flagged", label="flag", scale=2, elem_id="flag-filter")
         decisions = gr.CheckboxGroup(list(STATUSES), value=[], label="decision (none = all)", scale=3)
     with gr.Row():
@@ -58,11 +59,21 @@ def current_filter(ctx: AppContext, view: dict, score_min, score_max, flag, deci
     """The user's table, filtered and sorted (raises gr.Error on a bad filter)."""
     table = ctx.view_table(view)
     try:
-        rows = filter_table(table, score_min=score_min, score_max=score_max, flag=flag or "all",
+        rows = filter_table(table, score_min=_bound(score_min, "score ≥"),
+                            score_max=_bound(score_max, "score ≤"), flag=flag or "all",
                             decisions=decisions, search=search or "")
         return table, sort_table(rows, by=sort_by or "score", descending=bool(descending))
     except ValueError as e:
         raise gr.Error(str(e)) from e
+
+
+def _bound(text, name: str) -> float | None:
+    if text is None or str(text).strip() == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"'{name}' must be a number or empty, got {text!r}") from None
 
 
 def refresh_table(ctx: AppContext, view: dict, *filters):
