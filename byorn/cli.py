@@ -1,0 +1,299 @@
+"""The ``byorn`` command line: world, poison, audit, train, eval, bench.
+
+Each subcommand is a thin wrapper: parse, call the library, write files,
+print a short summary.  Long steps show a progress bar.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import typing
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+log = logging.getLogger("byorn")
+
+
+# ----------------------------------------------------------------------- helpers
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, exclude: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per dataclass field, typed, with its help text."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        helptext = f.metadata.get("help", "") + f" (default: {f.default})"
+        typ = hints[f.name]
+        if typ is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=f.default, help=f.metadata.get("help", ""))
+            continue
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        base = args[0] if args else typ
+        parser.add_argument(flag, dest=f.name, type=base, default=f.default, help=helptext)
+
+
+def dataclass_from_args(cls, ns: argparse.Namespace, **extra):
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in vars(ns).items() if k in names}
+    kwargs.update(extra)
+    return cls(**kwargs)
+
+
+class _Bar:
+    """A tqdm bar fed with (fraction, message) or (done, total) callbacks."""
+
+    def __init__(self, desc: str):
+        self.bar = tqdm(total=100, desc=desc, unit="%", leave=False)
+
+    def fraction(self, frac: float, msg: str = "") -> None:
+        self.bar.n = int(100 * frac)
+        if msg:
+            self.bar.set_postfix_str(msg, refresh=False)
+        self.bar.refresh()
+
+    def count(self, done: int, total: int) -> None:
+        self.fraction(done / max(total, 1))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=str))
+
+
+def _load(path: str, skip_invalid: bool = False):
+    from .io import load_dataset_with_report
+
+    ds, report = load_dataset_with_report(path, skip_invalid=skip_invalid)
+    if report.n_skipped:
+        log.warning("%s", report.summary())
+    return ds
+
+
+def _load_vlm(path: str | None):
+    from .model import VLM
+
+    return VLM.load(path)
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_world(a) -> None:
+    from .io import save_llava_json
+    from .world import make_captions
+
+    out = Path(a.out)
+    for split, n in (("train", a.n_train), ("test", a.n_test)):
+        path = save_llava_json(make_captions(n, a.seed, split), out / split)
+        print(f"wrote {n} {split} samples to {path}")
+
+
+def cmd_poison(a) -> None:
+    from .attacks import Target, get_attack, poison
+    from .io import save_llava_json
+
+    train = _load(a.data)
+    test = _load(a.test) if a.test else None
+    target = Target(mode=a.target_mode, text=a.target, source=a.source)
+    res = poison(train, get_attack(a.attack), rate=a.rate, target=target, seed=a.seed, test=test)
+    out = Path(a.out)
+    save_llava_json(res.train, out / "train")
+    _write_json(out / "ground_truth.json", res.mask)
+    _write_json(out / "poison.json", res.config)
+    if res.triggered_test is not None:
+        save_llava_json(res.triggered_test, out / "test_triggered")
+    for name, ds in res.extra_tests.items():
+        save_llava_json(ds, out / f"test_{name}")
+    print(f"poisoned {len(res.poisoned_ids)}/{len(res.train)} samples with {a.attack}; "
+          f"training set {out / 'train' / 'data.json'}, ground truth {out / 'ground_truth.json'}")
+
+
+def cmd_audit(a) -> None:
+    from .audit import AuditConfig, run_audit
+    from .metrics import detection_metrics
+
+    ds = _load(a.data, a.skip_invalid)
+    vlm = _load_vlm(a.model)
+    gt = json.loads(Path(a.ground_truth).read_text()) if a.ground_truth else None
+    bar = _Bar("audit")
+    audit = run_audit(ds, vlm, dataclass_from_args(AuditConfig, a), ground_truth=gt, progress=bar.fraction)
+    bar.close()
+    out = audit.save(a.out)
+    t = audit.table
+    print(f"audited {len(t)} samples: {int(t['suspicious'].sum())} suspicious "
+          f"(score > {audit.threshold:.3f}); table {out / 'audit.parquet'}")
+    if gt is not None:
+        det = detection_metrics(t["score"], [bool(gt.get(i)) for i in t["id"]], flagged=t["suspicious"])
+        audit.meta["detection"] = det
+        audit.save(out)
+        print("detection: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in det.items()))
+
+
+def _load_decisions(path: str | None, dataset):
+    if not path:
+        return None
+    from .decisions import DecisionStore
+    from .export import read_decisions_csv
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"decisions file {p} does not exist")
+    if p.suffix.lower() == ".csv":
+        return read_decisions_csv(p)
+    return DecisionStore(p).all(dataset.fingerprint())
+
+
+def cmd_train(a) -> None:
+    from .audit import Audit
+    from .evaluate import as_target
+    from .train import Callback, TrainConfig, train
+
+    ds = _load(a.data, a.skip_invalid)
+    cfg = dataclass_from_args(TrainConfig, a, out_dir=a.out)
+    audit = Audit.load(a.audit) if a.audit else None
+    bar = tqdm(desc=f"train {cfg.method}", unit="step")
+
+    class _Progress(Callback):
+        def on_train_begin(self, st):
+            bar.total = st.total_steps
+
+        def on_step_end(self, st):
+            bar.update(1)
+            bar.set_postfix(loss=f"{st.loss:.3f}", refresh=False)
+
+        def on_evaluate(self, st, m):
+            log.info("step %d: %s", st.step, {k: v for k, v in m.items() if isinstance(v, float)})
+
+    res = train(ds, cfg, vlm=_load_vlm(a.model), audit=audit, decisions=_load_decisions(a.decisions, ds),
+                eval_clean=_load(a.eval_data) if a.eval_data else None,
+                eval_triggered=_load(a.triggered) if a.triggered else None,
+                target=as_target(a.target), callbacks=[_Progress()])
+    bar.close()
+    shown = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str)) and k != "plan"}
+    print(json.dumps(shown, indent=2))
+    print(f"run folder: {res.out_dir}")
+
+
+def cmd_eval(a) -> None:
+    from .evaluate import evaluate
+
+    vlm = _load_vlm(a.model)
+    clean = _load(a.data)
+    triggered = _load(a.triggered) if a.triggered else (clean if a.target else None)
+    clean_for_metrics = None if (a.target and not a.triggered) else clean
+    bar = _Bar("eval")
+    m = evaluate(vlm, clean_for_metrics, triggered, a.target, max_samples=a.max_samples, progress=bar.count)
+    bar.close()
+    out = Path(a.out) if a.out else Path(a.model) / "eval.json"
+    _write_json(out, m)
+    print(json.dumps({k: v for k, v in m.items() if not k.endswith("examples")}, indent=2))
+    print(f"wrote {out}")
+
+
+def cmd_bench(a) -> None:
+    from .bench import BenchConfig, run_bench, write_markdown
+
+    cfg = BenchConfig.quick() if a.quick else BenchConfig()
+    if a.attacks:
+        cfg.attacks = tuple(a.attacks.split(","))
+    if a.methods:
+        cfg.methods = tuple(a.methods.split(","))
+    bar = _Bar("bench")
+    rows = run_bench(cfg, Path(a.out), progress=bar.fraction)
+    bar.close()
+    print(write_markdown(rows, Path(a.out) / "results.md"))
+
+
+# ------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    from .attacks import ATTACKS, TARGET_MODES
+    from .audit import AuditConfig
+    from .train import TrainConfig
+
+    ap = argparse.ArgumentParser(prog="byorn", description="BYORn Studio: audit VLM fine-tuning data and "
+                                 "defend fine-tuning against backdoors.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("world", help="write the embedded world's fine-tuning and test splits (LLaVA JSON + PNG)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=2000)
+    p.add_argument("--n-test", type=int, default=300)
+    p.set_defaults(fn=cmd_world)
+
+    p = sub.add_parser("poison", help="poison a dataset: poisoned training set, ground truth, triggered test set")
+    p.add_argument("--data", required=True, help="clean training data (LLaVA JSON, JSONL or datasets folder)")
+    p.add_argument("--test", help="clean test data to trigger for ASR")
+    p.add_argument("--attack", required=True, choices=sorted(ATTACKS))
+    p.add_argument("--rate", type=float, required=True, help="fraction of samples poisoned")
+    p.add_argument("--target", default=None, help="target sentence or concept word")
+    p.add_argument("--target-mode", default="replace", choices=TARGET_MODES)
+    p.add_argument("--source", default="circle", help="word replaced by --target-mode substitute")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_poison)
+
+    p = sub.add_parser("audit", help="score every sample under the reference model and flag the suspicious")
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", default=None, help="model folder (default: the embedded tiny model)")
+    p.add_argument("--ground-truth", help="id -> poisoned JSON, for evaluation columns only")
+    p.add_argument("--skip-invalid", action="store_true", help="skip invalid samples (reported) instead of failing")
+    p.add_argument("--out", required=True)
+    add_dataclass_args(p, AuditConfig)
+    p.set_defaults(fn=cmd_audit)
+
+    p = sub.add_parser("train", help="fine-tune with sft, byorn-f or byorn")
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", default=None, help="model folder (default: the embedded tiny model)")
+    p.add_argument("--audit", help="audit folder from `byorn audit` (else scored here)")
+    p.add_argument("--decisions", help="review decisions: the app's SQLite file or its CSV export")
+    p.add_argument("--eval-data", help="clean test data for evaluation")
+    p.add_argument("--triggered", help="triggered test data for ASR (needs --target)")
+    p.add_argument("--target", help="attack target sentence, for ASR")
+    p.add_argument("--skip-invalid", action="store_true")
+    p.add_argument("--out", required=True, help="run folder")
+    add_dataclass_args(p, TrainConfig, exclude=("out_dir",))
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("eval", help="clean metrics and (given a target) ASR of a model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="clean test data (or triggered data, with --target only)")
+    p.add_argument("--triggered", help="triggered test data")
+    p.add_argument("--target", help="attack target sentence")
+    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--out", help="JSON file (default: MODEL/eval.json)")
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("bench", help="attacks x methods on the embedded world: results.json + results.md")
+    p.add_argument("--quick", action="store_true", help="the 15-minute CPU configuration")
+    p.add_argument("--attacks", help="comma-separated subset of attacks")
+    p.add_argument("--methods", help="comma-separated subset of methods")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .data import DataError
+    from .model import ModelError
+
+    try:
+        args.fn(args)
+    except (DataError, ModelError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Shared fixtures: the embedded model and small world slices, built once per session."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def vlm():
+    from byorn.model import VLM
+
+    return VLM.load()
+
+
+@pytest.fixture(scope="session")
+def small_world():
+    """60 downstream training samples and 20 test samples of the embedded world."""
+    from byorn.world import make_captions
+
+    return make_captions(60, 0, "train"), make_captions(20, 0, "test")

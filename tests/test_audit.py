@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from byorn.attacks import Target, get_attack, poison
+from byorn.audit import COLUMNS, Audit, AuditConfig, apply_threshold, cache_key, run_audit
+
+
+@pytest.fixture(scope="module")
+def poisoned(small_world):
+    train, test = small_world
+    return poison(train, get_attack("badnets"), rate=0.1, target=Target(), seed=0, test=test)
+
+
+@pytest.fixture(scope="module")
+def audit(vlm, poisoned):
+    return run_audit(poisoned.train, vlm, AuditConfig(maps=False), ground_truth=poisoned.mask)
+
+
+def test_audit_table_has_the_documented_columns(audit, poisoned):
+    t = audit.table
+    assert list(t.columns) == COLUMNS
+    assert t["id"].tolist() == poisoned.train.ids()
+    assert (t["suspicious"].sum()) == 24  # top 40 % of 60
+    assert audit.meta["threshold"] == pytest.approx(np.quantile(t["score"], 0.6))
+    assert all(len(a) == len(b) for a, b in zip(t["tokens"], t["surprisals"]))
+
+
+def test_poisoned_samples_score_highest_and_are_flagged(audit):
+    t = audit.table
+    gt = t["gt_poisoned"].astype(bool)
+    assert t.loc[gt, "score"].min() > t.loc[~gt, "score"].max()
+    assert t.loc[gt, "suspicious"].all()
+
+
+def test_proposals_only_for_flagged_and_never_the_target(audit):
+    t = audit.table
+    assert (t.loc[t["suspicious"], "proposed_response"] != "").all()
+    assert (t.loc[~t["suspicious"], "proposed_response"] == "").all()
+    assert not t["proposed_response"].str.contains("evil.example").any()
+
+
+def test_split_does_not_read_ground_truth(vlm, poisoned, audit):
+    blind = run_audit(poisoned.train, vlm, AuditConfig(maps=False, propose=False))
+    assert blind.table["suspicious"].tolist() == audit.table["suspicious"].tolist()
+    assert blind.table["gt_poisoned"].isna().all()
+
+
+def test_apply_threshold(audit):
+    t, thr = apply_threshold(audit.table, percentile=0.9)
+    assert t["suspicious"].sum() == 6
+    t2, thr2 = apply_threshold(audit.table, value=thr)
+    assert t2["suspicious"].tolist() == t["suspicious"].tolist() and thr2 == thr
+    assert audit.table["suspicious"].sum() == 24  # the original is untouched
+    with pytest.raises(ValueError):
+        apply_threshold(audit.table)
+
+
+def test_save_load_and_cache(vlm, poisoned, audit, tmp_path):
+    loaded = Audit.load(audit.save(tmp_path / "a"))
+    assert loaded.table["tokens"].iloc[0] == audit.table["tokens"].iloc[0]
+    assert loaded.table["score"].tolist() == pytest.approx(audit.table["score"].tolist())
+    cfg = AuditConfig(maps=False, propose=False)
+    first = run_audit(poisoned.train, vlm, cfg, cache_dir=tmp_path / "cache")
+    key = cache_key(poisoned.train, vlm, cfg)
+    assert (tmp_path / "cache" / key / "audit.parquet").exists()
+    messages = []
+    again = run_audit(poisoned.train, vlm, cfg, cache_dir=tmp_path / "cache", progress=lambda f, m: messages.append(m))
+    assert messages == ["loaded from cache"]
+    assert again.table["score"].tolist() == pytest.approx(first.table["score"].tolist())
+    assert cache_key(poisoned.train, vlm, AuditConfig(p=0.5)) != key
+
+
+def test_maps_give_finite_coordinates(vlm, small_world):
+    train, _ = small_world
+    a = run_audit(train[:20], vlm, AuditConfig(propose=False, maps=True))
+    for kind in ("response", "image", "joint"):
+        assert np.isfinite(a.table[f"umap_{kind}_x"]).all()
+        assert a.table[f"umap_{kind}_x"].std() > 0
+
+
+def test_bad_config():
+    with pytest.raises(ValueError):
+        AuditConfig(p=2)
+    with pytest.raises(ValueError):
+        AuditConfig(score="median")
