@@ -10,7 +10,8 @@ import pandas as pd
 from .context import AppContext
 from .plots import tradeoff_figure
 
-SHOWN = ["run_id", "method", "settings", "clean_metric", "clean_value", "asr", "wall_s", "out_dir"]
+SHOWN = ["run_id", "method", "epochs", "lr", "lora", "seed", "clean_metric", "clean_value", "asr",
+         "wall_s", "cancelled", "out_dir"]
 
 
 def build_compare() -> SimpleNamespace:
@@ -43,7 +44,8 @@ def refresh_compare(ctx: AppContext):
             shown[col] = pd.to_numeric(shown[col], errors="coerce").round(3)
     if "settings" in shown.columns:
         shown["settings"] = shown["settings"].astype(str)
-    return shown, tradeoff_figure(runs)
+    finished = runs[~runs["cancelled"].fillna(False).astype(bool)] if "cancelled" in runs.columns else runs
+    return shown, tradeoff_figure(finished)
 
 
 def wire_compare(ui, ctx: AppContext) -> None:

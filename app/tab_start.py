@@ -42,7 +42,7 @@ def build_start() -> SimpleNamespace:
                                         elem_id="model-path")
         with gr.Row():
             p = gr.Slider(0.0, 0.99, value=0.6, step=0.01, label="percentile p for the split")
-            score = gr.Dropdown(["mean", "max"], value="mean", label="score (mean or max token NLL)")
+            score = gr.Dropdown(["mean", "max", "topk"], value="mean", label="score (mean / max / top-k token NLL)")
             propose = gr.Checkbox(value=True, label="propose replacements (slower)")
         open_btn = gr.Button("open and audit", variant="primary", elem_id="open-data")
     status = gr.Markdown(elem_id="open-status")

@@ -39,12 +39,12 @@ def build_train() -> SimpleNamespace:
         lr = gr.Number(value=1e-3, label="learning rate", scale=1)
         lora = gr.Checkbox(value=False, label="LoRA (instead of full fine-tuning)", scale=1)
         ema_decay = gr.Number(value=0.99, label="EMA decay λ", scale=1)
-        temperature = gr.Number(value=0.7, label="sampling temperature", scale=1)
+        temperature = gr.Number(value=0.3, label="sampling temperature (bootstrapped responses)", scale=1)
     with gr.Row():
         seed = gr.Number(value=0, precision=0, label="seed", scale=1)
         max_steps = gr.Number(value=0, precision=0, label="max steps (0 = all epochs)", scale=1,
                               elem_id="max-steps")
-        eval_every = gr.Number(value=50, precision=0, label="evaluate every n steps", scale=1)
+        eval_every = gr.Number(value=20, precision=0, label="evaluate every n steps (0 = at the end)", scale=1)
     with gr.Row():
         start_btn = gr.Button("start training", variant="primary", elem_id="train-start")
         cancel_btn = gr.Button("cancel", variant="stop", elem_id="train-cancel")
@@ -64,7 +64,7 @@ def settings_from(method, epochs, batch_size, lr, lora, ema_decay, temperature, 
             raise gr.Error(f"Set the {name}.")
     if not 0.0 <= float(ema_decay) < 1.0:
         raise gr.Error("The EMA decay must be in [0, 1).")
-    return {"method": METHODS[method], "epochs": int(epochs), "batch_size": int(batch_size),
+    return {"method": METHODS[method], "epochs": float(epochs), "batch_size": int(batch_size),
             "lr": float(lr), "lora": bool(lora), "ema_decay": float(ema_decay),
             "temperature": float(temperature), "seed": int(seed or 0),
             "max_steps": int(max_steps) if max_steps else None,

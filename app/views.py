@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from byorn.decisions import STATUSES, Decision
+from byorn.scoring import percentile_threshold, split_by_value
 
 FLAG_CHOICES = ("all", "flagged", "not flagged")
 SORT_CHOICES = ("score", "score_max", "id", "decision")
@@ -24,18 +25,19 @@ SNIPPET = 90
 
 
 def threshold_at(scores: Sequence[float], percentile: float) -> float:
-    """Score at the ``percentile`` quantile (0..1); samples above it are flagged."""
-    arr = np.asarray(scores, dtype=float)
-    arr = arr[np.isfinite(arr)]
-    if not 0.0 <= percentile <= 1.0:
+    """Score at the ``percentile`` quantile (0..1); samples above it are flagged.
+
+    Delegates to :func:`byorn.scoring.percentile_threshold`, the rule training uses.
+    """
+    if not 0.0 <= float(percentile) <= 1.0:
         raise ValueError(f"percentile must be in [0, 1], got {percentile}")
-    return float(np.quantile(arr, percentile)) if arr.size else math.inf
+    return float(percentile_threshold(np.asarray(scores, dtype=float), float(percentile)))
 
 
 def with_threshold(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """A copy of the table whose ``suspicious`` flag is ``score > threshold``."""
     out = table.copy()
-    out["suspicious"] = out["score"].astype(float) > float(threshold)
+    out["suspicious"] = split_by_value(out["score"].to_numpy(dtype=float), float(threshold))
     return out
 
 

@@ -1,0 +1,38 @@
+"""BYORn Studio: `python app.py` serves the app on the embedded demo.
+
+Environment:
+  GRADIO_SERVER_NAME / GRADIO_SERVER_PORT  where to listen (Gradio's own variables;
+                                           default 127.0.0.1:7860, 0.0.0.0 on a Space)
+  BYORN_DATA_DIR      decisions database, uploads, audits and runs (default ./byorn_data)
+  BYORN_PASSWORD      optional: ask for this password (user name BYORN_USER, default "byorn")
+  BYORN_ALLOW_SERVER_PATHS=0  hide "open a path on the server" (for public deployments)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from app import build_app, launch  # noqa: E402
+from app.context import AppContext, make_context  # noqa: E402
+from app.loading import demo_workspace  # noqa: E402
+
+
+def create(data_dir=None) -> tuple:
+    """The app on the embedded demo, and its shared context."""
+    ctx: AppContext = make_context(demo_workspace(), data_dir=data_dir)
+    demo = build_app(ctx)
+    # Load the reference model off the request path, so the first "regenerate" is quick.
+    ws = ctx.workspaces.get(ctx.default_key)
+    threading.Thread(target=ws.vlm, name="byorn-warmup", daemon=True).start()
+    return demo, ctx
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    demo, ctx = create()
+    if os.environ.get("SPACE_ID"):  # on a Hugging Face Space, listen on every interface
+        os.environ.setdefault("GRADIO_SERVER_NAME", "0.0.0.0")
+    launch(demo, ctx)
