@@ -1,0 +1,123 @@
+"""App speed: time to the first interactive view, and select / decide response times.
+
+    .venv/bin/python benchmarks/app_bench.py [--sizes demo,10000] [--repeats 20]
+
+"demo" is the embedded demo (skipped when its assets are missing); a number is
+a synthetic audit table of that many samples (app/synthetic.py).  The first
+view is timed in Debian chromium (Playwright) from navigation until the sample
+map is drawn (plotly.js parsed, overview, counts and map filled); the events
+are timed through gradio_client (a full round trip through the queue).
+Results go to benchmarks/app_results.json; see benchmarks/APP.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def workspace(size: str):
+    if size == "demo":
+        from app.loading import demo_workspace
+        return demo_workspace()
+    from app.synthetic import synthetic_workspace
+    return synthetic_workspace(int(size))
+
+
+def first_view_s(url: str, repeats: int = 3) -> list[float]:
+    from playwright.sync_api import sync_playwright
+
+    times = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        for _ in range(repeats):
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            t0 = time.perf_counter()
+            page.goto(url)
+            page.wait_for_selector("#sample-map .byorn-plot .main-svg", timeout=120_000)
+            page.wait_for_function("(() => { const e = document.querySelector('#overview-counts');"
+                                   " return !!e && e.innerText.includes('flagged'); })()", timeout=120_000)
+            times.append(time.perf_counter() - t0)
+            page.close()
+        browser.close()
+    return times
+
+
+def event_ms(url: str, ws, repeats: int) -> dict[str, float]:
+    from gradio_client import Client
+
+    c = Client(url, verbose=False)
+    c.predict(api_name="/page_load")
+    ids = ws.table.sort_values("score", ascending=False)["id"].tolist()[:repeats]
+    out: dict[str, list[float]] = {"select_sample": [], "approve": [], "filter_table": [], "set_threshold": []}
+    for sid in ids:
+        t = time.perf_counter()
+        _, _, _, _, proposal, edit, _ = c.predict(sid, api_name="/select_sample")
+        out["select_sample"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        c.predict(proposal or "replacement", edit, False, api_name="/approve")
+        out["approve"].append(time.perf_counter() - t)
+    for _ in range(min(repeats, 5)):
+        t = time.perf_counter()
+        c.predict("", "", "flagged", [], "", "score", True, api_name="/filter_table")
+        out["filter_table"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        c.predict("percentile", 0.6, None, "joint", "ground truth", api_name="/set_threshold")
+        out["set_threshold"].append(time.perf_counter() - t)
+    return {k: round(1000 * statistics.median(v), 1) for k, v in out.items() if v}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="demo,10000")
+    ap.add_argument("--repeats", type=int, default=20)
+    args = ap.parse_args()
+    from app import build_app, launch
+    from app.context import make_context
+
+    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "runs": []}
+    for size in args.sizes.split(","):
+        try:
+            t = time.perf_counter()
+            ws = workspace(size)
+            load_s = time.perf_counter() - t
+        except FileNotFoundError as e:
+            print(f"skip {size}: {e}")
+            continue
+        ctx = make_context(ws, data_dir=Path(tempfile.mkdtemp()))
+        t = time.perf_counter()
+        demo = build_app(ctx)
+        launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+        start_s = time.perf_counter() - t
+        try:
+            views = first_view_s(demo.local_url) if Path(CHROMIUM).exists() else []
+            events = event_ms(demo.local_url, ws, args.repeats)
+        finally:
+            demo.close()
+        row = {"data": size, "samples": len(ws.table), "load_workspace_s": round(load_s, 2),
+               "build_and_launch_s": round(start_s, 2),
+               "first_view_s": [round(v, 2) for v in views],
+               "first_view_median_s": round(statistics.median(views), 2) if views else None,
+               "event_median_ms": events}
+        print(json.dumps(row))
+        results["runs"].append(row)
+    out = Path(__file__).with_name("app_results.json")
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
