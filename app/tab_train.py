@@ -7,6 +7,7 @@ Start builds a runner from the settings and hands it to the shared
 from __future__ import annotations
 
 import copy
+import math
 import datetime as _dt
 import time
 from functools import partial
@@ -128,7 +129,7 @@ def status_markdown(snap: dict) -> str:
         return "No training run yet."
     total = snap["total_steps"] or "?"
     pct = f" ({100 * snap['step'] / snap['total_steps']:.0f} %)" if snap["total_steps"] else ""
-    loss = f" · loss {snap['loss']:.4f}" if snap["loss"] is not None else ""
+    loss = f" · loss {snap['loss']:.4f}" if snap["loss"] is not None and math.isfinite(snap["loss"]) else ""
     eta = f" · ETA {_fmt_s(snap['eta_s'])}" if st == RUNNING and snap["eta_s"] is not None else ""
     head = {"running": "⏳ running", "finished": "✅ finished", "cancelled": "⏹ cancelled (checkpoint kept)",
             "failed": "❌ failed"}.get(st, st)
@@ -146,7 +147,7 @@ def status_markdown(snap: dict) -> str:
 
 
 def _fmt_s(s) -> str:
-    if s is None:
+    if s is None or not math.isfinite(float(s)):  # the trainer reports NaN before it knows
         return "?"
     s = int(round(float(s)))
     return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
