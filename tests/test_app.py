@@ -1,7 +1,8 @@
 """The launched app through ``gradio_client``: every state-changing event, and bad input.
 
 Runs on a synthetic workspace (no model) with a fake trainer, so it is fast;
-``tests/test_app_demo.py`` runs the real embedded demo and trainer.
+the browser test (tests/browser) runs the embedded demo and the real trainer
+when the demo assets are built.
 """
 from __future__ import annotations
 
