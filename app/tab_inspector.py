@@ -84,8 +84,13 @@ def show_sample(ctx: AppContext, view: dict, sample_id: str | None):
     proposal = view.get("proposals", {}).get(sample_id) or str(row.get("proposed_response") or "")
     edit = decision.text if decision is not None and decision.status == "edited" else sample.response
     return (view, header, upscale(sample.image), f"**Instruction:** {sample.instruction}",
-            shade_tokens_html(row.get("tokens") or [], row.get("surprisals") or []),
+            shade_tokens_html(_as_list(row.get("tokens")), _as_list(row.get("surprisals"))),
             proposal, edit, decision_markdown(decision))
+
+
+def _as_list(value) -> list:
+    """Tokens / surprisals as a list (parquet may hand back numpy arrays; missing = [])."""
+    return [] if value is None or (isinstance(value, float) and value != value) else list(value)
 
 
 def decision_markdown(decision) -> str:
