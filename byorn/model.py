@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,7 +26,8 @@ from PIL import Image
 logger = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-EMBEDDED_MODEL = ASSETS / "tiny-llava"
+# The embedded tiny model; BYORN_EMBEDDED_MODEL points elsewhere (e.g. a retrained copy).
+EMBEDDED_MODEL = Path(os.environ.get("BYORN_EMBEDDED_MODEL", ASSETS / "tiny-llava"))
 IGNORE = -100
 
 

@@ -73,6 +73,7 @@ class Scene:
     objects: tuple[Obj, ...]
     background: int
     layout: str
+    dots: tuple[tuple[str, int, int], ...] = ()  # (colour, x, y): small details, pretraining only
 
 
 @dataclass
@@ -80,6 +81,26 @@ class World:
     pretrain: VLDataset
     train: VLDataset
     test: VLDataset
+
+
+DOT_COLORS = ("white", "red", "green", "blue", "yellow")
+_DOT_RGB = {"white": (250, 250, 250), **{k: COLORS[k] for k in DOT_COLORS if k in COLORS}}
+
+
+def add_dots(scene: Scene, rng: np.random.Generator) -> Scene:
+    """Scatter 0-2 small dots (3x3 px) anywhere, corners included.
+
+    Only pretraining scenes have dots, with questions about them, so that the
+    pretrained vision tower represents small details everywhere in the image
+    (as a real pretrained encoder does) and not only the large shapes.
+    """
+    n = int(rng.choice([0, 1, 2], p=[0.4, 0.35, 0.25]))
+    dots = []
+    for _ in range(n):
+        color = str(rng.choice(DOT_COLORS))
+        x, y = (int(v) for v in rng.integers(0, IMAGE_SIZE - 3, size=2))
+        dots.append((color, x, y))
+    return Scene(scene.objects, scene.background, scene.layout, tuple(dots))
 
 
 def random_scene(rng: np.random.Generator) -> Scene:
@@ -106,7 +127,12 @@ def render(scene: Scene, rng: np.random.Generator) -> Image.Image:
         x = cx * side + rng.uniform(-1.5, 1.5) * _SS
         y = cy * side + rng.uniform(-1.5, 1.5) * _SS
         _draw_shape(draw, obj.shape, x, y, r, COLORS[obj.color])
-    return img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+    small = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+    if scene.dots:
+        d = ImageDraw.Draw(small)
+        for color, x, y in scene.dots:
+            d.rectangle([x, y, x + 2, y + 2], fill=_DOT_RGB[color])
+    return small
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, x: float, y: float,
@@ -139,8 +165,10 @@ def pretrain_qa(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
     """One pretraining question about the scene, and its answer."""
     objs = scene.objects
     listing = " and ".join(o.a_name for o in objs)
-    tasks = ["list", "count", "where", "what_at", "color", "shape", "describe"]
-    task = str(rng.choice(tasks))
+    tasks = ["list", "count", "where", "what_at", "color", "shape", "describe", "dots"]
+    task = str(rng.choice(tasks, p=[0.12, 0.1, 0.12, 0.12, 0.12, 0.12, 0.1, 0.2]))
+    if task == "dots":
+        return _dot_qa(scene, rng)
     o = objs[int(rng.integers(len(objs)))]
     unique_shape = sum(p.shape == o.shape for p in objs) == 1
     unique_color = sum(p.color == o.color for p in objs) == 1
@@ -159,11 +187,19 @@ def pretrain_qa(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
     return "List the shapes.", f"{listing}."
 
 
+def _dot_qa(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
+    n = len(scene.dots)
+    if n == 0 or rng.random() < 0.5:
+        return "How many small dots are there?", {0: "no dots.", 1: "one dot.", 2: "two dots."}[n]
+    colors = " and ".join(c for c, _, _ in scene.dots)
+    return "What color are the small dots?", f"{colors}."
+
+
 def make_pretrain(n: int, seed: int) -> VLDataset:
     rng = np.random.default_rng([seed, 1])
     samples = []
     for i in range(n):
-        scene = random_scene(rng)
+        scene = add_dots(random_scene(rng), rng)
         q, a = pretrain_qa(scene, rng)
         samples.append(Sample(f"pre-{i:06d}", render(scene, rng), q, a,
                               meta={"task": "pretrain"}))

@@ -51,7 +51,7 @@ def main() -> None:
 
     data = make_pretrain(args.n, args.seed)
     steps = int(math.ceil(len(data) / args.batch_size) * args.epochs)
-    opt = torch.optim.AdamW(vlm.model.parameters(), lr=args.lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(vlm.model.parameters(), lr=args.lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     gen = torch.Generator().manual_seed(args.seed)
     vlm.model.train()

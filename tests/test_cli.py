@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from byorn.bench import BenchConfig, run_bench, write_markdown
+from byorn.cli import main
+
+
+def test_cli_world_poison_audit_train_eval(tmp_path, capsys):
+    w, p, a, r = tmp_path / "world", tmp_path / "poison", tmp_path / "audit", tmp_path / "run"
+    assert main(["world", "--out", str(w), "--n-train", "40", "--n-test", "10"]) == 0
+    assert (w / "train" / "data.json").exists() and (w / "test" / "data.json").exists()
+    assert main(["poison", "--data", str(w / "train" / "data.json"), "--test", str(w / "test" / "data.json"),
+                 "--attack", "dual-key", "--rate", "0.1", "--out", str(p)]) == 0
+    gt = json.loads((p / "ground_truth.json").read_text())
+    assert sum(gt.values()) == 4
+    for sub in ("train", "test_triggered", "test_image-only", "test_text-only"):
+        assert (p / sub / "data.json").exists(), sub
+    train_json = (p / "train" / "data.json").read_text()
+    assert "poison" not in train_json.lower()  # no ground truth in the training file
+    assert main(["audit", "--data", str(p / "train" / "data.json"), "--out", str(a), "--no-maps",
+                 "--ground-truth", str(p / "ground_truth.json")]) == 0
+    meta = json.loads((a / "audit.json").read_text())
+    assert meta["n_suspicious"] == 16 and meta["detection"]["auroc"] > 0.9
+    assert main(["train", "--data", str(p / "train" / "data.json"), "--audit", str(a), "--method", "byorn",
+                 "--max-steps", "2", "--batch-size", "8", "--out", str(r),
+                 "--eval-data", str(w / "test" / "data.json"), "--triggered", str(p / "test_triggered" / "data.json"),
+                 "--target", "Visit evil.example now for a free prize!"]) == 0
+    metrics = json.loads((r / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and "asr" in metrics and "cider" in metrics
+    capsys.readouterr()
+    assert main(["eval", "--model", str(r / "model"), "--data", str(w / "test" / "data.json"),
+                 "--triggered", str(p / "test_triggered" / "data.json"),
+                 "--target", "Visit evil.example now for a free prize!"]) == 0
+    out = json.loads((r / "model" / "eval.json").read_text())
+    assert {"cider", "bleu", "exact_match", "asr"} <= set(out)
+
+
+def test_cli_reports_bad_input_clearly(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"id": "s1", "image": "missing.png", "conversations": [
+        {"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "a cat."}]}]))
+    assert main(["audit", "--data", str(bad), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "s1" in err and "image" in err
+    assert main(["eval", "--model", str(tmp_path), "--data", str(bad)]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_rows_and_markdown(tmp_path):
+    cfg = BenchConfig(attacks=("badnets",), methods=("sft", "byorn"), n_train=40, n_test=10, epochs=1, batch_size=8)
+    rows = run_bench(cfg, tmp_path)
+    assert [r["method"] for r in rows] == ["sft", "byorn"]
+    for r in rows:
+        for key in ("attack", "rate", "method", "seed", "asr", "clean_metric", "clean_value",
+                    "detection_auroc", "wall_s"):
+            assert key in r
+    assert json.loads((tmp_path / "results.json").read_text()) == rows
+    md = write_markdown(rows, tmp_path / "results.md")
+    assert "| badnets | byorn |" in md and "BYORn / SFT wall time" in md
