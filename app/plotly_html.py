@@ -8,18 +8,20 @@ clicked, ``trigger('points_selected', {ids})`` after a box / lasso selection.
 Python listens with ``comp.point_click(fn)`` / ``comp.points_selected(fn)``
 and reads ``evt.sample_id`` / ``evt.ids`` from ``gr.EventData``.
 
-plotly.js is the copy shipped inside the ``plotly`` Python package, served by
-the Gradio server itself (``gr.set_static_paths``), so the map works offline
-and on a Space without a CDN.
+plotly.js is the *basic* bundle (``scatter``, ``bar``, ``pie``; 1.2 MB instead
+of the full 4.6 MB, which took ~3 s to parse on a busy 2-core machine),
+vendored in ``assets/vendor`` from the npm package ``plotly.js-basic-dist-min``
+(MIT licence, ``assets/vendor/plotly-basic.LICENSE``) and served by the Gradio
+server itself (``gr.set_static_paths``), so the map works offline and on a
+Space without a CDN.  The figures use only those trace types (app/plots.py).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import gradio as gr
-import plotly
 
-PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+PLOTLY_JS = Path(__file__).resolve().parent.parent / "assets" / "vendor" / "plotly-basic.min.js"
 
 
 def plotly_head() -> str:
@@ -31,7 +33,8 @@ def plotly_head() -> str:
 _JS = r"""
 const draw = () => {
   const el = element.querySelector('.byorn-plot');
-  if (!el || !props.value || typeof Plotly === 'undefined') return;
+  if (!el || !props.value) return;
+  if (typeof Plotly === 'undefined') { setTimeout(draw, 50); return; }  // script still loading
   let fig;
   try { fig = JSON.parse(props.value); } catch (e) { console.error('bad figure JSON', e); return; }
   Plotly.react(el, fig.data, fig.layout, {responsive: true, displaylogo: false});

@@ -1,7 +1,10 @@
 """Plotly figures for the app: score histogram, sample map, loss curve, trade-off.
 
-Pure builders (table in, figure out).  The sample map is returned as JSON for
-the clickable :mod:`app.plotly_html` component; the others go to ``gr.Plot``.
+Pure builders (table in, figure out).  The histogram and the sample map are
+returned as JSON for the clickable :mod:`app.plotly_html` component, drawn by
+the small plotly.js *basic* bundle (trace types ``scatter`` and ``bar`` only:
+the histogram is binned here, the map is SVG ``scatter``, not ``scattergl``);
+the loss curve and the trade-off go to ``gr.Plot``.
 """
 from __future__ import annotations
 
@@ -30,16 +33,22 @@ def histogram_figure(table: pd.DataFrame, threshold: float, bins: int = 60) -> g
     """Score histogram, split by ground truth when known, with the threshold line."""
     fig = go.Figure()
     scores = table["score"].astype(float)
-    edges = np.histogram_bin_edges(scores[np.isfinite(scores)], bins=bins) if len(scores) else [0, 1]
-    xbins = dict(start=float(edges[0]), end=float(edges[-1]), size=float(edges[1] - edges[0]) or 1.0)
+    ok = np.isfinite(scores)
+    finite = scores[ok]
+    edges = np.histogram_bin_edges(finite, bins=bins) if len(finite) else np.array([0.0, 1.0])
+    centres, width = (edges[:-1] + edges[1:]) / 2, float(edges[1] - edges[0]) or 1.0
+    # Binned here (plotly's own histogram trace is not in the basic bundle the page loads).
     if has_ground_truth(table):
         gt = table["gt_poisoned"].fillna(False).astype(bool)
         for name, mask in (("clean", ~gt), ("poisoned", gt)):
-            fig.add_histogram(x=scores[mask], name=f"{name} (truth)", xbins=xbins,
-                              marker_color=TRUTH_COLOURS[name], opacity=0.75)
-        fig.update_layout(barmode="stack")
+            counts, _ = np.histogram(scores[mask & ok], bins=edges)
+            fig.add_bar(x=centres, y=counts, width=width, name=f"{name} (truth)",
+                        marker_color=TRUTH_COLOURS[name], opacity=0.75)
+        fig.update_layout(barmode="stack", bargap=0)
     else:
-        fig.add_histogram(x=scores, name="samples", xbins=xbins, marker_color="#6b7280")
+        counts, _ = np.histogram(finite, bins=edges)
+        fig.add_bar(x=centres, y=counts, width=width, name="samples", marker_color="#6b7280")
+        fig.update_layout(bargap=0)
     n_flag = int((scores > threshold).sum())
     fig.add_vline(x=float(threshold), line_color="#dc2626", line_dash="dash",
                   annotation_text=f"threshold {threshold:.3f}: {n_flag} flagged",
@@ -67,10 +76,11 @@ def map_figure(table: pd.DataFrame, embedding: str = "joint", color_by: str = "s
         color_by = "flag"
     hover = [f"{i}<br>score {s:.3f}<br>{d}" for i, s, d in
              zip(table["id"], table["score"].astype(float), table.get("decision", ["pending"] * len(table)))]
+    # SVG scatter (the page's basic plotly.js has no WebGL traces); 10k points draw in about a second.
     base = dict(mode="markers", hoverinfo="text")
     fig = go.Figure()
     if color_by == "score":
-        fig.add_trace(go.Scattergl(
+        fig.add_trace(go.Scatter(
             x=table[xcol], y=table[ycol], customdata=table["id"], hovertext=hover, name="samples",
             marker=dict(color=table["score"].astype(float), colorscale="Reds", size=7,
                         colorbar=dict(title="score"), line=dict(width=0.3, color="#444")), **base))
@@ -80,7 +90,7 @@ def map_figure(table: pd.DataFrame, embedding: str = "joint", color_by: str = "s
             if not mask.any():
                 continue
             sub = table[mask]
-            fig.add_trace(go.Scattergl(
+            fig.add_trace(go.Scatter(
                 x=sub[xcol], y=sub[ycol], customdata=sub["id"], name=f"{name} ({int(mask.sum())})",
                 hovertext=[h for h, m in zip(hover, mask) if m],
                 marker=dict(color=colours[name], size=7, line=dict(width=0.3, color="#444")), **base))
@@ -114,16 +124,16 @@ def loss_figure(losses: Sequence[tuple[int, float]], evals: Sequence[dict]) -> g
     if losses:
         steps, values = zip(*losses)
         fig.add_scatter(x=steps, y=values, mode="lines", name="loss", line=dict(color="#374151"))
-    metric_names = [k for k in (evals[0] if evals else {}) if k != "step"]
-    palette = ["#16a34a", "#dc2626", "#2563eb", "#9333ea"]
-    for k, name in enumerate(metric_names):
-        pts = [(e["step"], e[name]) for e in evals if isinstance(e.get(name), (int, float))]
+    # The clean metric (CIDEr, 0-100) and ASR (shown in %) share the right-hand axis.
+    palette = {"cider": "#16a34a", "asr": "#dc2626"}
+    for name, scale, label in (("cider", 1.0, "CIDEr (clean)"), ("asr", 100.0, "ASR % (triggered)")):
+        pts = [(e["step"], scale * e[name]) for e in evals if isinstance(e.get(name), (int, float))]
         if pts:
             xs, ys = zip(*pts)
-            fig.add_scatter(x=xs, y=ys, mode="lines+markers", name=name, yaxis="y2",
-                            line=dict(color=palette[k % len(palette)]))
+            fig.add_scatter(x=xs, y=ys, mode="lines+markers", name=label, yaxis="y2",
+                            line=dict(color=palette[name]))
     fig.update_layout(**_LAYOUT, height=320, xaxis_title="step", yaxis_title="loss",
-                      yaxis2=dict(title="metric", overlaying="y", side="right", rangemode="tozero"))
+                      yaxis2=dict(title="CIDEr · ASR %", overlaying="y", side="right", rangemode="tozero"))
     return fig
 
 
