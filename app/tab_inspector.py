@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import secrets
 from functools import partial
 from types import SimpleNamespace
 
 import gradio as gr
 from PIL import Image
+
+from byorn.audit import propose_replacements
 
 from .context import AppContext
 from .views import position_in, shade_tokens_html, step_in
@@ -153,18 +156,23 @@ def regenerate(ctx: AppContext, view: dict, progress=gr.Progress()):
     if not sid:
         raise gr.Error("Open a sample first.")
     ws = ctx.workspace(view)
-    try:
-        from byorn.audit import propose_replacements
-    except ImportError as e:
-        raise gr.Error(f"Regenerating needs byorn.audit: {e}") from e
     progress(0.1, desc="loading the reference model")
-    vlm = ws.vlm()
+    try:
+        vlm = ws.vlm()
+    except Exception as e:
+        raise gr.Error(f"Could not load the reference model: {e}") from e
     progress(0.5, desc="sampling a replacement")
-    seed = int(view.setdefault("regen_seed", 0)) + 1
-    view["regen_seed"] = seed
-    text = propose_replacements(vlm, ws.dataset, [sid], temperature=0.7, seed=seed).get(sid, "")
+    seed = _fresh_seed()  # a new sample each press (and a different one for each reviewer)
+    try:
+        text = propose_replacements(vlm, ws.dataset, [sid], temperature=0.7, seed=seed).get(sid, "")
+    except Exception as e:  # the model failing must not take the page down
+        raise gr.Error(f"The reference model could not generate a replacement: {e}") from e
     view.setdefault("proposals", {})[sid] = text
     return view, text
+
+
+def _fresh_seed() -> int:
+    return secrets.randbelow(2**31)
 
 
 def wire_inspector(ui, ctx: AppContext) -> None:

@@ -1,6 +1,7 @@
 """Data tab: the embedded demo (default), or your own data and model, audited here."""
 from __future__ import annotations
 
+import logging
 from functools import partial
 from types import SimpleNamespace
 
@@ -8,6 +9,8 @@ import gradio as gr
 
 from .context import AppContext, new_view
 from .loading import OpenError, audit_workspace, load_user_dataset
+
+logger = logging.getLogger(__name__)
 
 INTRO = """\
 **BYORn Studio** audits vision-language fine-tuning data for backdoors. Every
@@ -77,6 +80,10 @@ def open_data(ctx: AppContext, view: dict, upload, path, model_path, p, score, p
                              progress=lambda frac, msg: progress(frac, desc=msg))
     except OpenError as e:
         raise gr.Error(str(e)) from e
+    except Exception as e:  # anything else the model or the data throws: say so, keep serving
+        logger.exception("opening %s failed", path or upload)
+        raise gr.Error(f"The audit failed ({type(e).__name__}: {e}). Check the data and the model "
+                       "folder; the demo and your decisions are untouched.") from e
     ctx.workspaces.add(ws)
     view = new_view(ws)
     msg = f"Opened and audited **{ws.name}**: {int(ws.table['score'].gt(view['threshold']).sum())} flagged."

@@ -45,7 +45,10 @@ def build_train() -> SimpleNamespace:
         seed = gr.Number(value=0, precision=0, label="seed", scale=1)
         max_steps = gr.Number(value=0, precision=0, label="max steps (0 = all epochs)", scale=1,
                               elem_id="max-steps")
-        eval_every = gr.Number(value=20, precision=0, label="evaluate every n steps (0 = at the end)", scale=1)
+        eval_every = gr.Number(value=20, precision=0, label="evaluate every n steps (0 = at the end)", scale=1,
+                               elem_id="eval-every")
+        eval_max = gr.Number(value=100, precision=0, label="test samples per evaluation (0 = all)", scale=1,
+                             elem_id="eval-max")
     with gr.Row():
         start_btn = gr.Button("start training", variant="primary", elem_id="train-start")
         cancel_btn = gr.Button("cancel", variant="stop", elem_id="train-cancel")
@@ -57,7 +60,8 @@ def build_train() -> SimpleNamespace:
 
 
 def settings_from(method, epochs, batch_size, lr, lora, ema_decay, temperature, seed, max_steps,
-                  eval_every) -> dict:
+                  eval_every, eval_max) -> dict:
+    """``TrainConfig`` fields from the form (raises gr.Error on a bad value)."""
     if method not in METHODS:
         raise gr.Error(f"Unknown method {method!r}.")
     for name, v in (("learning rate", lr), ("EMA decay", ema_decay), ("temperature", temperature)):
@@ -69,7 +73,8 @@ def settings_from(method, epochs, batch_size, lr, lora, ema_decay, temperature, 
             "lr": float(lr), "lora": bool(lora), "ema_decay": float(ema_decay),
             "temperature": float(temperature), "seed": int(seed or 0),
             "max_steps": int(max_steps) if max_steps else None,
-            "eval_every": int(eval_every) if eval_every else 0}
+            "eval_every": int(eval_every) if eval_every else 0,
+            "eval_max_samples": int(eval_max) if eval_max else None}
 
 
 def library_trainer(ws: Workspace, settings: dict, decisions: dict, table: pd.DataFrame,
@@ -97,7 +102,9 @@ def start_training(ctx: AppContext, view: dict, *raw):
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = ctx.runs_dir / f"{stamp}-{settings['method']}"
     trainer = ctx.trainer or library_trainer
-    label = f"{settings['method']} on {ws.name}, {len(decisions)} decisions"
+    label = f"{settings['method']} on {ws.name}, {len(decisions)} review decisions"
+    if ws.test_clean is None and ws.test_triggered is None:
+        label += " (no test sets with this data: no clean metric / ASR)"
 
     def runner(callbacks, cancel):
         return trainer(ws, settings, decisions, table, view["threshold"], callbacks, cancel, out_dir)
@@ -118,9 +125,19 @@ def cancel_training(ctx: AppContext):
 def poll(ctx: AppContext):
     """Status, curve, evaluations, and the timer (on only while a run goes)."""
     snap = ctx.job.snapshot()
-    evals = pd.DataFrame(snap["evals"]) if snap["evals"] else pd.DataFrame(columns=["step"])
-    return (status_markdown(snap), loss_figure(snap["losses"], snap["evals"]), evals,
+    return (status_markdown(snap), loss_figure(snap["losses"], snap["evals"]), evals_table(snap["evals"]),
             gr.Timer(active=snap["status"] == RUNNING))
+
+
+EVAL_COLUMNS = {"step": "step", "cider": "CIDEr (clean)", "bleu": "BLEU (clean)", "asr": "ASR (triggered)",
+                "n_clean": "clean samples", "n_triggered": "triggered samples", "eval_s": "eval time (s)"}
+
+
+def evals_table(evals: list[dict]) -> pd.DataFrame:
+    """The evaluations, scalar metrics only (the trainer also reports example predictions)."""
+    rows = [{name: e.get(key) for key, name in EVAL_COLUMNS.items() if key in e} for e in evals]
+    table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["step"])
+    return table.round(3)
 
 
 def status_markdown(snap: dict) -> str:
@@ -137,8 +154,9 @@ def status_markdown(snap: dict) -> str:
              f"step **{snap['step']} / {total}**{pct}{loss} · elapsed {_fmt_s(snap['elapsed_s'])}{eta}"]
     if snap["evals"]:
         last = snap["evals"][-1]
-        lines.append("last evaluation: " + ", ".join(
-            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in last.items()))
+        shown = [f"{name} **{last[key]:.3f}**" for key, name in EVAL_COLUMNS.items()
+                 if key in ("cider", "asr") and isinstance(last.get(key), (int, float))]
+        lines.append(f"evaluation at step {last.get('step', '?')}: " + ", ".join(shown))
     if snap["error"]:
         lines.append(f"error: `{snap['error']}`")
     if snap["out_dir"]:
@@ -156,7 +174,7 @@ def _fmt_s(s) -> str:
 def wire_train(ui, ctx: AppContext) -> None:
     t = ui.train
     settings = [t.method, t.epochs, t.batch_size, t.lr, t.lora, t.ema_decay, t.temperature, t.seed,
-                t.max_steps, t.eval_every]
+                t.max_steps, t.eval_every, t.eval_max]
     outs = [t.status, t.curve, t.evals, t.timer]
     t.start_btn.click(partial(start_training, ctx), [ui.view, *settings], outs, api_name="train_start",
                       concurrency_id="train-control", concurrency_limit=1)
