@@ -1,8 +1,8 @@
 """The launched app through ``gradio_client``: every state-changing event, and bad input.
 
-Runs on a synthetic workspace (no model) with a fake trainer, so it is fast;
-the browser test (tests/browser) runs the embedded demo and the real trainer
-when the demo assets are built.
+Runs on the embedded demo (``assets/demo``) with the embedded model and the
+real trainer (``byorn.train.train``), in runs of a few steps with small
+evaluations, so the whole module takes about a minute on 2 cores.
 """
 from __future__ import annotations
 
@@ -14,63 +14,41 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
-import pandas as pd
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from gradio_client import Client  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from app import build_app, launch  # noqa: E402
 from app.context import make_context  # noqa: E402
-from app.synthetic import synthetic_workspace  # noqa: E402
 from app.tab_train import wait_until_idle  # noqa: E402
 
-
-def fake_trainer(ws, settings, decisions, table, threshold, callbacks, cancel, out_dir: Path):
-    """Stands in for byorn.train.train: a few timed steps, a run folder, honours cancel."""
-    total = settings["max_steps"] or 30
-    state = SimpleNamespace(step=0, total_steps=total, epoch=0, loss=None, elapsed_s=0.0, eta_s=None)
-    for cb in callbacks:
-        cb.on_train_begin(state)
-    for k in range(1, total + 1):
-        time.sleep(0.05)
-        state.step, state.loss, state.eta_s = k, 2.0 / k, 0.05 * (total - k)
-        for cb in callbacks:
-            cb.on_step_end(state)
-        if k % 2 == 0:
-            for cb in callbacks:
-                cb.on_evaluate(state, {"cider": 0.1 * k, "asr": 1.0 / k})
-        if cancel.is_set():
-            break
-    out_dir.mkdir(parents=True)
-    metrics = {"clean_metric": "cider", "clean_value": 0.5, "asr": 0.02 if settings["method"] == "byorn" else 0.9}
-    (out_dir / "config.json").write_text(json.dumps({**settings, "n_decisions": len(decisions),
-                                                     "threshold": threshold}))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics))
-    return SimpleNamespace(out_dir=out_dir, metrics=metrics, cancelled=cancel.is_set())
+# method, epochs, batch, lr, LoRA, EMA decay, temperature, seed, max steps, eval every, eval samples
+LONG_RUN = ["BYORn (bootstrap replacements)", 1, 8, 1e-3, False, 0.99, 0.7, 0, 200, 1, 4]
 
 
-def fake_list_runs(root: Path) -> pd.DataFrame:
-    rows = []
-    for d in sorted(Path(root).iterdir()):
-        cfg, m = json.loads((d / "config.json").read_text()), json.loads((d / "metrics.json").read_text())
-        rows.append({"run_id": d.name, "method": cfg["method"], "settings": cfg, **m, "wall_s": 1.0,
-                     "out_dir": str(d)})
-    return pd.DataFrame(rows)
+def demo_workspace_or_skip():
+    from app.loading import demo_workspace
+
+    try:
+        return demo_workspace()
+    except FileNotFoundError as e:
+        pytest.skip(f"embedded demo not built: {e}")
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("app")
     os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
-    ws = synthetic_workspace(120, poison_rate=0.15, seed=1)
-    ctx = make_context(ws, data_dir=tmp / "data", trainer=fake_trainer, list_runs=fake_list_runs)
+    ws = demo_workspace_or_skip()
+    ctx = make_context(ws, data_dir=tmp / "data")
     demo = build_app(ctx)
     launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
     yield SimpleNamespace(ctx=ctx, ws=ws, url=demo.local_url, demo=demo)
-    wait_until_idle(ctx, 10)
+    ctx.job.cancel()
+    wait_until_idle(ctx, 120)
     demo.close()
 
 
@@ -106,7 +84,7 @@ def flagged_ids(ws, n=3):
 def test_page_load_shows_demo_overview(served, client):
     title, counts, hist, map_json, pct, value = client.predict("joint", "ground truth",
                                                                api_name="/refresh_overview")
-    assert "Synthetic data" in title and "flagged" in counts
+    assert "Embedded demo" in title and "flagged" in counts
     fig = json.loads(map_json)
     assert sorted(i for tr in fig["data"] for i in tr["customdata"]) == sorted(served.ws.table["id"])
     assert pct == pytest.approx(0.6)
@@ -218,35 +196,97 @@ def test_export_dataset_and_csv(served, client, tmp_path):
         served.ctx.store.clear(fp, ids[1])
 
 
+def test_regenerate_asks_the_model(served, client):
+    sid = flagged_ids(served.ws, 1)[0]
+    client.predict(sid, api_name="/select_sample")
+    texts = {client.predict(api_name="/regenerate") for _ in range(2)}
+    assert all(isinstance(t, str) and t.strip() for t in texts)
+    with pytest.raises(AppError, match="Open a sample"):
+        Client(served.url, verbose=False).predict(api_name="/regenerate")
+
+
+def _wait_for(pred, timeout=60.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_train_start_second_start_cancel_and_compare(served, client):
-    settings = ["BYORn (bootstrap replacements)", 1, 8, 1e-3, False, 0.99, 0.7, 0, 200, 2]
-    status, *_ = client.predict(*settings, api_name="/train_start")
+    ctx = served.ctx
+    status, *_ = client.predict(*LONG_RUN, api_name="/train_start")
     assert "running" in status
     with pytest.raises(AppError, match="already going"):
-        Client(served.url, verbose=False).predict(*settings, api_name="/train_start")
-    time.sleep(0.3)
+        Client(served.url, verbose=False).predict(*LONG_RUN, api_name="/train_start")
+    assert _wait_for(lambda: ctx.job.snapshot()["evals"], 90), "no evaluation reported"
     status, curve, evals, _ = client.predict(api_name="/train_poll")
-    assert "step" in status and evals["data"]
-    status, *_ = client.predict(api_name="/train_cancel")
-    assert wait_until_idle(served.ctx, 10)
+    assert "step" in status and "ASR" in status and evals["data"]
+    assert {"CIDEr (clean)", "ASR (triggered)"} <= set(evals["headers"])
+    client.predict(api_name="/train_cancel")
+    assert wait_until_idle(ctx, 120)
     status, *_ = client.predict(api_name="/train_poll")
     assert "cancelled" in status
-    short = ["SFT (no defense)", 1, 8, 1e-3, False, 0.99, 0.7, 0, 3, 2]
-    client.predict(*short, api_name="/train_start")
-    assert wait_until_idle(served.ctx, 10)
-    assert "finished" in client.predict(api_name="/train_poll")[0]
+    run_dir = Path(ctx.job.snapshot()["out_dir"])
+    assert (run_dir / "model" / "config.json").exists()  # the checkpoint is kept
+
+    # the run uses this user's threshold and everyone's review decisions
+    fp, sid = served.ws.fingerprint, flagged_ids(served.ws, 1)[0]
+    ctx.store.set(fp, sid, "dropped")
+    try:
+        client.predict("value", 0.6, 1e9, "joint", "flag", api_name="/set_threshold")  # nothing flagged
+        short = ["BYORn-F (drop flagged)", 1, 8, 1e-3, False, 0.99, 0.7, 0, 3, 0, 4]
+        client.predict(*short, api_name="/train_start")
+        assert wait_until_idle(ctx, 120)
+        assert "finished" in client.predict(api_name="/train_poll")[0]
+        config = json.loads((Path(ctx.job.snapshot()["out_dir"]) / "config.json").read_text())
+        assert config["dropped"] == {sid: "dropped by review"}
+    finally:
+        ctx.store.clear(fp, sid)
+        client.predict("percentile", 0.6, None, "joint", "flag", api_name="/set_threshold")
     runs, scatter = client.predict(api_name="/list_runs")
-    assert len(runs["data"]) == 2 and {r[1] for r in runs["data"]} == {"byorn", "sft"}
+    rows = [dict(zip(runs["headers"], r)) for r in runs["data"]]
+    assert len(rows) == 2 and {r["method"] for r in rows} == {"byorn", "byorn-f"}
+    assert all(isinstance(r["asr"], (int, float)) and isinstance(r["clean_value"], (int, float)) for r in rows)
     with pytest.raises(AppError, match="EMA decay"):
-        client.predict("SFT (no defense)", 1, 8, 1e-3, False, 1.5, 0.7, 0, 3, 2, api_name="/train_start")
+        client.predict("SFT (no defense)", 1, 8, 1e-3, False, 1.5, 0.7, 0, 3, 2, 4, api_name="/train_start")
+
+
+def _llava_zip(ws, tmp_path: Path, n: int = 12) -> Path:
+    from byorn.data import VLDataset
+    from byorn.io import save_llava_json
+
+    folder = save_llava_json(VLDataset([ws.dataset[i] for i in range(n)], name="mine"), tmp_path / "mine").parent
+    archive = tmp_path / "mine.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in Path(folder).rglob("*"):
+            if f.is_file():
+                z.write(f, f.relative_to(folder))
+    return archive
+
+
+def test_open_own_data_by_upload_then_back_to_demo(served, client, tmp_path):
+    archive = _llava_zip(served.ws, tmp_path)
+    current, msg = client.predict(handle_file(str(archive)), "", "", 0.5, "mean", True,
+                                  api_name="/open_data")[:2]
+    assert "12 samples" in current and "Opened and audited" in msg
+    again = client.predict(handle_file(str(archive)), "", "", 0.5, "mean", True, api_name="/open_data")
+    assert "12 samples" in again[0]  # the same zip twice: reuses its extraction and the audit cache
+    title = client.predict("joint", "flag", api_name="/refresh_overview")[0]
+    assert "12 samples" in title
+    current = client.predict(api_name="/open_demo")[0]
+    assert "Embedded demo" in current
 
 
 def test_bad_input_keeps_serving(served, client, tmp_path):
+    fp = served.ws.fingerprint
+    sid = flagged_ids(served.ws, 1)[0]
+    served.ctx.store.set(fp, sid, "edited", "kept through bad input")
     with pytest.raises(AppError, match="No sample with id"):
         client.predict("no-such-id", api_name="/select_sample")
     broken = tmp_path / "broken.zip"
     broken.write_bytes(b"this is not a zip")
-    from gradio_client import handle_file
     with pytest.raises(AppError, match="(?i)zip"):
         client.predict(handle_file(str(broken)), "", "", 0.6, "mean", False, api_name="/open_data")
     with pytest.raises(AppError, match="does not exist"):
@@ -258,8 +298,16 @@ def test_bad_input_keeps_serving(served, client, tmp_path):
         {"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "a cat"}]}]))
     with pytest.raises(AppError, match="nope.png"):
         client.predict(None, str(bad), "", 0.6, "mean", False, api_name="/open_data")
+    # a model folder that is not a model
+    not_model = tmp_path / "not_a_model"
+    not_model.mkdir()
+    (not_model / "notes.txt").write_text("hello")
+    _llava_zip(served.ws, tmp_path, 3)  # good data in tmp_path / "mine"
+    with pytest.raises(AppError, match="not a model folder"):
+        client.predict(None, str(tmp_path / "mine"), str(not_model), 0.6, "mean", False, api_name="/open_data")
     with pytest.raises(AppError, match="Open a sample|No sample"):
         Client(served.url, verbose=False).predict("", "", False, api_name="/approve")
-    # still serving, decisions intact
-    sid = flagged_ids(served.ws, 1)[0]
+    # still serving, on the demo, the decision intact
     assert sid in client.predict(sid, api_name="/select_sample")[0]
+    assert served.ctx.store.get(fp, sid).text == "kept through bad input"
+    served.ctx.store.clear(fp, sid)
