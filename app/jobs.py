@@ -50,6 +50,12 @@ class _ProgressCallback:
         self.job._update(step=_get(state, "step"), eta_s=0.0)
 
 
+def _is_bootstrap_step(state) -> bool:
+    """Whether the last step trained on bootstrapped (model-generated) responses (BYORn)."""
+    history = getattr(state, "history", None) or [{}]
+    return bool(history[-1].get("bootstrap", False))
+
+
 def _get(state, name: str, default=None):
     value = getattr(state, name, default)
     return default if value is None else value
@@ -149,7 +155,7 @@ class TrainingJob:
                      elapsed_s=_get(state, "elapsed_s", s["elapsed_s"]))
             if loss is not None:
                 s["loss"] = float(loss)
-                s["losses"].append((int(step), float(loss)))
+                s["losses"].append((int(step), float(loss), _is_bootstrap_step(state)))
 
     def _record_eval(self, step: int, metrics: dict) -> None:
         row = {"step": int(step)}

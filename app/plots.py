@@ -118,12 +118,22 @@ def figure_json(fig: go.Figure) -> str:
     return json.dumps(json.loads(fig.to_json()), separators=(",", ":"))
 
 
-def loss_figure(losses: Sequence[tuple[int, float]], evals: Sequence[dict]) -> go.Figure:
-    """Training loss per step, and clean metric / ASR at each evaluation."""
+def loss_figure(losses: Sequence[tuple], evals: Sequence[dict]) -> go.Figure:
+    """Training loss per step, and clean metric / ASR at each evaluation.
+
+    ``losses``: ``(step, loss)`` or ``(step, loss, bootstrapped)``.  BYORn's
+    bootstrapped batches train on the model's own responses, so their loss is
+    far lower than on the data: they are drawn as a separate series.
+    """
     fig = go.Figure()
-    if losses:
-        steps, values = zip(*losses)
-        fig.add_scatter(x=steps, y=values, mode="lines", name="loss", line=dict(color="#374151"))
+    data = [(s, v) for s, v, *b in losses if not (b and b[0])]
+    boot = [(s, v) for s, v, *b in losses if b and b[0]]
+    for pts, name, style in ((data, "loss (data batches)", dict(color="#374151")),
+                             (boot, "loss (bootstrapped batches)", dict(color="#9ca3af", dash="dot"))):
+        if pts:
+            steps, values = zip(*pts)
+            fig.add_scatter(x=steps, y=values, mode="lines+markers" if len(pts) < 30 else "lines",
+                            name=name, line=style, marker=dict(size=4))
     # The clean metric (CIDEr, 0-100) and ASR (shown in %) share the right-hand axis.
     palette = {"cider": "#16a34a", "asr": "#dc2626"}
     for name, scale, label in (("cider", 1.0, "CIDEr (clean)"), ("asr", 100.0, "ASR % (triggered)")):
@@ -134,6 +144,7 @@ def loss_figure(losses: Sequence[tuple[int, float]], evals: Sequence[dict]) -> g
                             line=dict(color=palette[name]))
     fig.update_layout(**_LAYOUT, height=320, xaxis_title="step", yaxis_title="loss",
                       yaxis2=dict(title="CIDEr · ASR %", overlaying="y", side="right", rangemode="tozero"))
+    fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
     return fig
 
 
@@ -147,9 +158,11 @@ def tradeoff_figure(runs: pd.DataFrame) -> go.Figure:
     metric_col = "clean_value" if "clean_value" in runs.columns else None
     metric_name = str(runs["clean_metric"].iloc[0]) if "clean_metric" in runs.columns else "clean metric"
     for method, sub in runs.groupby("method", sort=False):
-        fig.add_scatter(x=sub[metric_col] if metric_col else None, y=sub["asr"], mode="markers+text",
-                        name=str(method), text=sub["run_id"].astype(str), textposition="top center",
-                        marker=dict(size=12))
+        fig.add_scatter(x=sub[metric_col] if metric_col else None, y=100 * sub["asr"].astype(float),
+                        mode="markers+text", name=str(method), text=sub["run_id"].astype(str),
+                        textposition="top center", marker=dict(size=12))
     fig.update_layout(**_LAYOUT, height=400, xaxis_title=f"{metric_name} on clean test (higher is better)",
-                      yaxis_title="attack success rate (lower is better)")
+                      yaxis_title="attack success rate, % (lower is better)")
+    fig.update_layout(yaxis=dict(range=[-5, 105]),
+                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
     return fig

@@ -10,8 +10,9 @@ import pandas as pd
 from .context import AppContext
 from .plots import tradeoff_figure
 
-SHOWN = ["run_id", "method", "epochs", "lr", "lora", "seed", "clean_metric", "clean_value", "asr",
-         "wall_s", "cancelled", "out_dir"]
+SHOWN = {"run_id": "run", "method": "method", "epochs": "epochs", "lr": "lr", "lora": "LoRA",
+         "seed": "seed", "clean_value": "clean metric", "asr": "ASR", "wall_s": "time (s)",
+         "cancelled": "cancelled", "out_dir": "folder"}
 
 
 def build_compare() -> SimpleNamespace:
@@ -29,7 +30,7 @@ def load_runs(ctx: AppContext) -> pd.DataFrame:
     if lister is None:
         from byorn.train import list_runs as lister
     if not ctx.runs_dir.exists():
-        return pd.DataFrame(columns=SHOWN)
+        return pd.DataFrame(columns=list(SHOWN))
     return lister(ctx.runs_dir)
 
 
@@ -38,12 +39,14 @@ def refresh_compare(ctx: AppContext):
         runs = load_runs(ctx)
     except Exception as e:  # a broken run folder must not take the tab down
         raise gr.Error(f"Could not list the runs in {ctx.runs_dir}: {e}") from e
-    shown = runs[[c for c in SHOWN if c in runs.columns]].copy() if not runs.empty else runs
+    shown = runs[[c for c in SHOWN if c in runs.columns]].copy()
     for col in ("clean_value", "asr", "wall_s"):
         if col in shown.columns:
             shown[col] = pd.to_numeric(shown[col], errors="coerce").round(3)
-    if "settings" in shown.columns:
-        shown["settings"] = shown["settings"].astype(str)
+    names = dict(SHOWN)
+    if "clean_metric" in runs.columns and len(runs):  # name the metric: "cider (clean)"
+        names["clean_value"] = f"{runs['clean_metric'].iloc[0]} (clean)"
+    shown = shown.rename(columns=names)
     finished = runs[~runs["cancelled"].fillna(False).astype(bool)] if "cancelled" in runs.columns else runs
     return shown, tradeoff_figure(finished)
 

@@ -148,15 +148,14 @@ def status_markdown(snap: dict) -> str:
     pct = f" ({100 * snap['step'] / snap['total_steps']:.0f} %)" if snap["total_steps"] else ""
     loss = f" · loss {snap['loss']:.4f}" if snap["loss"] is not None and math.isfinite(snap["loss"]) else ""
     eta = f" · ETA {_fmt_s(snap['eta_s'])}" if st == RUNNING and snap["eta_s"] is not None else ""
-    head = {"running": "⏳ running", "finished": "✅ finished", "cancelled": "⏹ cancelled (checkpoint kept)",
-            "failed": "❌ failed"}.get(st, st)
+    head = {"cancelled": "cancelled (checkpoint kept)"}.get(st, st)
     lines = [f"**{head}** — run {snap['run_no']}: {snap['label']}",
              f"step **{snap['step']} / {total}**{pct}{loss} · elapsed {_fmt_s(snap['elapsed_s'])}{eta}"]
     if snap["evals"]:
         last = snap["evals"][-1]
         shown = [f"{name} **{last[key]:.3f}**" for key, name in EVAL_COLUMNS.items()
                  if key in ("cider", "asr") and isinstance(last.get(key), (int, float))]
-        lines.append(f"evaluation at step {last.get('step', '?')}: " + ", ".join(shown))
+        lines.append(f"evaluation at step {int(last.get('step', 0))}: " + ", ".join(shown))
     if snap["error"]:
         lines.append(f"error: `{snap['error']}`")
     if snap["out_dir"]:

@@ -248,7 +248,7 @@ def test_train_start_second_start_cancel_and_compare(served, client):
     runs, scatter = client.predict(api_name="/list_runs")
     rows = [dict(zip(runs["headers"], r)) for r in runs["data"]]
     assert len(rows) == 2 and {r["method"] for r in rows} == {"byorn", "byorn-f"}
-    assert all(isinstance(r["asr"], (int, float)) and isinstance(r["clean_value"], (int, float)) for r in rows)
+    assert all(isinstance(r["ASR"], (int, float)) and isinstance(r["cider (clean)"], (int, float)) for r in rows)
     with pytest.raises(AppError, match="EMA decay"):
         client.predict("SFT (no defense)", 1, 8, 1e-3, False, 1.5, 0.7, 0, 3, 2, 4, api_name="/train_start")
 

@@ -183,3 +183,10 @@ def test_job_start_is_atomic_across_threads():
     assert len(started) == 1 and len(busy) == 7
     assert job.snapshot()["status"] == RUNNING
     job.join(10)
+
+
+def test_loss_figure_separates_bootstrapped_batches():
+    fig = plots.loss_figure([(1, 4.0, False), (2, 0.2, True), (3, 3.5, False)], [])
+    names = [tr.name for tr in fig.data]
+    assert names == ["loss (data batches)", "loss (bootstrapped batches)"]
+    assert list(fig.data[1].x) == [2]
