@@ -101,6 +101,9 @@ def wire_start(ui, ctx: AppContext, after_open: list) -> None:
     for ev in (ev1, ev2):
         for fn, inputs, outputs in after_open:
             ev = ev.success(fn, inputs, outputs, api_visibility="private")
+    # the decision count changes as people review: recount when the tab is opened
+    ui.tab_data.select(partial(describe_view, ctx), [ui.view], [ui.view, s.current],
+                       api_visibility="private")
 
 
 def describe_view(ctx: AppContext, view: dict):
