@@ -27,7 +27,25 @@ def create(data_dir=None) -> tuple:
     # Load the reference model off the request path, so the first "regenerate" is quick.
     ws = ctx.workspaces.get(ctx.default_key)
     threading.Thread(target=ws.vlm, name="byorn-warmup", daemon=True).start()
+    threading.Thread(target=_warm_up_umap, name="byorn-umap-warmup", daemon=True).start()
     return demo, ctx
+
+
+def _warm_up_umap(delay_s: float = 20.0) -> None:
+    """Compile UMAP (numba, 20-60 s the first time in a process) after the first page is served,
+    so that auditing the user's own data later does not pay for it on the request path."""
+    import time
+
+    time.sleep(delay_s)
+    try:
+        import numpy as np
+
+        from byorn.audit import compute_maps
+
+        rng = np.random.default_rng(0)
+        compute_maps({"response": rng.normal(size=(64, 8)), "image": rng.normal(size=(64, 8))})
+    except Exception:  # only a warm-up: the audit reports real failures itself
+        logging.getLogger(__name__).exception("UMAP warm-up failed")
 
 
 if __name__ == "__main__":
