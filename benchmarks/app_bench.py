@@ -37,10 +37,15 @@ def workspace(size: str):
     return synthetic_workspace(int(size))
 
 
-def first_view_s(url: str, repeats: int = 3) -> list[float]:
+_PLOTLY_MS = """() => { const e = performance.getEntriesByType('resource')
+  .find(r => r.name.includes('plotly')); return e ? Math.round(e.responseEnd) : null; }"""
+
+
+def first_view_s(url: str, repeats: int = 3) -> tuple[list[float], list[int]]:
+    """Seconds from navigation to the drawn overview, and ms until plotly.js was downloaded."""
     from playwright.sync_api import sync_playwright
 
-    times = []
+    times, plotly_ms = [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         for _ in range(repeats):
@@ -51,9 +56,10 @@ def first_view_s(url: str, repeats: int = 3) -> list[float]:
             page.wait_for_function("(() => { const e = document.querySelector('#overview-counts');"
                                    " return !!e && e.innerText.includes('flagged'); })()", timeout=120_000)
             times.append(time.perf_counter() - t0)
+            plotly_ms.append(page.evaluate(_PLOTLY_MS))
             page.close()
         browser.close()
-    return times
+    return times, plotly_ms
 
 
 def event_ms(url: str, ws, repeats: int) -> dict[str, float]:
@@ -103,7 +109,7 @@ def main() -> None:
         launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
         start_s = time.perf_counter() - t
         try:
-            views = first_view_s(demo.local_url) if Path(CHROMIUM).exists() else []
+            views, plotly_ms = first_view_s(demo.local_url) if Path(CHROMIUM).exists() else ([], [])
             events = event_ms(demo.local_url, ws, args.repeats)
         finally:
             demo.close()
@@ -111,6 +117,7 @@ def main() -> None:
                "build_and_launch_s": round(start_s, 2),
                "first_view_s": [round(v, 2) for v in views],
                "first_view_median_s": round(statistics.median(views), 2) if views else None,
+               "plotly_js_downloaded_ms": plotly_ms,
                "event_median_ms": events}
         print(json.dumps(row))
         results["runs"].append(row)
