@@ -279,6 +279,18 @@ def test_open_own_data_by_upload_then_back_to_demo(served, client, tmp_path):
     assert "Embedded demo" in current
 
 
+def test_open_datasets_folder_with_a_model_folder(served, client, tmp_path):
+    from byorn.data import VLDataset
+    from byorn.io import save_hf_dataset
+    from byorn.model import EMBEDDED_MODEL
+
+    folder = save_hf_dataset(VLDataset([served.ws.dataset[i] for i in range(10)], name="hf"), tmp_path / "hf")
+    current, msg = client.predict(None, str(folder), str(EMBEDDED_MODEL), 0.6, "max", False,
+                                  api_name="/open_data")[:2]
+    assert "10 samples" in current and "4 flagged" in msg
+    client.predict(api_name="/open_demo")
+
+
 def test_bad_input_keeps_serving(served, client, tmp_path):
     fp = served.ws.fingerprint
     sid = flagged_ids(served.ws, 1)[0]
