@@ -93,19 +93,30 @@ def badnets_patch(image: Image.Image, size: int = 3, corner: str = "bottom-right
     return Image.fromarray(arr, "RGB")
 
 
-def blend(image: Image.Image, alpha: float = 0.15, pattern: Image.Image | None = None,
+def checkerboard_pattern(shape: tuple[int, int], cell: int = 2) -> np.ndarray:
+    """An (H, W, 3) uint8 black/white checkerboard with ``cell``-pixel squares."""
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    board = ((yy // cell + xx // cell) % 2 * 255).astype(np.uint8)
+    return np.repeat(board[:, :, None], 3, axis=2)
+
+
+def blend(image: Image.Image, alpha: float = 0.2, pattern: Image.Image | None = None,
           seed: int = 0) -> Image.Image:
     """Blend: ``x' = round((1 - alpha) * x + alpha * pattern)`` on every pixel.
 
-    ``pattern`` is resized (bilinear) to the image; when None it is
-    fixed-seed uniform RGB noise of the image's size.
+    ``pattern`` is resized (bilinear) to the image; when None it is a
+    black-and-white checkerboard with cells of 1/16 of the shorter side (2 px
+    at 32 px).  A fine checkerboard is used rather than pixel noise because
+    the embedded model's small vision tower averages pixel noise away (SFT
+    reached 0 % ASR with noise at alpha 0.2, 52 % with the checkerboard after
+    6 epochs); pass ``noise_pattern(...)`` as an image for the noise variant.
     """
     if not 0.0 < alpha <= 1.0:
         raise ValueError(f"alpha must be in (0, 1], got {alpha}")
     x = _rgb_array(image)
     h, w = x.shape[:2]
     if pattern is None:
-        pat = noise_pattern((h, w, 3), seed).astype(np.float64)
+        pat = checkerboard_pattern((h, w), cell=max(1, min(h, w) // 16)).astype(np.float64)
     else:
         pat = _rgb_array(pattern.convert("RGB").resize((w, h), Image.BILINEAR))
     return _to_image((1.0 - alpha) * x + alpha * pat)
@@ -273,8 +284,8 @@ class BadNets(PatchTrigger):
 @dataclass
 class Blend(Attack):
     summary: ClassVar[str] = "full-image pattern blended into the image"
-    alpha: float = field(default=0.15, metadata={"help": "blend weight of the pattern, in (0, 1]"})
-    pattern: Image.Image | None = field(default=None, metadata={"help": "pattern image; None = noise"})
+    alpha: float = field(default=0.2, metadata={"help": "blend weight of the pattern, in (0, 1]"})
+    pattern: Image.Image | None = field(default=None, metadata={"help": "pattern image; None = checkerboard"})
     seed: int = field(default=0, metadata={"help": "seed of the noise pattern"})
 
     def __post_init__(self) -> None:

@@ -36,16 +36,16 @@ class BenchConfig:
     seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "seeds (data, poison and training)"})
     n_train: int = field(default=2000, metadata={"help": "downstream training samples"})
     n_test: int = field(default=300, metadata={"help": "clean test samples"})
-    epochs: float = field(default=4.0, metadata={"help": "training epochs"})
+    epochs: float = field(default=8.0, metadata={"help": "training epochs"})
     batch_size: int = field(default=32, metadata={"help": "batch size"})
-    lr: float = field(default=1e-3, metadata={"help": "learning rate"})
+    lr: float = field(default=2e-3, metadata={"help": "learning rate"})
     target: str | None = field(default=None, metadata={"help": "target sentence (None = attacks' default)"})
     model: str | None = field(default=None, metadata={"help": "reference model folder (None = embedded)"})
 
     @classmethod
     def quick(cls) -> "BenchConfig":
         """The configuration that runs in under 15 minutes on 2 CPU cores."""
-        return cls(n_train=1000, n_test=200, epochs=4.0)
+        return cls(n_train=1000, n_test=200, epochs=8.0)
 
 
 def _timed(fn, *args, **kwargs):

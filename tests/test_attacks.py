@@ -66,9 +66,14 @@ def test_blend_formula_at_a_pixel():
     out = np.asarray(blend(solid(), alpha=0.2, pattern=pattern)).astype(float)
     expected = np.rint(0.8 * np.array(COLOUR) + 0.2 * np.array([255, 0, 100]))
     assert (out[5, 7] == expected).all()
-    noise = np.asarray(blend(solid(), alpha=0.15, seed=1)).astype(float)
+    default = np.asarray(blend(solid())).astype(float)  # alpha 0.2, 2-px checkerboard
+    c = np.array(COLOUR, dtype=float)
+    assert np.allclose(default[0, 0], np.rint(0.8 * c))            # black cell
+    assert np.allclose(default[0, 2], np.rint(0.8 * c + 0.2 * 255))  # white cell
+    assert np.allclose(default[0, 1], default[1, 0])                # same 2x2 cell
+    noise = np.asarray(blend(solid(), alpha=0.15, pattern=Image.fromarray(noise_pattern((32, 32, 3), 1))))
     pat = noise_pattern((32, 32, 3), 1).astype(float)
-    assert np.allclose(noise[3, 4], np.rint(0.85 * np.array(COLOUR) + 0.15 * pat[3, 4]))
+    assert np.allclose(noise[3, 4].astype(float), np.rint(0.85 * c + 0.15 * pat[3, 4]))
 
 
 def test_sig_adds_the_same_sinusoid_to_every_row():
