@@ -17,6 +17,8 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
+from byorn.train import TrainConfig
+
 from .context import AppContext, Workspace
 from .jobs import RUNNING, JobBusy
 from .plots import loss_figure
@@ -25,29 +27,33 @@ from .views import with_threshold
 METHODS = {"BYORn (bootstrap replacements)": "byorn", "BYORn-F (drop flagged)": "byorn-f",
            "SFT (no defense)": "sft"}
 POLL_S = 1.0
+EVAL_EVERY = 25  # live clean metric and ASR about every 25 steps
+EVAL_MAX = 100   # test samples per evaluation: keeps each evaluation to seconds
 
 
 def build_train() -> SimpleNamespace:
     gr.Markdown("Fine-tune the reference model on the open dataset. **Your review decisions are "
                 "used**: approved / edited samples train on their new text, rejected ones as "
                 "clean, dropped ones are left out; pending flagged ones follow the method.")
+    d = TrainConfig()  # the form starts at the library's measured defaults
     with gr.Row():
         method = gr.Radio(list(METHODS), value="BYORn (bootstrap replacements)", label="method",
                           scale=2, elem_id="train-method")
-        epochs = gr.Slider(1, 20, value=3, step=1, label="epochs", scale=1)
-        batch_size = gr.Slider(4, 128, value=32, step=4, label="batch size", scale=1)
+        epochs = gr.Slider(1, 20, value=d.epochs, step=1, label="epochs", scale=1)
+        batch_size = gr.Slider(4, 128, value=d.batch_size, step=4, label="batch size", scale=1)
     with gr.Row():
-        lr = gr.Number(value=1e-3, label="learning rate", scale=1)
-        lora = gr.Checkbox(value=False, label="LoRA (instead of full fine-tuning)", scale=1)
-        ema_decay = gr.Number(value=0.99, label="EMA decay λ", scale=1)
-        temperature = gr.Number(value=0.3, label="sampling temperature (bootstrapped responses)", scale=1)
+        lr = gr.Number(value=d.lr, label="learning rate", scale=1)
+        lora = gr.Checkbox(value=d.lora, label="LoRA (instead of full fine-tuning)", scale=1)
+        ema_decay = gr.Number(value=d.ema_decay, label="EMA decay λ", scale=1)
+        temperature = gr.Number(value=d.temperature, label="sampling temperature (bootstrapped responses)",
+                                scale=1)
     with gr.Row():
-        seed = gr.Number(value=0, precision=0, label="seed", scale=1)
+        seed = gr.Number(value=d.seed, precision=0, label="seed", scale=1)
         max_steps = gr.Number(value=0, precision=0, label="max steps (0 = all epochs)", scale=1,
                               elem_id="max-steps")
-        eval_every = gr.Number(value=20, precision=0, label="evaluate every n steps (0 = at the end)", scale=1,
-                               elem_id="eval-every")
-        eval_max = gr.Number(value=100, precision=0, label="test samples per evaluation (0 = all)", scale=1,
+        eval_every = gr.Number(value=EVAL_EVERY, precision=0, label="evaluate every n steps (0 = at the end)",
+                               scale=1, elem_id="eval-every")
+        eval_max = gr.Number(value=EVAL_MAX, precision=0, label="test samples per evaluation (0 = all)", scale=1,
                              elem_id="eval-max")
     with gr.Row():
         start_btn = gr.Button("start training", variant="primary", elem_id="train-start")
@@ -81,7 +87,7 @@ def library_trainer(ws: Workspace, settings: dict, decisions: dict, table: pd.Da
                     threshold: float, callbacks: list, cancel, out_dir: Path):
     """Run ``byorn.train.train`` on the workspace (the default trainer)."""
     from byorn.model import VLM
-    from byorn.train import TrainConfig, train
+    from byorn.train import train
 
     cfg = TrainConfig(**settings, out_dir=str(out_dir))
     audit = copy.copy(ws.audit)  # shallow: same data, this user's threshold
