@@ -1,6 +1,7 @@
 """App speed: time to the first interactive view, and select / decide response times.
 
     .venv/bin/python benchmarks/app_bench.py [--sizes demo,10000] [--repeats 20]
+    .venv/bin/python benchmarks/app_bench.py --bundle-ab   # full vs basic plotly.js, demo
 
 "demo" is the embedded demo (skipped when its assets are missing); a number is
 a synthetic audit table of that many samples (app/synthetic.py).  The first
@@ -86,11 +87,40 @@ def event_ms(url: str, ws, repeats: int) -> dict[str, float]:
     return {k: round(1000 * statistics.median(v), 1) for k, v in out.items() if v}
 
 
+def bundle_ab(rounds: int = 2) -> None:
+    """First view of the demo with the full plotly.js (from the plotly wheel) against the basic bundle."""
+    import plotly
+
+    import app.plotly_html as ph
+    from app import build_app, launch
+    from app.context import make_context
+    from app.loading import demo_workspace
+
+    ws = demo_workspace()
+    bundles = {"full": Path(plotly.__file__).parent / "package_data" / "plotly.min.js", "basic": ph.PLOTLY_JS}
+    for _ in range(rounds):
+        for name, js in bundles.items():
+            ph.PLOTLY_JS = js  # read when the app is built
+            ctx = make_context(ws, data_dir=Path(tempfile.mkdtemp()))
+            demo = build_app(ctx)
+            launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+            try:
+                views, _ = first_view_s(demo.local_url)
+            finally:
+                demo.close()
+            print(f"{name} ({js.stat().st_size / 2**20:.1f} MB): first view {[round(v, 2) for v in views]} s")
+    ph.PLOTLY_JS = bundles["basic"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="demo,10000")
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--bundle-ab", action="store_true", help="compare full and basic plotly.js on the demo")
     args = ap.parse_args()
+    if args.bundle_ab:
+        bundle_ab()
+        return
     from app import build_app, launch
     from app.context import make_context
 
