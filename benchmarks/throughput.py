@@ -45,6 +45,10 @@ def main() -> None:
         "generate_sampled_samples_per_s": rate(args.n, lambda: vlm.generate(
             imgs, qs, max_new_tokens=32, temperature=1.0, top_p=1.0, seed=0)),
     }
+    from byorn.evaluate import evaluate
+    pre = evaluate(vlm, make_captions(200, 0, "test"))
+    out["pretrained_test_cider"] = pre["cider"]
+    out["pretrained_test_bleu"] = pre["bleu"]
     pr = poison(data, get_attack("badnets"), rate=0.1, target=Target(), seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         walls = {}

@@ -171,7 +171,7 @@ def run_audit(dataset: VLDataset, vlm: VLM, cfg: AuditConfig | None = None, *,
         if (cached / "audit.parquet").exists():
             logger.info("audit cache hit: %s", cached)
             report(1.0, "loaded from cache")
-            return _with_ground_truth(Audit.load(cached), ground_truth)
+            return with_ground_truth(Audit.load(cached), ground_truth)
     t0 = time.time()
     images = [s.image for s in dataset]
     instructions = [s.instruction for s in dataset]
@@ -209,7 +209,7 @@ def run_audit(dataset: VLDataset, vlm: VLM, cfg: AuditConfig | None = None, *,
     if cache_dir is not None:
         audit.save(cached)
     report(1.0, "done")
-    return _with_ground_truth(audit, ground_truth)
+    return with_ground_truth(audit, ground_truth)
 
 
 def _add_maps(table: pd.DataFrame, emb: dict | None, cfg: AuditConfig, report: Progress) -> None:
@@ -225,7 +225,8 @@ def _add_maps(table: pd.DataFrame, emb: dict | None, cfg: AuditConfig, report: P
         table[f"umap_{kind}_y"] = coords[kind][:, 1]
 
 
-def _with_ground_truth(audit: Audit, ground_truth: dict[str, bool] | None) -> Audit:
+def with_ground_truth(audit: Audit, ground_truth: dict[str, bool] | None) -> Audit:
+    """Fill ``gt_poisoned`` (NA where unknown) and put the columns in order."""
     table = audit.table
     if ground_truth is None:
         table["gt_poisoned"] = pd.array([pd.NA] * len(table), dtype="boolean")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .attacks import Target
-from .audit import Audit, AuditConfig, run_audit
+from .audit import Audit, AuditConfig, run_audit, with_ground_truth
 from .data import VLDataset
 from .model import ASSETS, EMBEDDED_MODEL, VLM
 
@@ -55,8 +55,7 @@ def load_demo(folder: Path = DEMO_DIR, vlm: VLM | None = None) -> Demo:
         audit = run_audit(dataset, vlm or VLM.load(), AuditConfig(**audit.meta.get("config", {})),
                           ground_truth=gt, cache_dir=cache)
     else:
-        from .audit import _with_ground_truth
-        audit = _with_ground_truth(audit, gt)
+        audit = with_ground_truth(audit, gt)
     return Demo(dataset, audit, gt, load_dataset(folder / "test_clean", name="demo-test"),
                 load_dataset(folder / "test_triggered", name="demo-test-triggered"),
                 info["target"], info["attack"], None)

@@ -1,4 +1,5 @@
 import json
+import math
 import threading
 
 import pytest
@@ -66,10 +67,11 @@ def test_end_to_end_world_poison_audit_byorn_eval(vlm, tmp_path):
     for key in ("cider", "bleu", "exact_match", "asr", "wall_s"):
         assert key in m
     assert 0.0 <= m["asr"] <= 1.0 and m["cider"] >= 0.0
-    assert rec.begun and rec.ended and rec.steps == list(range(1, 13))
-    assert [e["step"] for e in rec.evals] == [4, 8, 12]
     n_flagged = int(audit.table["suspicious"].sum())
     assert m["plan"] == {"fixed": 96 - n_flagged, "bootstrap": n_flagged, "dropped": 0}
+    total = 2 * (math.ceil((96 - n_flagged) / 16) + math.ceil(n_flagged / 16))
+    assert rec.begun and rec.ended and rec.steps == list(range(1, total + 1))
+    assert [e["step"] for e in rec.evals] == [*range(4, total, 4), total]  # periodic + final
     # the loss went down over training
     hist = json.loads((res.out_dir / "metrics.json").read_text())["history"]["loss"]
     assert sum(h["loss"] for h in hist[-3:]) < sum(h["loss"] for h in hist[:3])
