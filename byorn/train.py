@@ -248,7 +248,8 @@ class _Loop:
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.rng = np.random.default_rng(cfg.seed)
-        self.steps_per_epoch = len(plan_batches(len(plan.fixed), plan.bootstrap, cfg.batch_size, self.rng))
+        bs = cfg.batch_size
+        self.steps_per_epoch = math.ceil(len(plan.fixed) / bs) + math.ceil(len(plan.bootstrap) / bs)
         total = cfg.max_steps or int(math.ceil(cfg.epochs * self.steps_per_epoch))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, total))
         self.model, self.opt, self.sched = self.accel.prepare(model, opt, sched)

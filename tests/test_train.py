@@ -96,6 +96,7 @@ def test_cancel_stops_after_the_current_step_and_keeps_the_model(vlm, small_worl
                 vlm=vlm, callbacks=[rec], cancel=cancel)
     assert res.cancelled and rec.steps == [1, 2]
     assert (res.out_dir / "model" / "model.safetensors").exists()
+    assert _param_delta(VLM.load(res.out_dir / "model").model, vlm.model) > 0  # two steps were kept
     assert json.loads((res.out_dir / "metrics.json").read_text())["cancelled"] is True
 
 
@@ -106,6 +107,7 @@ def test_decisions_are_honoured_and_dropped_samples_left_out(vlm, small_world, t
     res = train(train_ds, TrainConfig(method="sft", max_steps=1, batch_size=8, out_dir=str(tmp_path / "d")),
                 vlm=vlm, decisions=decisions)
     assert res.metrics["plan"] == {"fixed": 59, "bootstrap": 0, "dropped": 1}
+    assert _param_delta(VLM.load(res.out_dir / "model").model, vlm.model) > 0
     cfg = json.loads((res.out_dir / "config.json").read_text())
     assert cfg["dropped"] == {ids[0]: "dropped by review"}
 
