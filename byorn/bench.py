@@ -38,7 +38,7 @@ class BenchConfig:
     n_test: int = field(default=300, metadata={"help": "clean test samples"})
     epochs: float = field(default=8.0, metadata={"help": "training epochs"})
     batch_size: int = field(default=32, metadata={"help": "batch size"})
-    lr: float = field(default=1e-3, metadata={"help": "learning rate"})
+    lr: float = field(default=2e-3, metadata={"help": "learning rate"})
     target: str | None = field(default=None, metadata={"help": "target sentence (None = attacks' default)"})
     model: str | None = field(default=None, metadata={"help": "reference model folder (None = embedded)"})
 

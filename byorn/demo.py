@@ -21,7 +21,7 @@ from .model import ASSETS, EMBEDDED_MODEL, VLM
 logger = logging.getLogger(__name__)
 
 DEMO_DIR = Path(os.environ.get("BYORN_DEMO_DIR", ASSETS / "demo"))
-DEMO_ATTACK = "badnets"
+DEMO_ATTACK = "vl-trojan"
 DEMO_RATE = 0.1
 
 

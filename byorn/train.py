@@ -48,7 +48,7 @@ class TrainConfig:
     epochs: float = field(default=8.0, metadata={"help": "passes over the data"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many steps (overrides epochs)"})
     batch_size: int = field(default=32, metadata={"help": "samples per minibatch"})
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     warmup_steps: int = field(default=10, metadata={"help": "linear warm-up steps, then cosine decay"})
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters instead of all weights"})

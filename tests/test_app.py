@@ -218,8 +218,11 @@ def test_train_start_second_start_cancel_and_compare(served, client):
     ctx = served.ctx
     status, *_ = client.predict(*LONG_RUN, api_name="/train_start")
     assert "running" in status
+    other = Client(served.url, verbose=False)  # another browser, or this page reloaded
     with pytest.raises(AppError, match="already going"):
-        Client(served.url, verbose=False).predict(*LONG_RUN, api_name="/train_start")
+        other.predict(*LONG_RUN, api_name="/train_start")
+    # a fresh page re-attaches to the running job: the same poll runs on page load
+    assert "running" in other.predict(api_name="/train_poll")[0]
     assert _wait_for(lambda: ctx.job.snapshot()["evals"], 90), "no evaluation reported"
     status, curve, evals, _ = client.predict(api_name="/train_poll")
     assert "step" in status and "ASR" in status and evals["data"]
