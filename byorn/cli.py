@@ -124,14 +124,15 @@ def cmd_audit(a) -> None:
     bar = _Bar("audit")
     audit = run_audit(ds, vlm, dataclass_from_args(AuditConfig, a), ground_truth=gt, progress=bar.fraction)
     bar.close()
-    out = audit.save(a.out)
     t = audit.table
-    print(f"audited {len(t)} samples: {int(t['suspicious'].sum())} suspicious "
-          f"(score > {audit.threshold:.3f}); table {out / 'audit.parquet'}")
+    det = None
     if gt is not None:
         det = detection_metrics(t["score"], [bool(gt.get(i)) for i in t["id"]], flagged=t["suspicious"])
         audit.meta["detection"] = det
-        audit.save(out)
+    out = audit.save(a.out)
+    print(f"audited {len(t)} samples: {int(t['suspicious'].sum())} suspicious "
+          f"(score > {audit.threshold:.3f}); table {out / 'audit.parquet'}")
+    if det is not None:
         print("detection: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in det.items()))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from .attacks import Target
 from .audit import Audit, AuditConfig, run_audit, with_ground_truth
 from .data import VLDataset
-from .model import ASSETS, EMBEDDED_MODEL, VLM
+from .model import ASSETS, EMBEDDED_MODEL, VLM, model_identity
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def load_demo(folder: Path = DEMO_DIR, vlm: VLM | None = None) -> Demo:
     gt = json.loads((folder / "ground_truth.json").read_text())
     audit = Audit.load(folder / "audit")
     if (audit.meta.get("dataset_fingerprint") != dataset.fingerprint()
-            or audit.meta.get("model_identity") != _embedded_identity()):
+            or audit.meta.get("model_identity") != model_identity(EMBEDDED_MODEL)):
         logger.warning("shipped demo audit is stale; recomputing (cached)")
         cache = Path(os.environ.get("BYORN_CACHE", Path.home() / ".cache" / "byorn")) / "audits"
         audit = run_audit(dataset, vlm or VLM.load(), AuditConfig(**audit.meta.get("config", {})),
@@ -59,12 +59,6 @@ def load_demo(folder: Path = DEMO_DIR, vlm: VLM | None = None) -> Demo:
     return Demo(dataset, audit, gt, load_dataset(folder / "test_clean", name="demo-test"),
                 load_dataset(folder / "test_triggered", name="demo-test-triggered"),
                 info["target"], info["attack"], None)
-
-
-def _embedded_identity() -> str:
-    from .model import model_identity
-
-    return model_identity(EMBEDDED_MODEL)
 
 
 def build_demo(folder: Path = DEMO_DIR, *, n_train: int = 800, n_test: int = 200, seed: int = 0,

@@ -75,7 +75,6 @@ class VLM:
         self.tokenizer = processor.tokenizer
         self.name = name
         self.identity = identity or name
-        self._suffix_cache: dict[str, str] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod

@@ -313,7 +313,7 @@ class _Loop:
         t = time.time()
         self.model.train()
         batch = self.vlm.collate([s.image for s in samples], [s.instruction for s in samples], responses)
-        batch = {k: v.to(self.accel.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = self.vlm.to_device(batch)
         loss = self.model(**batch).loss
         self.accel.backward(loss)
         self.accel.clip_grad_norm_(self.model.parameters(), 1.0)
