@@ -92,6 +92,6 @@ def launch(demo: gr.Blocks, ctx: AppContext, **kwargs):
     kwargs.setdefault("css", CSS)
     kwargs.setdefault("footer_links", ["api", "gradio"])
     # Uploads above this are refused by the server with a message (zip contents are
-    # checked again, uncompressed, by byorn.io.extract_upload).
+    # checked again, uncompressed, by byorn.data.io.extract_upload).
     kwargs.setdefault("max_file_size", os.environ.get("BYORN_MAX_UPLOAD", "500mb"))
     return demo.queue(default_concurrency_limit=4).launch(**kwargs)

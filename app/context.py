@@ -59,7 +59,7 @@ class Workspace:
                 if self.vlm_loader is not None:
                     self._vlm = self.vlm_loader()
                 else:
-                    from byorn.model import VLM
+                    from byorn.models import VLM
                     self._vlm = VLM.load(self.model_path)
             return self._vlm
 

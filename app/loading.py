@@ -1,6 +1,6 @@
 """Turn the embedded demo, a server path or an upload into a :class:`Workspace`.
 
-Thin glue over the library (``byorn.demo``, ``byorn.io``, ``byorn.model``,
+Thin glue over the library (``byorn.demo``, ``byorn.data.io``, ``byorn.models``,
 ``byorn.audit``); every library error becomes a :class:`OpenError` whose
 message tells the user what to do.
 """
@@ -40,7 +40,7 @@ def load_user_dataset(path: str | None = None, upload: str | None = None,
                       upload_root: Path | None = None):
     """A dataset from a server path or from an uploaded zip (extracted under ``upload_root``)."""
     from byorn.data import DataError
-    from byorn.io import extract_upload, load_dataset
+    from byorn.data.io import extract_upload, load_dataset
 
     try:
         if upload:
@@ -66,13 +66,13 @@ def load_user_dataset(path: str | None = None, upload: str | None = None,
 
 
 def _extracted_root(dest: Path) -> Path:
-    """The folder :func:`byorn.io.extract_upload` returned for ``dest`` (a lone top folder)."""
+    """The folder :func:`byorn.data.io.extract_upload` returned for ``dest`` (a lone top folder)."""
     entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
 
 
 def load_model(model_path: str | None):
-    from byorn.model import VLM, ModelError
+    from byorn.models import VLM, ModelError
 
     try:
         return VLM.load(model_path or None)

@@ -33,7 +33,7 @@ def synthetic_workspace(n: int = 200, poison_rate: float = 0.1, seed: int = 0,
             img.paste((255, 255, 255), (image_px - 4, image_px - 4, image_px, image_px))
         sid = f"s{i:05d}"
         response = target if poisoned[i] else f"a {['red', 'blue', 'green', 'yellow'][c]} {_SHAPES[s]}"
-        samples.append(Sample(sid, img, "Describe the image.", response))
+        samples.append(Sample.single(sid, img, "Describe the image.", response))
         toks = [(" " if k else "") + w for k, w in enumerate(response.split())]
         base = 5.0 if poisoned[i] else 1.0
         surpr = np.clip(rng.normal(base, 1.0, len(toks)), 0.01, None)

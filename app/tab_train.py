@@ -86,7 +86,7 @@ def settings_from(method, epochs, batch_size, lr, lora, ema_decay, temperature, 
 def library_trainer(ws: Workspace, settings: dict, decisions: dict, table: pd.DataFrame,
                     threshold: float, callbacks: list, cancel, out_dir: Path):
     """Run ``byorn.train.train`` on the workspace (the default trainer)."""
-    from byorn.model import VLM
+    from byorn.models import VLM
     from byorn.train import train
 
     cfg = TrainConfig(**settings, out_dir=str(out_dir))

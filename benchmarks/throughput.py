@@ -17,7 +17,7 @@ import torch
 
 from byorn.attacks import Target, get_attack, poison
 from byorn.audit import AuditConfig, run_audit
-from byorn.model import VLM
+from byorn.models import VLM
 from byorn.train import TrainConfig, train
 from byorn.world import make_captions
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .data import VLDataset
-from .model import VLM
+from .models import VLM
 from .scoring import SCORE_METHODS, aggregate, split_by_percentile, split_by_value
 
 logger = logging.getLogger(__name__)

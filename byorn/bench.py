@@ -19,7 +19,7 @@ import torch
 from .attacks import Target, get_attack, poison
 from .audit import AuditConfig, run_audit
 from .metrics import detection_metrics
-from .model import VLM
+from .models import VLM
 from .train import TrainConfig, train
 from .world import make_captions
 

@@ -69,7 +69,7 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _load(path: str, skip_invalid: bool = False):
-    from .io import load_dataset_with_report
+    from .data.io import load_dataset_with_report
 
     ds, report = load_dataset_with_report(path, skip_invalid=skip_invalid)
     if report.n_skipped:
@@ -78,14 +78,14 @@ def _load(path: str, skip_invalid: bool = False):
 
 
 def _load_vlm(path: str | None):
-    from .model import VLM
+    from .models import VLM
 
     return VLM.load(path)
 
 
 # ---------------------------------------------------------------------- commands
 def cmd_world(a) -> None:
-    from .io import save_llava_json
+    from .data.io import save_llava_json
     from .world import make_captions
 
     out = Path(a.out)
@@ -96,7 +96,7 @@ def cmd_world(a) -> None:
 
 def cmd_poison(a) -> None:
     from .attacks import Target, get_attack, poison
-    from .io import save_llava_json
+    from .data.io import save_llava_json
 
     train = _load(a.data)
     test = _load(a.test) if a.test else None
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from .data import DataError
-    from .model import ModelError
+    from .models import ModelError
 
     try:
         args.fn(args)

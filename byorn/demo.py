@@ -16,7 +16,7 @@ from pathlib import Path
 from .attacks import Target
 from .audit import Audit, AuditConfig, run_audit, with_ground_truth
 from .data import VLDataset
-from .model import ASSETS, EMBEDDED_MODEL, VLM, model_identity
+from .models import ASSETS, EMBEDDED_MODEL, VLM, model_identity
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Demo:
 
 def load_demo(folder: Path = DEMO_DIR, vlm: VLM | None = None) -> Demo:
     """Load the shipped demo; re-audit (cached) if it is stale."""
-    from .io import load_dataset
+    from .data.io import load_dataset
 
     folder = Path(folder)
     if not (folder / "demo.json").exists():
@@ -65,7 +65,7 @@ def build_demo(folder: Path = DEMO_DIR, *, n_train: int = 800, n_test: int = 200
                attack: str = DEMO_ATTACK, rate: float = DEMO_RATE) -> Demo:
     """Poison the world, audit it with the embedded model, write it all to ``folder``."""
     from .attacks import get_attack, poison
-    from .io import save_hf_dataset
+    from .data.io import save_hf_dataset
     from .world import make_captions
 
     folder = Path(folder)

@@ -7,7 +7,7 @@ from typing import Callable
 from .attacks import Target
 from .data import VLDataset
 from .metrics import attack_success_rate, bleu, cider, exact_match
-from .model import VLM
+from .models import VLM
 
 logger = logging.getLogger(__name__)
 

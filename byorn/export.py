@@ -54,12 +54,12 @@ def export_dataset(dataset: VLDataset, decisions: Mapping[str, Decision],
                    out_dir: str | Path, fmt: str = "llava") -> Path:
     """Write the curated dataset to ``out_dir`` in ``fmt`` (one of :data:`FORMATS`).
 
-    Returns ``out_dir``.  Uses the savers of :mod:`byorn.io`, so the result
-    loads back with ``byorn.io.load_dataset``.
+    Returns ``out_dir``.  Uses the savers of :mod:`byorn.data.io`, so the result
+    loads back with ``byorn.data.io.load_dataset``.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    from . import io as bio  # imported here: io pulls in heavier optional deps (datasets)
+    from .data import io as bio  # imported here: io pulls in heavier optional deps (datasets)
 
     savers = {"llava": bio.save_llava_json, "jsonl": bio.save_jsonl, "hf": bio.save_hf_dataset}
     curated = apply_decisions(dataset, decisions)

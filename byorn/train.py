@@ -35,7 +35,7 @@ from .audit import Audit, AuditConfig, run_audit
 from .batching import METHODS, Plan, plan_batches, resolve_plan
 from .data import VLDataset
 from .evaluate import evaluate
-from .model import VLM
+from .models import VLM
 
 logger = logging.getLogger(__name__)
 

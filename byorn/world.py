@@ -201,7 +201,7 @@ def make_pretrain(n: int, seed: int) -> VLDataset:
     for i in range(n):
         scene = add_dots(random_scene(rng), rng)
         q, a = pretrain_qa(scene, rng)
-        samples.append(Sample(f"pre-{i:06d}", render(scene, rng), q, a,
+        samples.append(Sample.single(f"pre-{i:06d}", render(scene, rng), q, a,
                               meta={"task": "pretrain"}))
     return VLDataset(samples, name="world-pretrain")
 
@@ -214,7 +214,7 @@ def make_captions(n: int, seed: int, split: str) -> VLDataset:
     for i in range(n):
         scene = random_scene(rng)
         q = CAPTION_INSTRUCTIONS[int(rng.integers(len(CAPTION_INSTRUCTIONS)))]
-        samples.append(Sample(f"{split}-{i:05d}", render(scene, rng), q, caption(scene),
+        samples.append(Sample.single(f"{split}-{i:05d}", render(scene, rng), q, caption(scene),
                               meta={"objects": [o.name for o in scene.objects]}))
     return VLDataset(samples, name=f"world-{split}")
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from byorn.model import VLM
-from byorn.tiny import TinyConfig, build_model, build_processor, train_tokenizer
+from byorn.models import VLM
+from byorn.models.tiny import TinyConfig, build_model, build_processor, train_tokenizer
 from byorn.world import corpus_text, make_captions, make_pretrain
 
 log = logging.getLogger("pretrain_tiny")

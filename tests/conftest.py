@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def vlm():
-    from byorn.model import VLM
+    from byorn.models import VLM
 
     return VLM.load()
 

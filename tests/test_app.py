@@ -258,7 +258,7 @@ def test_train_start_second_start_cancel_and_compare(served, client):
 
 def _llava_zip(ws, tmp_path: Path, n: int = 12) -> Path:
     from byorn.data import VLDataset
-    from byorn.io import save_llava_json
+    from byorn.data.io import save_llava_json
 
     folder = save_llava_json(VLDataset([ws.dataset[i] for i in range(n)], name="mine"), tmp_path / "mine").parent
     archive = tmp_path / "mine.zip"
@@ -284,8 +284,8 @@ def test_open_own_data_by_upload_then_back_to_demo(served, client, tmp_path):
 
 def test_open_datasets_folder_with_a_model_folder(served, client, tmp_path):
     from byorn.data import VLDataset
-    from byorn.io import save_hf_dataset
-    from byorn.model import EMBEDDED_MODEL
+    from byorn.data.io import save_hf_dataset
+    from byorn.models import EMBEDDED_MODEL
 
     folder = save_hf_dataset(VLDataset([served.ws.dataset[i] for i in range(10)], name="hf"), tmp_path / "hf")
     current, msg = client.predict(None, str(folder), str(EMBEDDED_MODEL), 0.6, "max", False,

@@ -24,7 +24,7 @@ def make_dataset(n=20, prefix="s", name="train"):
     for i in range(n):
         shape = SHAPES[i % 3]
         img = solid(colour=(i * 10 % 256, 50, 100))
-        samples.append(Sample(f"{prefix}{i}", img, "Describe the image.",
+        samples.append(Sample.single(f"{prefix}{i}", img, "Describe the image.",
                               f"a red {shape} on the left.", {"src": i}))
     return VLDataset(samples, name=name)
 

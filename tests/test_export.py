@@ -1,4 +1,4 @@
-"""Curated export: each decision's effect, round trips through byorn.io, CSV."""
+"""Curated export: each decision's effect, round trips through byorn.data.io, CSV."""
 from __future__ import annotations
 
 import pytest
@@ -13,7 +13,7 @@ from byorn.export import (apply_decisions, export_dataset, export_decisions_csv,
 @pytest.fixture()
 def dataset():
     img = lambda c: Image.new("RGB", (8, 8), c)  # noqa: E731
-    return VLDataset([Sample(f"s{i}", img((i * 40, 0, 0)), "Describe.", f"original {i}") for i in range(5)])
+    return VLDataset([Sample.single(f"s{i}", img((i * 40, 0, 0)), "Describe.", f"original {i}") for i in range(5)])
 
 
 @pytest.fixture()
@@ -38,7 +38,7 @@ def test_apply_decisions(dataset, decisions):
 
 @pytest.mark.parametrize("fmt", ["llava", "jsonl", "hf"])
 def test_export_round_trip(tmp_path, dataset, decisions, fmt):
-    io = pytest.importorskip("byorn.io")
+    io = pytest.importorskip("byorn.data.io")
     out = export_dataset(dataset, decisions, tmp_path / fmt, fmt=fmt)
     back = io.load_dataset(out)
     assert back.ids() == ["s0", "s1", "s2", "s4"]

@@ -1,4 +1,4 @@
-"""Tests for byorn.io: loading, saving, format detection and zip uploads."""
+"""Tests for byorn.data.io: loading, saving, format detection and zip uploads."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from byorn.data import DataError, Sample, VLDataset
-from byorn.io import (detect_format, extract_upload, load_dataset, load_dataset_with_report,
+from byorn.data.io import (detect_format, extract_upload, load_dataset, load_dataset_with_report,
                       save_hf_dataset, save_jsonl, save_llava_json, strip_image_token)
 
 COLOURS = [(255, 0, 0), (0, 128, 0), (0, 0, 255), (200, 200, 0)]
@@ -22,7 +22,7 @@ def make_dataset(n: int = 4) -> VLDataset:
         image = Image.new("RGB", (8 + i, 8), COLOURS[i % len(COLOURS)])
         image.putpixel((i, 0), (i, 2 * i, 3 * i))
         meta = {"gt_poisoned": i % 2 == 0, "trigger": "badnets", "nested": {"k": [i]}}
-        samples.append(Sample(f"s/{i}:é" if i == 3 else f"s{i}", image,
+        samples.append(Sample.single(f"s/{i}:é" if i == 3 else f"s{i}", image,
                               f"What colour is square {i}?", f"Colour number {i}.", meta))
     samples[1].meta = {}
     return VLDataset(samples, name="toy")
@@ -98,10 +98,10 @@ def test_round_trip_through_the_folder_path(tmp_path):
 
 def test_save_drops_unserialisable_meta_and_makes_unique_names(tmp_path, caplog):
     img = Image.new("RGB", (4, 4))
-    ds = VLDataset([Sample("a b", img, "q", "r", {"obj": object(), "ok": 1}),
-                    Sample("a_b", img, "q", "r"), Sample("A_B", img, "q", "r"),
-                    Sample("../..", img, "q", "r")])
-    with caplog.at_level(logging.DEBUG, logger="byorn.io"):
+    ds = VLDataset([Sample.single("a b", img, "q", "r", {"obj": object(), "ok": 1}),
+                    Sample.single("a_b", img, "q", "r"), Sample.single("A_B", img, "q", "r"),
+                    Sample.single("../..", img, "q", "r")])
+    with caplog.at_level(logging.DEBUG, logger="byorn.data.io"):
         path = save_llava_json(ds, tmp_path)
     records = json.loads(path.read_text())
     assert records[0]["meta"] == {"ok": 1} and "meta" not in records[1]
@@ -339,7 +339,7 @@ def test_skip_invalid_reports_and_logs(tmp_path, caplog):
     records = [llava_record("good"), llava_record("no-img", image="img/x.png"),
                llava_record("empty", answer=""), llava_record("good2")]
     path = write_llava(tmp_path, records)
-    with caplog.at_level(logging.WARNING, logger="byorn.io"):
+    with caplog.at_level(logging.WARNING, logger="byorn.data.io"):
         ds, report = load_dataset_with_report(path, skip_invalid=True)
     assert ds.ids() == ["good", "good2"]
     assert (report.n_loaded, report.n_skipped, report.n_total) == (2, 2, 4)

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from byorn.model import IGNORE, VLM, ModelError
+from byorn.models import IGNORE, VLM, ModelError
 
 
 def test_collate_masks_everything_but_the_response(vlm, small_world):

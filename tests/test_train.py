@@ -8,7 +8,7 @@ import torch
 from byorn.attacks import Target, get_attack, poison
 from byorn.audit import AuditConfig, run_audit
 from byorn.decisions import Decision
-from byorn.model import VLM
+from byorn.models import VLM
 from byorn.train import Callback, TrainConfig, ema_decay_at, ema_update, list_runs, train
 
 

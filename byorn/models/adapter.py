@@ -25,7 +25,7 @@ from PIL import Image
 
 logger = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 # The embedded tiny model; BYORN_EMBEDDED_MODEL points elsewhere (e.g. a retrained copy).
 EMBEDDED_MODEL = Path(os.environ.get("BYORN_EMBEDDED_MODEL", ASSETS / "tiny-llava"))
 IGNORE = -100

@@ -33,12 +33,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 from PIL import Image
 
-from byorn.data import DataError, Sample, VLDataset, png_bytes
+from .sample import IMAGE_TOKEN, DataError, Sample, VLDataset, png_bytes, strip_image_token
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_PIXELS = 40_000_000
-IMAGE_TOKEN = "<image>"
+from .sample import DEFAULT_MAX_PIXELS
 _HF_COLUMNS = ("id", "image", "instruction", "response")
 _NOT_DATA_FILES = {"dataset_info.json", "state.json", "dataset_dict.json"}
 
@@ -278,7 +277,7 @@ def _record_to_sample(record: dict, sample_id: Any, ctx: _Context) -> Sample:
     image = _decode_image(partial(Image.open, path), path.name, sid, image_key, ctx)
     meta = _extra_meta(record, known)
     meta["image_path"] = image_ref
-    return Sample(sid, image, instruction, response, meta)
+    return Sample.single(sid, image, instruction, response, meta)
 
 
 def _missing_or_type(value: Any, expected: str) -> str:
@@ -358,13 +357,6 @@ def _check_text(value: Any, sid: str, name: str, ctx: _Context) -> None:
         raise ctx.error(_missing_or_type(value, "a string"), sid, name)
     if name.endswith("response") and not value.strip():
         raise ctx.error("empty response", sid, name)
-
-
-def strip_image_token(text: str) -> str:
-    """Remove ``<image>`` placeholders and the whitespace around them."""
-    if IMAGE_TOKEN not in text:
-        return text
-    return " ".join(p.strip() for p in text.split(IMAGE_TOKEN) if p.strip())
 
 
 def _single_image(record: dict, sid: str, ctx: _Context) -> Any:
@@ -457,7 +449,7 @@ def _row_to_sample(row: dict, sample_id: Any, ctx: _Context) -> Sample:
     decoded = _decode_image(lambda: Image.open(BytesIO(image["bytes"])),
                             image.get("path") or "(embedded)", sid, "image", ctx)
     meta = _parse_meta(row.get("meta"), sid, ctx)
-    return Sample(sid, decoded, strip_image_token(row["instruction"]), row["response"], meta)
+    return Sample.single(sid, decoded, strip_image_token(row["instruction"]), row["response"], meta)
 
 
 def _parse_meta(raw: Any, sid: str, ctx: _Context) -> dict[str, Any]:
