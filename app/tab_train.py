@@ -86,6 +86,7 @@ def settings_from(method, epochs, batch_size, lr, lora, ema_decay, temperature, 
 def library_trainer(ws: Workspace, settings: dict, decisions: dict, table: pd.DataFrame,
                     threshold: float, callbacks: list, cancel, out_dir: Path):
     """Run ``byorn.train.train`` on the workspace (the default trainer)."""
+    from byorn.evaluate import EvalSuite
     from byorn.models import VLM
     from byorn.train import train
 
@@ -95,9 +96,9 @@ def library_trainer(ws: Workspace, settings: dict, decisions: dict, table: pd.Da
         audit.table = table
         audit.meta = {**dict(ws.audit.meta), "threshold": threshold}
     vlm = VLM.load(ws.model_path)  # a fresh copy: training must never touch the shared reference model
-    return train(ws.dataset, cfg, vlm=vlm, audit=audit, decisions=decisions,
-                 eval_clean=ws.test_clean, eval_triggered=ws.test_triggered, target=ws.target,
-                 callbacks=callbacks, cancel=cancel)
+    evals = EvalSuite(ws.test_clean, ws.test_triggered, ws.target if ws.test_triggered is not None else None)
+    return train(ws.dataset, cfg, vlm=vlm, audit=audit, decisions=decisions, evals=evals,
+                 callbacks=callbacks, cancel=cancel, copy_model=False)
 
 
 def start_training(ctx: AppContext, view: dict, *raw):

@@ -1,8 +1,20 @@
-"""The audit: score every sample under the reference model, split, propose.
+"""The audit: score every assistant turn under the reference model, split, propose, map.
 
-:func:`run_audit` produces the per-sample audit table (columns in
-``docs/architecture.md``) that every view of the app and the trainer read.
-Reference-model quantities are computed once and cached by dataset
+:func:`run_audit` produces the audit table (columns in ``docs/architecture.md``)
+that every view of the app and the trainer read: **one row per assistant
+turn** (single-turn data: one row per sample).  Each turn is scored given the
+whole conversation before it (one forward pass scores every turn of a
+sample); ``sample_score`` is the sample's most suspicious turn score, with
+``sample_turn`` its index; the p-split is over turns.
+
+It streams: samples are scored in shards of ``shard_size`` (images decoded
+and batches encoded in ``DataLoader`` workers), each finished shard is
+written to the work folder, so an interrupted audit of a large set continues
+from its last finished shard, and under ``accelerate launch`` each process
+scores its share of the shards and the main process assembles one table.
+Invalid samples (a corrupt image, a conversation longer than the model's
+context) stop the audit with a clear error, or with ``skip_invalid`` are left
+out and listed in ``meta["skipped"]``.  Results are cached by dataset
 fingerprint, model identity and the settings that change them.
 """
 from __future__ import annotations
@@ -10,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +31,9 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from .data import VLDataset
+from .batching import token_chunks
+from .data import DataError, VLDataset
+from .maps import FIT_MAX, MAP_KINDS, compute_maps
 from .models import VLM
 from .scoring import SCORE_METHODS, aggregate, split_by_percentile, split_by_value
 
@@ -27,26 +42,36 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], message)
 
 COLUMNS = [
-    "id", "instruction", "response", "score", "score_max", "tokens", "surprisals",
-    "suspicious", "proposed_response",
+    "key", "id", "turn", "n_turns", "instruction", "response", "score", "score_max", "sample_score",
+    "sample_turn", "n_tokens", "tokens", "surprisals", "suspicious", "proposed_response",
     "umap_response_x", "umap_response_y", "umap_image_x", "umap_image_y",
     "umap_joint_x", "umap_joint_y", "gt_poisoned",
 ]
-MAP_KINDS = ("response", "image", "joint")
+EMBED_DIM = 256  # embeddings are projected to at most this many dimensions (seeded, JL-style)
 
 
 @dataclass
 class AuditConfig:
     """How to audit a dataset."""
 
-    p: float = field(default=0.6, metadata={"help": "split percentile: samples above it are suspicious (paper: 0.6)"})
+    p: float = field(default=0.6, metadata={"help": "split percentile: turns above it are suspicious (paper: 0.6)"})
     score: str = field(default="mean", metadata={"help": f"score aggregate, one of {SCORE_METHODS}"})
     topk: int = field(default=3, metadata={"help": "k for the topk score"})
     batch_size: int = field(default=64, metadata={"help": "scoring / generation batch size"})
-    propose: bool = field(default=True, metadata={"help": "generate a replacement for each flagged sample"})
+    max_batch_tokens: int | None = field(default=None, metadata={
+        "help": "split batches whose padded tokens (B x T) exceed this (memory bound)"})
+    max_length: int | None = field(default=None, metadata={
+        "help": "token cap per conversation (default: the model's context length)"})
+    skip_invalid: bool = field(default=False, metadata={
+        "help": "leave out (and list) samples whose image cannot be read or that are too long"})
+    propose: bool = field(default=True, metadata={"help": "generate a replacement for each flagged turn"})
     max_new_tokens: int = field(default=32, metadata={"help": "length cap of proposed replacements"})
     temperature: float = field(default=0.0, metadata={"help": "proposal sampling temperature (0 = greedy)"})
     maps: bool = field(default=True, metadata={"help": "compute 2-D UMAP maps of the embeddings"})
+    map_fit_max: int = field(default=FIT_MAX, metadata={
+        "help": "fit UMAP on at most this many turns and place the rest with its transform"})
+    shard_size: int = field(default=4096, metadata={"help": "samples per resumable shard"})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader workers decoding and encoding batches"})
     seed: int = field(default=0, metadata={"help": "seed for proposals and UMAP"})
 
     def __post_init__(self) -> None:
@@ -54,21 +79,35 @@ class AuditConfig:
             raise ValueError(f"p must be in [0, 1], got {self.p}")
         if self.score not in SCORE_METHODS:
             raise ValueError(f"score must be one of {SCORE_METHODS}, got {self.score!r}")
-        if self.batch_size < 1 or self.max_new_tokens < 1 or self.topk < 1:
-            raise ValueError("batch_size, max_new_tokens and topk must be >= 1")
+        for name in ("batch_size", "max_new_tokens", "topk", "shard_size", "map_fit_max"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0 or self.temperature < 0:
+            raise ValueError("num_workers and temperature must be >= 0")
+        for name in ("max_batch_tokens", "max_length"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or unset, got {getattr(self, name)}")
+
+    def cache_fields(self) -> dict:
+        """The settings that change the audit's content (not how it is computed)."""
+        skip = {"batch_size", "max_batch_tokens", "num_workers", "shard_size"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
 @dataclass
 class Audit:
-    """The audit table and its metadata (threshold, fingerprint, model, config)."""
+    """The audit table and its metadata (threshold, fingerprint, model, config, skipped samples)."""
 
     table: pd.DataFrame
     meta: dict
+    source: str | None = None  # the folder it was loaded from
 
     def save(self, out_dir: str | Path) -> Path:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self.table.to_parquet(out / "audit.parquet", index=False)
+        tmp = out / ".audit.parquet.tmp"
+        self.table.to_parquet(tmp, index=False)
+        tmp.replace(out / "audit.parquet")
         (out / "audit.json").write_text(json.dumps(self.meta, indent=2, default=str))
         return out
 
@@ -81,15 +120,26 @@ class Audit:
         table = pd.read_parquet(table_path)
         for col in ("tokens", "surprisals"):
             table[col] = table[col].map(list)
+        table = _with_turn_columns(table)
         meta = json.loads((folder / "audit.json").read_text()) if (folder / "audit.json").exists() else {}
-        return cls(table, meta)
+        return cls(table, meta, str(folder))
 
     @property
     def threshold(self) -> float:
         return float(self.meta["threshold"])
 
-    def flags(self) -> dict[str, bool]:
-        return dict(zip(self.table["id"], self.table["suspicious"].astype(bool)))
+    def flags(self) -> dict[tuple[str, int], bool]:
+        """Suspicious flag per (sample id, turn)."""
+        t = self.table
+        return dict(zip(zip(t["id"], t["turn"].astype(int)), t["suspicious"].astype(bool)))
+
+
+def _with_turn_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """Audits written before conversations had one row per sample: read them as turn 0."""
+    if "turn" not in table.columns:
+        table = table.assign(key=table["id"], turn=0, n_turns=1, sample_score=table["score"], sample_turn=0,
+                             n_tokens=table["tokens"].map(len))
+    return table
 
 
 def apply_threshold(table: pd.DataFrame, *, percentile: float | None = None,
@@ -107,126 +157,300 @@ def apply_threshold(table: pd.DataFrame, *, percentile: float | None = None,
     return out, thr
 
 
-def propose_replacements(vlm: VLM, dataset: VLDataset, ids: Iterable[str], *,
+# --------------------------------------------------------------------- proposals --
+
+def propose_replacements(vlm: VLM, dataset: VLDataset, keys: Iterable, *,
                          max_new_tokens: int = 32, temperature: float = 0.7, top_p: float = 0.9,
                          seed: int = 0, batch_size: int = 64,
-                         progress: Callable[[int, int], None] | None = None) -> dict[str, str]:
-    """Replacement responses generated by ``vlm`` for the samples ``ids``.
+                         progress: Callable[[int, int], None] | None = None) -> dict:
+    """Replacement responses generated by ``vlm`` for the given turns.
 
-    The text comes only from the model: the original response is never shown to it.
+    ``keys`` are ``(sample id, turn)`` pairs or plain sample ids (turn 0); the
+    result is keyed the same way.  Each turn is generated from the original
+    conversation before it: the original response is never shown to the model.
     """
-    samples = [dataset.by_id(i) for i in ids]
-    texts = vlm.generate([s.image for s in samples], [s.instruction for s in samples],
-                         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                         seed=seed, batch_size=batch_size, progress=progress)
-    return {s.id: t for s, t in zip(samples, texts)}
+    keys = list(keys)
+    out: dict = {}
+    for start in range(0, len(keys), batch_size):  # decode the images of one batch at a time
+        part = keys[start:start + batch_size]
+        prompts = []
+        for key in part:
+            sid, turn = key if isinstance(key, tuple) else (key, 0)
+            prompts.append(dataset.by_id(sid).conversation().prompt_for(turn))
+        texts = vlm.generate_conversations(prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                                           top_p=top_p, seed=seed + start, batch_size=batch_size)
+        out.update(zip(part, texts))
+        if progress:
+            progress(min(start + batch_size, len(keys)), len(keys))
+    return out
 
 
-def compute_maps(embeddings: dict[str, np.ndarray], seed: int = 0) -> dict[str, np.ndarray]:
-    """2-D coordinates for the response, image and joint embeddings.
-
-    UMAP (cosine metric) where there are enough points, PCA below 16 points.
-    """
-    joint = np.concatenate([_unit(embeddings["response"]), _unit(embeddings["image"])], axis=1)
-    sources = {"response": embeddings["response"], "image": embeddings["image"], "joint": joint}
-    return {kind: _project(x, seed) for kind, x in sources.items()}
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-8, None)
-
-
-def _project(x: np.ndarray, seed: int) -> np.ndarray:
-    n = x.shape[0]
-    if n < 16:
-        from sklearn.decomposition import PCA
-        k = min(2, n, x.shape[1])
-        out = np.zeros((n, 2))
-        if n > 1:
-            out[:, :k] = PCA(n_components=k, random_state=seed).fit_transform(x)
-        return out
-    import umap  # slow import (numba): only when needed
-    reducer = umap.UMAP(n_neighbors=min(15, n - 1), min_dist=0.1, metric="cosine", random_state=seed)
-    return reducer.fit_transform(x)
-
+# ------------------------------------------------------------------------ scoring --
 
 def cache_key(dataset: VLDataset, vlm: VLM, cfg: AuditConfig) -> str:
-    h = hashlib.sha256(json.dumps([dataset.fingerprint(), vlm.identity, asdict(cfg)],
-                                  sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps([dataset.fingerprint(), vlm.identity, cfg.cache_fields()],
+                                  sort_keys=True, default=str).encode())
     return h.hexdigest()[:20]
+
+
+class _EncodeBatch:
+    """DataLoader collate: sample indices -> (kept ids, encoded chunks, skipped {id: reason}).
+
+    Decoding and encoding happen here, in the workers; a sample whose image
+    cannot be read or that is too long is dropped with its reason (the caller
+    decides whether that is an error).
+    """
+
+    def __init__(self, dataset: VLDataset, vlm: VLM, cfg: AuditConfig):
+        self.dataset, self.vlm, self.cfg = dataset, vlm, cfg
+
+    def __call__(self, indices: list[int]):
+        from .models.adapter import SequenceTooLong
+
+        samples, convs, skipped = [], [], {}
+        for i in indices:
+            s = self.dataset[i]
+            try:
+                convs.append(s.conversation())
+                samples.append(s)
+            except DataError as e:
+                skipped[s.id] = str(e)
+        batch = None
+        while samples:
+            try:
+                batch = self.vlm.encode(convs, max_length=self.cfg.max_length)
+                break
+            except SequenceTooLong as e:
+                skipped[samples[e.index].id] = (f"{e.length} tokens, above the limit of {e.limit} "
+                                                "(raise max_length or shorten it)")
+                del samples[e.index], convs[e.index]
+        if batch is None:
+            return [], skipped
+        groups = token_chunks(batch.lengths, self.cfg.max_batch_tokens)
+        if len(groups) == 1:
+            return [(samples, batch)], skipped
+        return [([samples[j] for j in g], self.vlm.encode([convs[j] for j in g], max_length=self.cfg.max_length))
+                for g in groups], skipped
+
+
+def _score_shard(dataset: VLDataset, indices: list[int], vlm: VLM, cfg: AuditConfig, proj: np.ndarray | None,
+                 report: Callable[[int], None]) -> tuple[pd.DataFrame, dict, dict]:
+    """Score the samples ``indices``: (rows, {"response", "image"} embeddings, skipped)."""
+    import torch
+
+    rows, emb_r, emb_i, skipped = [], [], [], {}
+    batches = [indices[k:k + cfg.batch_size] for k in range(0, len(indices), cfg.batch_size)]
+    loader = torch.utils.data.DataLoader(
+        range(len(dataset)), batch_sampler=batches, collate_fn=_EncodeBatch(dataset, vlm, cfg),
+        num_workers=cfg.num_workers, prefetch_factor=2 if cfg.num_workers else None)
+    for chunks, skip in loader:
+        skipped.update(skip)
+        for samples, batch in chunks:
+            out = vlm.score_batch(batch, embed=cfg.maps)
+            scores, emb = out if cfg.maps else (out, None)
+            for s, turn_scores in zip(samples, scores):
+                rows.extend(_row(s, k, ts) for k, ts in enumerate(turn_scores))
+            if cfg.maps:
+                emb_r.append(emb["response"] @ proj if proj is not None else emb["response"])
+                emb_i.append(emb["image"] @ proj if proj is not None else emb["image"])
+            report(len(samples))
+    emb = {"response": np.concatenate(emb_r).astype(np.float32), "image": np.concatenate(emb_i).astype(np.float32)} \
+        if emb_r else {}
+    return pd.DataFrame(rows), emb, skipped
+
+
+def _row(sample, k: int, ts) -> dict:
+    return {"id": sample.id, "turn": k, "n_turns": sample.n_turns, "instruction": sample.user_text_before(k),
+            "response": sample.assistant_texts()[k], "n_tokens": len(ts.tokens), "tokens": list(ts.tokens),
+            "surprisals": [float(x) for x in ts.surprisals]}
+
+
+class _Shards:
+    """Finished shards: in a work folder (resumable, shared by processes) or in memory."""
+
+    def __init__(self, folder: Path | None):
+        self.folder, self.mem = folder, {}
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def done(self, s: int) -> bool:
+        return s in self.mem or (self.folder is not None and (self.folder / f"shard-{s:05d}.json").exists())
+
+    def put(self, s: int, rows: pd.DataFrame, emb: dict, skipped: dict) -> None:
+        if self.folder is None:
+            self.mem[s] = (rows, emb, skipped)
+            return
+        base = self.folder / f"shard-{s:05d}"
+        rows.to_parquet(f"{base}.parquet", index=False)
+        if emb:
+            np.savez(f"{base}.npz", **emb)
+        # the .json marker is written last: a shard without it is redone
+        Path(f"{base}.json").write_text(json.dumps({"skipped": skipped, "n_rows": len(rows)}))
+
+    def get(self, s: int) -> tuple[pd.DataFrame, dict, dict]:
+        if s in self.mem:
+            return self.mem[s]
+        base = self.folder / f"shard-{s:05d}"
+        info = json.loads(Path(f"{base}.json").read_text())
+        rows = pd.read_parquet(f"{base}.parquet") if info["n_rows"] else pd.DataFrame()
+        emb = dict(np.load(f"{base}.npz")) if Path(f"{base}.npz").exists() else {}
+        return rows, emb, info["skipped"]
 
 
 def run_audit(dataset: VLDataset, vlm: VLM, cfg: AuditConfig | None = None, *,
               ground_truth: dict[str, bool] | None = None, cache_dir: str | Path | None = None,
-              progress: Progress | None = None) -> Audit:
-    """Score, split, propose and map every sample of ``dataset``.
+              work_dir: str | Path | None = None, progress: Progress | None = None) -> Audit:
+    """Score, split, propose and map every assistant turn of ``dataset``.
 
-    ``ground_truth`` (id -> poisoned) only fills the ``gt_poisoned`` column
-    for evaluation and display; the split never reads it.
+    ``work_dir`` keeps finished shards (an interrupted audit resumes there;
+    needed when several processes share the work); with ``cache_dir`` the
+    result is cached and the shards live under it.  ``ground_truth``
+    (id -> poisoned) only fills the ``gt_poisoned`` column for evaluation and
+    display; the split never reads it.
     """
+    from accelerate import PartialState
+
     cfg = cfg or AuditConfig()
     report = progress or (lambda f, m: None)
-    if cache_dir is not None:
-        cached = Path(cache_dir) / cache_key(dataset, vlm, cfg)
-        if (cached / "audit.parquet").exists():
-            logger.info("audit cache hit: %s", cached)
-            report(1.0, "loaded from cache")
-            return with_ground_truth(Audit.load(cached), ground_truth)
+    key = cache_key(dataset, vlm, cfg)
+    cached = Path(cache_dir) / key if cache_dir is not None else None
+    if cached is not None and (cached / "audit.parquet").exists():
+        logger.info("audit cache hit: %s", cached)
+        report(1.0, "loaded from cache")
+        return with_ground_truth(Audit.load(cached), ground_truth)
+    state = PartialState()
+    work = Path(work_dir) if work_dir is not None else (cached / ".shards" if cached is not None else None)
+    if state.num_processes > 1 and work is None:
+        raise ValueError("several processes need a shared work_dir for the audit's shards")
+    if work is not None and (work / "key.txt").exists() and (work / "key.txt").read_text() != key:
+        shutil.rmtree(work)  # shards of another dataset, model or config: start over
+    shards = _Shards(work)
+    if work is not None and state.is_main_process:
+        (work / "key.txt").write_text(key)
     t0 = time.time()
-    images = [s.image for s in dataset]
-    instructions = [s.instruction for s in dataset]
-    responses = [s.response for s in dataset]
-    scored = vlm.score(images, instructions, responses, batch_size=cfg.batch_size, embed=cfg.maps,
-                       progress=lambda d, n: report(0.6 * d / n, f"scoring {d}/{n}"))
-    token_scores, emb = scored if cfg.maps else (scored, None)
-    surprisals = [t.surprisals for t in token_scores]
-    scores = aggregate(surprisals, cfg.score, cfg.topk)
-    flags, threshold = split_by_percentile(scores, cfg.p)
-    t_score = time.time() - t0
-    table = pd.DataFrame({
-        "id": dataset.ids(), "instruction": instructions, "response": responses,
-        "score": scores, "score_max": aggregate(surprisals, "max"),
-        "tokens": [t.tokens for t in token_scores], "surprisals": surprisals,
-        "suspicious": flags, "proposed_response": [""] * len(dataset),
-    })
-    if cfg.propose and flags.any():
-        flagged = table.loc[table["suspicious"], "id"].tolist()
-        proposals = propose_replacements(
-            vlm, dataset, flagged, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-            seed=cfg.seed, batch_size=cfg.batch_size,
-            progress=lambda d, n: report(0.6 + 0.25 * d / n, f"proposing replacements {d}/{n}"))
-        table["proposed_response"] = table["id"].map(proposals).fillna("")
-    t_propose = time.time() - t0 - t_score
-    _add_maps(table, emb, cfg, report)
-    meta = {
-        "threshold": threshold, "p": cfg.p, "n": len(dataset), "n_suspicious": int(flags.sum()),
-        "dataset_fingerprint": dataset.fingerprint(), "dataset_name": dataset.name,
-        "model_identity": vlm.identity, "model_name": vlm.name, "config": asdict(cfg),
-        "timings_s": {"score": round(t_score, 2), "propose": round(t_propose, 2),
-                      "total": round(time.time() - t0, 2)},
-    }
-    audit = Audit(table, meta)
-    if cache_dir is not None:
+    _score_all(dataset, vlm, cfg, shards, state, report)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None  # type: ignore[return-value]  (the main process assembles and returns the audit)
+    audit = _assemble(dataset, vlm, cfg, shards, t0, report)
+    audit.meta["cache_key"] = key
+    if cached is not None:
         audit.save(cached)
+    if work is not None and work_dir is None:
+        shutil.rmtree(work, ignore_errors=True)
     report(1.0, "done")
     return with_ground_truth(audit, ground_truth)
 
 
-def _add_maps(table: pd.DataFrame, emb: dict | None, cfg: AuditConfig, report: Progress) -> None:
-    if emb is None:
+def _score_all(dataset, vlm, cfg: AuditConfig, shards: _Shards, state, report: Progress) -> None:
+    n = len(dataset)
+    n_shards = max(1, -(-n // cfg.shard_size))
+    proj = _projection(vlm, cfg.seed)
+    mine = [s for s in range(n_shards) if s % state.num_processes == state.process_index]
+    done = sum(min(cfg.shard_size, n - s * cfg.shard_size) for s in mine if shards.done(s))
+    total = sum(min(cfg.shard_size, n - s * cfg.shard_size) for s in mine)
+    for s in mine:
+        if shards.done(s):
+            continue
+        idx = list(range(s * cfg.shard_size, min(n, (s + 1) * cfg.shard_size)))
+
+        def tick(k: int) -> None:
+            nonlocal done
+            done += k
+            report(0.6 * done / max(total, 1), f"scoring {done}/{total}")
+
+        rows, emb, skipped = _score_shard(dataset, idx, vlm, cfg, proj, tick)
+        if skipped and not cfg.skip_invalid:
+            sid, why = next(iter(skipped.items()))
+            raise DataError(f"{why} ({len(skipped)} invalid in this shard; pass --skip-invalid to leave "
+                            "invalid samples out and list them)", sample_id=sid)
+        shards.put(s, rows, emb, skipped)
+
+
+def _projection(vlm: VLM, seed: int) -> np.ndarray | None:
+    """A fixed random projection of hidden states to :data:`EMBED_DIM` dims (None if already small)."""
+    cfg = vlm.model.config
+    hidden = getattr(cfg.get_text_config(), "hidden_size", None) if hasattr(cfg, "get_text_config") else None
+    if hidden is None or hidden <= EMBED_DIM:
+        return None
+    rng = np.random.default_rng([seed, 7])
+    return (rng.standard_normal((hidden, EMBED_DIM)) / np.sqrt(EMBED_DIM)).astype(np.float32)
+
+
+def _assemble(dataset, vlm, cfg: AuditConfig, shards: _Shards, t0: float, report: Progress) -> Audit:
+    n_shards = max(1, -(-len(dataset) // cfg.shard_size))
+    parts = [shards.get(s) for s in range(n_shards)]
+    table = pd.concat([p[0] for p in parts if len(p[0])], ignore_index=True)
+    skipped = {k: v for p in parts for k, v in p[2].items()}
+    if table.empty:
+        raise DataError(f"no sample could be scored ({len(skipped)} invalid); first: "
+                        f"{next(iter(skipped.values()), '')}")
+    surprisals = table["surprisals"].map(list).tolist()
+    table["score"] = aggregate(surprisals, cfg.score, cfg.topk)
+    table["score_max"] = aggregate(surprisals, "max")
+    best = table.groupby("id", sort=False)["score"].transform("max")
+    table["sample_score"] = best
+    idx_best = table.loc[table.groupby("id", sort=False)["score"].idxmax(), ["id", "turn"]]
+    table["sample_turn"] = table["id"].map(dict(zip(idx_best["id"], idx_best["turn"]))).astype(int)
+    table["key"] = _row_keys(table)
+    flags, threshold = split_by_percentile(table["score"].to_numpy(), cfg.p)
+    table["suspicious"] = flags
+    t_score = time.time() - t0
+    table["proposed_response"] = ""
+    if cfg.propose and flags.any():
+        keys = list(zip(table.loc[flags, "id"], table.loc[flags, "turn"].astype(int)))
+        proposals = propose_replacements(
+            vlm, dataset, keys, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed,
+            batch_size=cfg.batch_size, progress=lambda d, n: report(0.6 + 0.25 * d / n, f"proposing {d}/{n}"))
+        table.loc[flags, "proposed_response"] = [proposals[k] for k in keys]
+    t_propose = time.time() - t0 - t_score
+    map_info = _add_maps(table, parts, cfg, report)
+    meta = {
+        "threshold": threshold, "p": cfg.p, "n": len(dataset), "n_turns": len(table),
+        "n_suspicious": int(flags.sum()), "n_samples_suspicious": int(table.loc[flags, "id"].nunique()),
+        "dataset_fingerprint": dataset.fingerprint(), "dataset_name": dataset.name,
+        "model_identity": vlm.identity, "model_name": vlm.name, "config": asdict(cfg),
+        "skipped": skipped, "maps": map_info,
+        "timings_s": {"score": round(t_score, 2), "propose": round(t_propose, 2),
+                      "total": round(time.time() - t0, 2)},
+    }
+    return Audit(table, meta)
+
+
+def _row_keys(table: pd.DataFrame) -> list[str]:
+    """A unique string per row: the sample id for one-turn samples, ``id#turn`` otherwise."""
+    keys = [i if n == 1 else f"{i}#{k}" for i, k, n in zip(table["id"], table["turn"], table["n_turns"])]
+    seen: set[str] = set()
+    out = []
+    for k in keys:
+        while k in seen:  # an id that itself looks like "x#1" next to sample "x": keep keys unique
+            k += "~"
+        seen.add(k)
+        out.append(k)
+    return out
+
+
+def _add_maps(table: pd.DataFrame, parts, cfg: AuditConfig, report: Progress) -> dict | None:
+    embs = [p[1] for p in parts if p[1]]
+    if not cfg.maps or not embs:
         for kind in MAP_KINDS:
             table[f"umap_{kind}_x"] = np.nan
             table[f"umap_{kind}_y"] = np.nan
-        return
+        return None
+    emb = {k: np.concatenate([e[k] for e in embs]) for k in ("response", "image")}
     report(0.85, "computing the 2-D maps (UMAP)")
-    coords = compute_maps(emb, cfg.seed)
+    coords, info = compute_maps(emb, cfg.seed, fit_max=cfg.map_fit_max)
     for kind in MAP_KINDS:
         table[f"umap_{kind}_x"] = coords[kind][:, 0]
         table[f"umap_{kind}_y"] = coords[kind][:, 1]
+    return info
 
 
 def with_ground_truth(audit: Audit, ground_truth: dict[str, bool] | None) -> Audit:
-    """Fill ``gt_poisoned`` (NA where unknown) and put the columns in order."""
+    """Fill ``gt_poisoned`` (NA where unknown) and put the columns in order.
+
+    Ground truth is per sample (a poisoned sample's every row is marked).
+    """
     table = audit.table
     if ground_truth is None:
         table["gt_poisoned"] = pd.array([pd.NA] * len(table), dtype="boolean")

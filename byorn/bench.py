@@ -18,6 +18,7 @@ import torch
 
 from .attacks import Target, get_attack, poison
 from .audit import AuditConfig, run_audit
+from .evaluate import EvalSuite
 from .metrics import detection_metrics
 from .models import VLM
 from .train import TrainConfig, train
@@ -76,8 +77,7 @@ def run_bench(cfg: BenchConfig, out_dir: Path, progress: Callable[[float, str], 
             tcfg = TrainConfig(method=method, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                                seed=seed, out_dir=str(run_dir))
             res = train(pr.train, tcfg, vlm=ref, audit=None if method == "sft" else audit,
-                        eval_clean=clean_test, eval_triggered=pr.triggered_test, target=target,
-                        extra_triggered=pr.extra_tests)
+                        evals=EvalSuite(clean_test, pr.triggered_test, target, pr.extra_tests))
             m = res.metrics
             wall = m["wall_s"] + (audit_s if method != "sft" else 0.0)
             rows.append({

@@ -17,6 +17,8 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger("byorn")
 
+CLEAN_METRICS = ("bleu", "cider", "exact_match")
+
 
 # ----------------------------------------------------------------------- helpers
 def add_dataclass_args(parser: argparse.ArgumentParser, cls, exclude: tuple[str, ...] = ()) -> None:
@@ -28,12 +30,12 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, exclude: tuple[str,
         flag = "--" + f.name.replace("_", "-")
         helptext = f.metadata.get("help", "") + f" (default: {f.default})"
         typ = hints[f.name]
-        if typ is bool:
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        base = args[0] if args else typ
+        if base is bool:  # bool or bool | None: --flag / --no-flag (None = unset)
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=f.default, help=f.metadata.get("help", ""))
             continue
-        args = [a for a in typing.get_args(typ) if a is not type(None)]
-        base = args[0] if args else typ
         parser.add_argument(flag, dest=f.name, type=base, default=f.default, help=helptext)
 
 
@@ -68,19 +70,32 @@ def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, default=str))
 
 
-def _load(path: str, skip_invalid: bool = False):
+def _load(path: str, skip_invalid: bool = False, image_folder: str | None = None, with_report: bool = False):
     from .data.io import load_dataset_with_report
 
-    ds, report = load_dataset_with_report(path, skip_invalid=skip_invalid)
+    kwargs = {"image_folder": image_folder} if image_folder else {}
+    ds, report = load_dataset_with_report(path, skip_invalid=skip_invalid, **kwargs)
     if report.n_skipped:
         log.warning("%s", report.summary())
-    return ds
+    return (ds, report) if with_report else ds
 
 
-def _load_vlm(path: str | None):
+def _main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+
+
+def _load_vlm(path: str | None, dtype: str = "fp32"):
+    import torch
+
     from .models import VLM
 
-    return VLM.load(path)
+    torch_dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    return VLM.load(path, dtype=torch_dtype)
 
 
 # ---------------------------------------------------------------------- commands
@@ -118,20 +133,33 @@ def cmd_audit(a) -> None:
     from .audit import AuditConfig, run_audit
     from .metrics import detection_metrics
 
-    ds = _load(a.data, a.skip_invalid)
-    vlm = _load_vlm(a.model)
+    ds, load_report = _load(a.data, a.skip_invalid, a.image_folder, with_report=True)
+    vlm = _load_vlm(a.model, a.dtype)
     gt = json.loads(Path(a.ground_truth).read_text()) if a.ground_truth else None
-    bar = _Bar("audit")
-    audit = run_audit(ds, vlm, dataclass_from_args(AuditConfig, a), ground_truth=gt, progress=bar.fraction)
+    out = Path(a.out)
+    bar = _Bar("audit") if _main_process() else None
+    cfg = dataclass_from_args(AuditConfig, a, skip_invalid=a.skip_invalid)
+    audit = run_audit(ds, vlm, cfg, ground_truth=gt, work_dir=out / ".shards",
+                      progress=bar.fraction if bar else None)
+    if audit is None:  # another process of `accelerate launch`: the main one writes the audit
+        return
     bar.close()
+    audit.meta["skipped_at_load"] = [vars(x) for x in load_report.skipped]
     t = audit.table
     det = None
     if gt is not None:
-        det = detection_metrics(t["score"], [bool(gt.get(i)) for i in t["id"]], flagged=t["suspicious"])
+        per_sample = t.drop_duplicates("id")  # a sample's score is its most suspicious turn
+        flagged = t.groupby("id", sort=False)["suspicious"].any().reindex(per_sample["id"]).to_numpy()
+        det = detection_metrics(per_sample["sample_score"], [bool(gt.get(i)) for i in per_sample["id"]],
+                                flagged=flagged)
         audit.meta["detection"] = det
-    out = audit.save(a.out)
-    print(f"audited {len(t)} samples: {int(t['suspicious'].sum())} suspicious "
-          f"(score > {audit.threshold:.3f}); table {out / 'audit.parquet'}")
+    audit.save(out)
+    import shutil
+    shutil.rmtree(out / ".shards", ignore_errors=True)
+    n_skip = len(audit.meta.get("skipped") or {}) + load_report.n_skipped
+    print(f"audited {t['id'].nunique()} samples ({len(t)} assistant turns): {int(t['suspicious'].sum())} turns "
+          f"suspicious (score > {audit.threshold:.3f}); table {out / 'audit.parquet'}"
+          + (f"; {n_skip} invalid samples skipped (listed in audit.json)" if n_skip else ""))
     if det is not None:
         print("detection: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in det.items()))
 
@@ -152,17 +180,26 @@ def _load_decisions(path: str | None, dataset):
 
 def cmd_train(a) -> None:
     from .audit import Audit
-    from .evaluate import as_target
-    from .train import Callback, TrainConfig, train
+    from .evaluate import EvalSuite
+    from .train import Callback, TrainConfig, load_run_config, train
 
-    ds = _load(a.data, a.skip_invalid)
-    cfg = dataclass_from_args(TrainConfig, a, out_dir=a.out)
+    ds = _load(a.data, a.skip_invalid, a.image_folder)
+    if a.resume:
+        saved = load_run_config(a.resume).get("train_config", {})
+        cfg = TrainConfig(**{**saved, "out_dir": a.resume})
+    else:
+        if not a.out:
+            raise ValueError("give --out (a new run folder) or --resume RUN")
+        cfg = dataclass_from_args(TrainConfig, a, out_dir=a.out)
     audit = Audit.load(a.audit) if a.audit else None
-    bar = tqdm(desc=f"train {cfg.method}", unit="step")
+    main = _main_process()
+    bar = tqdm(desc=f"train {cfg.method}", unit="step", disable=not main)
 
     class _Progress(Callback):
         def on_train_begin(self, st):
             bar.total = st.total_steps
+            bar.n = st.step
+            bar.refresh()
 
         def on_step_end(self, st):
             bar.update(1)
@@ -171,25 +208,27 @@ def cmd_train(a) -> None:
         def on_evaluate(self, st, m):
             log.info("step %d: %s", st.step, {k: v for k, v in m.items() if isinstance(v, float)})
 
-    res = train(ds, cfg, vlm=_load_vlm(a.model), audit=audit, decisions=_load_decisions(a.decisions, ds),
-                eval_clean=_load(a.eval_data) if a.eval_data else None,
-                eval_triggered=_load(a.triggered) if a.triggered else None,
-                target=as_target(a.target), callbacks=[_Progress()])
+    evals = EvalSuite(_load(a.eval_data) if a.eval_data else None, _load(a.triggered) if a.triggered else None,
+                      a.target, clean_metric=a.clean_metric)
+    res = train(ds, cfg, vlm=_load_vlm(a.model, a.dtype), audit=audit, decisions=_load_decisions(a.decisions, ds),
+                evals=evals, callbacks=[_Progress()], resume=bool(a.resume), copy_model=False)
     bar.close()
-    shown = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str)) and k != "plan"}
-    print(json.dumps(shown, indent=2))
-    print(f"run folder: {res.out_dir}")
+    if main:
+        shown = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str)) and k != "plan"}
+        print(json.dumps(shown, indent=2))
+        print(f"run folder: {res.out_dir}")
 
 
 def cmd_eval(a) -> None:
-    from .evaluate import evaluate
+    from .evaluate import EvalSuite, evaluate
 
-    vlm = _load_vlm(a.model)
+    vlm = _load_vlm(a.model, a.dtype)
     clean = _load(a.data)
     triggered = _load(a.triggered) if a.triggered else (clean if a.target else None)
     clean_for_metrics = None if (a.target and not a.triggered) else clean
     bar = _Bar("eval")
-    m = evaluate(vlm, clean_for_metrics, triggered, a.target, max_samples=a.max_samples, progress=bar.count)
+    suite = EvalSuite(clean_for_metrics, triggered, a.target, clean_metric=a.clean_metric, max_samples=a.max_samples)
+    m = evaluate(vlm, suite, progress=bar.count)
     bar.close()
     out = Path(a.out) if a.out else Path(a.model) / "eval.json"
     _write_json(out, m)
@@ -212,9 +251,29 @@ def cmd_bench(a) -> None:
 
 
 # ------------------------------------------------------------------------ parser
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="LLaVA JSON, messages JSONL, COCO captions JSON, Parquet "
+                   "or a datasets folder")
+    p.add_argument("--image-folder", help="folder the data's image paths are relative to (LLaVA convention; "
+                   "default: the data file's folder)")
+    p.add_argument("--model", default=None, help="model folder (default: the embedded tiny model)")
+    p.add_argument("--dtype", default="fp32", choices=DTYPES, help="dtype to load the model in (bf16 on GPUs)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="leave out invalid samples (listed) instead of stopping at the first")
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eval-data", help="clean test data for evaluation")
+    p.add_argument("--triggered", help="triggered test data for ASR (needs --target)")
+    p.add_argument("--target", help="attack target sentence, for ASR")
+    p.add_argument("--clean-metric", default="cider", choices=sorted(CLEAN_METRICS),
+                   help="the clean metric runs report as their headline")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .attacks import ATTACKS, TARGET_MODES
     from .audit import AuditConfig
+    from .defenses import DEFENSES
     from .train import TrainConfig
 
     ap = argparse.ArgumentParser(prog="byorn", description="BYORn Studio: audit VLM fine-tuning data and "
@@ -241,33 +300,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_poison)
 
-    p = sub.add_parser("audit", help="score every sample under the reference model and flag the suspicious")
-    p.add_argument("--data", required=True)
-    p.add_argument("--model", default=None, help="model folder (default: the embedded tiny model)")
+    p = sub.add_parser("audit", help="score every assistant turn under the reference model and flag the suspicious "
+                       "(resumable; under `accelerate launch` the processes share the work)")
+    _data_args(p)
     p.add_argument("--ground-truth", help="id -> poisoned JSON, for evaluation columns only")
-    p.add_argument("--skip-invalid", action="store_true", help="skip invalid samples (reported) instead of failing")
-    p.add_argument("--out", required=True)
-    add_dataclass_args(p, AuditConfig)
+    p.add_argument("--out", required=True, help="audit folder (an interrupted audit resumes there)")
+    add_dataclass_args(p, AuditConfig, exclude=("skip_invalid",))
     p.set_defaults(fn=cmd_audit)
 
-    p = sub.add_parser("train", help="fine-tune with sft, byorn-f or byorn")
-    p.add_argument("--data", required=True)
-    p.add_argument("--model", default=None, help="model folder (default: the embedded tiny model)")
-    p.add_argument("--audit", help="audit folder from `byorn audit` (else scored here)")
+    p = sub.add_parser("train", help=f"fine-tune under a defense ({', '.join(sorted(DEFENSES))})")
+    _data_args(p)
+    p.add_argument("--audit", help="audit folder from `byorn audit` of this data and model (else scored here)")
     p.add_argument("--decisions", help="review decisions: the app's SQLite file or its CSV export")
-    p.add_argument("--eval-data", help="clean test data for evaluation")
-    p.add_argument("--triggered", help="triggered test data for ASR (needs --target)")
-    p.add_argument("--target", help="attack target sentence, for ASR")
-    p.add_argument("--skip-invalid", action="store_true")
-    p.add_argument("--out", required=True, help="run folder")
+    _eval_args(p)
+    p.add_argument("--out", help="new run folder")
+    p.add_argument("--resume", metavar="RUN", help="continue a cancelled or killed run from its last checkpoint "
+                   "(its settings are read from RUN/config.json)")
     add_dataclass_args(p, TrainConfig, exclude=("out_dir",))
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="clean metrics and (given a target) ASR of a model")
     p.add_argument("--model", required=True)
+    p.add_argument("--dtype", default="fp32", choices=DTYPES, help="dtype to load the model in")
     p.add_argument("--data", required=True, help="clean test data (or triggered data, with --target only)")
     p.add_argument("--triggered", help="triggered test data")
     p.add_argument("--target", help="attack target sentence")
+    p.add_argument("--clean-metric", default="cider", choices=sorted(CLEAN_METRICS))
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--out", help="JSON file (default: MODEL/eval.json)")
     p.set_defaults(fn=cmd_eval)

@@ -270,3 +270,109 @@ def _check_model_folder(folder: Path) -> None:
         json.loads(cfg.read_text())
     except json.JSONDecodeError as e:
         raise ModelError(f"{cfg} is not valid JSON: {e}") from e
+
+
+# ---------------------------------------------------------------------------
+# TEMPORARY single-turn shim of the conversation API (replaced by the models branch).
+from dataclasses import dataclass as _dc  # noqa: E402
+
+
+class SequenceTooLong(ValueError):
+    def __init__(self, index: int, length: int, limit: int):
+        super().__init__(f"conversation {index} has {length} tokens, above the limit of {limit}")
+        self.index, self.length, self.limit = index, length, limit
+
+
+@_dc
+class Batch:
+    inputs: dict
+    turn_ids: torch.Tensor
+    lengths: list
+
+
+def _single(conv):
+    turns = conv.turns
+    if len(turns) != 2 or turns[0].role != "user" and turns[1].role != "assistant":
+        raise NotImplementedError("shim: single-turn only")
+    from byorn.data import strip_image_token
+    return conv.images[0] if conv.images else None, strip_image_token(turns[0].text), turns[1].text
+
+
+def _encode(self, convs, *, train_turns=None, max_length=None):
+    parts = [_single(c) for c in convs]
+    inputs = self.collate([p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts])
+    labels = inputs["labels"]
+    turn_ids = torch.where(labels != IGNORE, 0, -1)
+    if train_turns is not None:
+        for i, tt in enumerate(train_turns):
+            if tt is not None and 0 not in tt:
+                labels[i] = IGNORE
+    lengths = inputs["attention_mask"].sum(1).tolist()
+    limit = max_length or self.max_length
+    for i, n in enumerate(lengths):
+        if limit and n > limit:
+            raise SequenceTooLong(i, n, limit)
+    return Batch(inputs, turn_ids, lengths)
+
+
+@torch.no_grad()
+def _score_batch(self, batch, *, embed=False):
+    was = self.model.training
+    self.model.eval()
+    inputs = self.to_device(dict(batch.inputs))
+    inputs.pop("labels")
+    out = self.model(**inputs, output_hidden_states=embed)
+    logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
+    ids = inputs["input_ids"][:, 1:]
+    tid = batch.turn_ids[:, 1:].to(logp.device)
+    tok_lp = logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    res = []
+    for i in range(ids.shape[0]):
+        m = tid[i] == 0
+        t = ids[i][m].tolist()
+        res.append([TokenScores([self.tokenizer.decode([x]) for x in t], (-tok_lp[i][m]).tolist())])
+    if was:
+        self.model.train()
+    if embed:
+        h = out.hidden_states[-1].float()
+        rm = (batch.turn_ids.to(h.device) >= 0).unsqueeze(-1).float()
+        im = self._image_token_mask(inputs["input_ids"]).unsqueeze(-1).float()
+        return res, {"response": ((h * rm).sum(1) / rm.sum(1).clamp(min=1)).cpu().numpy(),
+                     "image": ((h * im).sum(1) / im.sum(1).clamp(min=1)).cpu().numpy()}
+    return res
+
+
+def _score_conversations(self, convs, *, batch_size=64, max_batch_tokens=None, embed=False, progress=None):
+    out, er, ei = [], [], []
+    for s in range(0, len(convs), batch_size):
+        r = self.score_batch(self.encode(convs[s:s + batch_size]), embed=embed)
+        if embed:
+            r, e = r
+            er.append(e["response"]), ei.append(e["image"])
+        out.extend(r)
+        if progress:
+            progress(min(s + batch_size, len(convs)), len(convs))
+    if embed:
+        import numpy as np
+        return out, {"response": np.concatenate(er), "image": np.concatenate(ei)}
+    return out
+
+
+def _generate_conversations(self, convs, **kw):
+    parts = [_single_prompt(c) for c in convs]
+    return self.generate([p[0] for p in parts], [p[1] for p in parts], **kw)
+
+
+def _single_prompt(conv):
+    from byorn.data import strip_image_token
+    return conv.images[0] if conv.images else None, strip_image_token(conv.turns[-1].text)
+
+
+VLM.encode = _encode
+VLM.score_batch = _score_batch
+VLM.score_conversations = _score_conversations
+VLM.generate_conversations = _generate_conversations
+VLM.family = property(lambda self: self.model.config.model_type)
+VLM.max_length = property(lambda self: getattr(self.model.config.get_text_config(), "max_position_embeddings", None))
+VLM.image_token_mask = lambda self, ids: self._image_token_mask(ids)
+VLM.token_lengths = lambda self, convs: self.encode(convs).lengths

@@ -1,0 +1,247 @@
+"""Fine-tuning under a defense: ``train(dataset, TrainConfig(method=...))``.
+
+The defense (:mod:`byorn.defenses`: ``sft``, ``byorn-f``, ``byorn``,
+``onion``, ``bye``) plans which turns train on what; the loop
+(:mod:`.loop`) runs on ``accelerate`` with full fine-tuning or LoRA, mixed
+precision, gradient checkpointing and accumulation, an EMA of the trainable
+weights, poison-aware minibatches and bootstrapped responses, and resumable
+checkpoints (:mod:`.checkpoint`).
+
+Each run writes one folder: ``config.json`` (resolved config, seed, data and
+model identity, status), ``metrics.json`` (final metrics, loss and
+evaluation history), ``replacements.jsonl`` (every bootstrapped response),
+``checkpoint/`` (resumable state) and ``model/`` (the fine-tuned model; LoRA
+merged).  An audit, a resumed run and the data must match: the dataset
+fingerprint (and the audit's reference model) are checked before training.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..audit import Audit, AuditConfig, run_audit
+from ..data import VLDataset
+from ..defenses import DefenseContext, get_defense
+from ..evaluate import EvalSuite
+from ..models import VLM
+from .checkpoint import RunFolderError, claim_run_folder
+from .config import RESUMABLE_CHANGES, TrainConfig, parse_options
+from .loop import Callback, Trainer, TrainState, make_accelerator
+from .setup import EMA, ema_decay_at
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Callback", "DataMismatch", "EMA", "RunFolderError", "RunResult", "TrainConfig", "TrainState", "ema_decay_at",
+           "list_runs", "load_run_config", "save_model", "train"]
+
+
+class DataMismatch(ValueError):
+    """An audit, a decision file or a run that belongs to other data or another model."""
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    metrics: dict
+    cancelled: bool = False
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def save_model(vlm: VLM, folder: Path) -> Path:
+    """Save the fine-tuned model so the folder loads like any model (LoRA adapters merged in place)."""
+    model = vlm.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    return VLM(model, vlm.processor).save(folder)
+
+
+def check_audit(audit: Audit, dataset: VLDataset, ref: VLM) -> None:
+    """Raise :class:`DataMismatch` unless ``audit`` was made of ``dataset`` by ``ref``."""
+    where = f" in {audit.source}" if getattr(audit, "source", None) else ""
+    fp = audit.meta.get("dataset_fingerprint")
+    if fp != dataset.fingerprint():
+        raise DataMismatch(
+            f"the audit{where} was made for other data (dataset fingerprint {fp}), but this data's "
+            f"fingerprint is {dataset.fingerprint()}: audit this data (`byorn audit --data ... --out DIR`) "
+            "and pass that folder")
+    mid = audit.meta.get("model_identity")
+    if mid != ref.identity:
+        raise DataMismatch(
+            f"the audit{where} was scored by another reference model ({audit.meta.get('model_name')}, "
+            f"identity {mid}), but this run's reference model is {ref.name} (identity {ref.identity}): "
+            "re-audit with the same --model, or train with the audit's model")
+
+
+def load_run_config(folder: str | Path) -> dict:
+    path = Path(folder) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} is not a run folder (no config.json)")
+    return json.loads(path.read_text())
+
+
+def check_resume(folder: Path, cfg: TrainConfig, dataset: VLDataset, ref: VLM) -> None:
+    """Raise :class:`DataMismatch` unless the run in ``folder`` can continue with these inputs."""
+    saved = load_run_config(folder)
+    if saved.get("status") == "finished":
+        raise DataMismatch(f"the run in {folder} has finished already; start a new run in another folder")
+    if saved.get("dataset_fingerprint") != dataset.fingerprint():
+        raise DataMismatch(f"the run in {folder} trained on other data (fingerprint "
+                           f"{saved.get('dataset_fingerprint')}, this data: {dataset.fingerprint()}); resume "
+                           "with the same --data")
+    if saved.get("reference_model_identity") != ref.identity:
+        raise DataMismatch(f"the run in {folder} started from another model "
+                           f"({saved.get('reference_model')}); resume with the same --model")
+    old, new = saved.get("train_config", {}), cfg.to_dict()
+    diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
+    if diff:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff[:4])
+        raise DataMismatch(f"the run in {folder} used another configuration ({shown}); resume it with its "
+                           "own settings (byorn train --resume reads them from its config.json)")
+
+
+def _flags(dataset: VLDataset, ref: VLM, audit: Audit | None, cfg: TrainConfig) -> tuple[dict, dict]:
+    """Suspicious flags keyed (sample id, turn), and the samples the audit skipped as invalid."""
+    if audit is None:
+        audit = run_audit(dataset, ref, AuditConfig(p=cfg.p, score=cfg.score, propose=False, maps=False))
+    else:
+        check_audit(audit, dataset, ref)
+    flags = audit.flags()
+    skipped = dict(audit.meta.get("skipped") or {})
+    missing = [(s.id, k) for s in dataset if s.id not in skipped
+               for k in range(s.n_turns) if (s.id, k) not in flags]
+    if missing:
+        raise DataMismatch(f"the audit does not cover {len(missing)} turns of the data (e.g. sample "
+                           f"{missing[0][0]!r} turn {missing[0][1]}); audit this dataset first")
+    return flags, skipped
+
+
+def _decision_keys(decisions: Mapping | None) -> dict:
+    """Decisions keyed ``(sample id, turn)`` (plain sample ids mean turn 0)."""
+    if not decisions:
+        return {}
+    return {(k if isinstance(k, tuple) else (k, getattr(d, "turn", 0))): d for k, d in decisions.items()}
+
+
+def train(dataset: VLDataset, cfg: TrainConfig, *, vlm: VLM | None = None, audit: Audit | None = None,
+          decisions: Mapping[Any, Any] | None = None, evals: EvalSuite | None = None,
+          callbacks: Sequence[Callback] = (), cancel: threading.Event | None = None,
+          resume: bool = False, copy_model: bool = True) -> RunResult:
+    """Fine-tune ``vlm`` (default: the embedded model) on ``dataset`` under ``cfg.method``.
+
+    ``audit`` supplies the suspicious flags (scored here with ``cfg.p`` when a
+    defense needs them and none is given); it must be of this data and this
+    reference model.  ``decisions`` ((sample id, turn) -> Decision) override
+    the defense per turn.  ``evals`` is evaluated every ``eval_every`` steps
+    and at the end.  Setting ``cancel`` stops after the current step; a
+    checkpoint and the model so far are saved and ``cancelled`` is True.
+    ``resume=True`` continues the run in ``cfg.out_dir`` from its checkpoint.
+    ``copy_model=False`` trains ``vlm``'s weights in place (saves memory).
+    """
+    t0 = time.time()
+    accel = make_accelerator(cfg.precision)
+    out = Path(cfg.out_dir)
+    claim = claim_run_folder(out, resume=resume) if accel.is_main_process else None
+    accel.wait_for_everyone()
+    try:
+        set_seed(cfg.seed)
+        ref = vlm or VLM.load()
+        defense = get_defense(cfg.method, **parse_options(cfg.defense_options))
+        if resume:
+            check_resume(out, cfg, dataset, ref)
+            started = load_run_config(out).get("started_at")
+        else:
+            started = time.strftime("%Y-%m-%dT%H:%M:%S")
+            if accel.is_main_process:
+                _write_config(out, cfg, dataset, ref, started, "running")
+        flags, skipped = _flags(dataset, ref, audit, cfg) if defense.uses_flags or audit is not None else (None, {})
+        data = dataset if not skipped else VLDataset([s for s in dataset if s.id not in skipped], dataset.name,
+                                                      fingerprint=dataset.fingerprint())
+        ctx = DefenseContext(ref, cfg, out, callbacks, cancel)
+        plan = defense.plan(data, flags=flags, decisions=_decision_keys(decisions), ctx=ctx)
+        plan.dropped.update({sid: f"invalid (skipped by the audit: {why})" for sid, why in skipped.items()})
+        if not plan.items:
+            raise ValueError("nothing left to train on: every sample was dropped")
+        t_plan = time.time() - t0
+        trainer = Trainer(data, plan, cfg, ref, claim, accel, defense=defense, evals=evals,
+                          callbacks=callbacks, cancel=cancel, copy_model=copy_model, ctx=ctx)
+        if resume:
+            trainer.resume()
+        trainer.run()
+        metrics = dict(trainer.state.evals[-1]) if trainer.state.evals else {}
+        metrics.update(method=cfg.method, wall_s=round(time.time() - t0, 2), audit_s=round(t_plan, 2),
+                       train_s=round(trainer.train_s, 2), generate_s=round(trainer.generate_s, 2),
+                       steps=trainer.state.step, final_loss=trainer.state.loss, cancelled=trainer.cancelled,
+                       plan=plan.counts(), processes=accel.num_processes)
+        accel.wait_for_everyone()
+        if accel.is_main_process:
+            save_model(trainer.vlm, out / "model")
+            status = "cancelled" if trainer.cancelled else "finished"
+            _write_config(out, cfg, dataset, ref, started, status, plan=plan, skipped=trainer.skipped)
+            hist = {"loss": trainer.state.history, "evals": trainer.state.evals}
+            (out / "metrics.json").write_text(json.dumps({**metrics, "history": hist}, indent=2, default=float))
+        accel.wait_for_everyone()
+        return RunResult(out, metrics, trainer.cancelled)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _write_config(out: Path, cfg: TrainConfig, dataset: VLDataset, ref: VLM, started: str, status: str, *,
+                  plan=None, skipped=None) -> None:
+    config = {
+        "train_config": cfg.to_dict(), "seed": cfg.seed, "status": status,
+        "dataset_fingerprint": dataset.fingerprint(), "dataset_name": dataset.name, "n_samples": len(dataset),
+        "reference_model": ref.name, "reference_model_identity": ref.identity, "torch": torch.__version__,
+        "started_at": started,
+    }
+    if plan is not None:
+        config.update(plan=plan.counts(), dropped=plan.dropped, truncated_or_skipped=skipped or {})
+    tmp = out / ".config.json.tmp"
+    tmp.write_text(json.dumps(config, indent=2))
+    tmp.replace(out / "config.json")
+
+
+RUN_COLUMNS = ["run_id", "method", "epochs", "lr", "lora", "seed", "clean_metric", "clean_value", "asr",
+               "wall_s", "cancelled", "status", "started_at", "out_dir"]
+
+
+def list_runs(root: str | Path):
+    """One row per run folder under ``root`` that has metrics (finished or cancelled)."""
+    import pandas as pd
+
+    rows = []
+    for cfg_path in sorted(Path(root).glob("*/config.json")):
+        folder = cfg_path.parent
+        metrics_path = folder / "metrics.json"
+        if not metrics_path.exists():
+            continue
+        try:
+            cfg = json.loads(cfg_path.read_text())
+            m = json.loads(metrics_path.read_text())
+        except (json.JSONDecodeError, OSError) as e:
+            logger.warning("skipping unreadable run folder %s: %s", folder, e)
+            continue
+        tc = cfg.get("train_config", {})
+        metric = m.get("clean_metric", "cider")
+        rows.append({
+            "run_id": folder.name, "method": tc.get("method"), "epochs": tc.get("epochs"),
+            "lr": tc.get("lr"), "lora": tc.get("lora"), "seed": cfg.get("seed"),
+            "clean_metric": metric, "clean_value": m.get("clean_value", m.get(metric)), "asr": m.get("asr"),
+            "wall_s": m.get("wall_s"), "cancelled": m.get("cancelled", False),
+            "status": cfg.get("status", "finished"), "started_at": cfg.get("started_at"), "out_dir": str(folder),
+        })
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
