@@ -308,7 +308,7 @@ def run_audit(dataset: VLDataset, vlm: VLM, cfg: AuditConfig | None = None, *,
     (id -> poisoned) only fills the ``gt_poisoned`` column for evaluation and
     display; the split never reads it.
     """
-    from accelerate import PartialState
+    from .runtime import process_state
 
     cfg = cfg or AuditConfig()
     report = progress or (lambda f, m: None)
@@ -318,7 +318,7 @@ def run_audit(dataset: VLDataset, vlm: VLM, cfg: AuditConfig | None = None, *,
         logger.info("audit cache hit: %s", cached)
         report(1.0, "loaded from cache")
         return with_ground_truth(Audit.load(cached), ground_truth)
-    state = PartialState()
+    state = process_state()
     work = Path(work_dir) if work_dir is not None else (cached / ".shards" if cached is not None else None)
     if state.num_processes > 1 and work is None:
         raise ValueError("several processes need a shared work_dir for the audit's shards")

@@ -81,9 +81,9 @@ def _load(path: str, skip_invalid: bool = False, image_folder: str | None = None
 
 
 def _main_process() -> bool:
-    from accelerate import PartialState
+    from .runtime import process_state
 
-    return PartialState().is_main_process
+    return process_state().is_main_process
 
 
 DTYPES = ("auto", "fp32", "bf16", "fp16")

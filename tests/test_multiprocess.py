@@ -1,4 +1,7 @@
-"""Several processes under ``accelerate launch --cpu --num_processes 2`` (gloo), as on a multi-GPU node.
+"""Several processes under ``accelerate launch --multi_gpu --num_processes 2``, as on a multi-GPU node.
+
+On this CPU-only machine torchrun starts the two processes and they talk over gloo
+(``accelerate launch --cpu --num_processes 2`` would start one process: it needs mpirun).
 
 Audit: the processes share the shards and one audit table covers every sample once.
 Train: the epoch is split across the processes (half the steps at the same per-process
@@ -19,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def _launch(args, n=2, cwd=None):
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(n),
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "byorn.cli", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=cwd)

@@ -67,12 +67,14 @@ class Callback:
 
 def make_accelerator(precision: str):
     """An ``Accelerator`` for this run (CPU when no GPU)."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
+    from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.state import AcceleratorState
+
+    from ..runtime import process_state
 
     if precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("precision fp16 needs a CUDA GPU; use bf16 or fp32 on this machine")
-    if PartialState().num_processes == 1:
+    if process_state().num_processes == 1:
         # Several runs in one process (tests, the app, the bench) may ask for different precisions.
         AcceleratorState._reset_state()
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
