@@ -36,7 +36,7 @@ class Plan:
 
 
 def resolve_plan(dataset: VLDataset, method: str, flags: Mapping[str, bool] | None = None,
-                 decisions: Mapping[str, object] | None = None) -> Plan:
+                 decisions: Mapping[tuple[str, int], object] | None = None) -> Plan:
     """Each sample's role under ``method``, honouring review decisions.
 
     Decisions (objects with ``status`` and ``text``) win over the method:
@@ -51,9 +51,11 @@ def resolve_plan(dataset: VLDataset, method: str, flags: Mapping[str, bool] | No
     if method != "sft" and flags is None:
         raise ValueError(f"method {method!r} needs the audit's suspicious flags")
     decisions = decisions or {}
+    if decisions and not isinstance(next(iter(decisions)), tuple):
+        raise TypeError("decisions are keyed by (sample_id, turn) (DecisionStore.all())")
     plan = Plan()
     for i, s in enumerate(dataset):
-        d = decisions.get(s.id)
+        d = decisions.get((s.id, 0))  # turn 0 until batching is per turn
         status = getattr(d, "status", "pending")
         if status in ("approved", "edited"):
             plan.fixed.append((i, d.text))

@@ -51,11 +51,11 @@ def test_decisions_override_the_method(small_world):
     ids = train.ids()
     flags = {i: k < 4 for k, i in enumerate(ids)}
     decisions = {
-        ids[0]: Decision(ids[0], "approved", "a red circle in the middle."),
-        ids[1]: Decision(ids[1], "rejected"),
-        ids[2]: Decision(ids[2], "dropped"),
-        ids[5]: Decision(ids[5], "edited", "my own text."),
-        ids[6]: Decision(ids[6], "pending"),
+        (ids[0], 0): Decision(ids[0], "approved", "a red circle in the middle."),
+        (ids[1], 0): Decision(ids[1], "rejected"),
+        (ids[2], 0): Decision(ids[2], "dropped"),
+        (ids[5], 0): Decision(ids[5], "edited", "my own text."),
+        (ids[6], 0): Decision(ids[6], "pending"),
     }
     plan = resolve_plan(train, "byorn", flags, decisions)
     fixed = dict(plan.fixed)

@@ -103,7 +103,7 @@ def test_cancel_stops_after_the_current_step_and_keeps_the_model(vlm, small_worl
 def test_decisions_are_honoured_and_dropped_samples_left_out(vlm, small_world, tmp_path):
     train_ds, _ = small_world
     ids = train_ds.ids()
-    decisions = {ids[0]: Decision(ids[0], "dropped"), ids[1]: Decision(ids[1], "edited", "a tiny text.")}
+    decisions = {(ids[0], 0): Decision(ids[0], "dropped"), (ids[1], 0): Decision(ids[1], "edited", "a tiny text.")}
     res = train(train_ds, TrainConfig(method="sft", max_steps=1, batch_size=8, out_dir=str(tmp_path / "d")),
                 vlm=vlm, decisions=decisions)
     assert res.metrics["plan"] == {"fixed": 59, "bootstrap": 0, "dropped": 1}
