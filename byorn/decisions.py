@@ -148,7 +148,10 @@ def _as_decision(item, now: float) -> Decision:
     """A Decision from a Decision or a ``(sample_id, status[, text[, turn[, source]]])`` tuple."""
     if isinstance(item, Decision):
         return normalised(item.sample_id, item.status, item.text, now, item.turn, item.source)
-    sample_id, status, text, turn, source = (tuple(item) + (None, 0, None))[:5]
+    fields = list(item)
+    if not 2 <= len(fields) <= 5:
+        raise ValueError(f"a decision tuple is (sample_id, status[, text[, turn[, source]]]), got {item!r}")
+    sample_id, status, text, turn, source = fields + [None, None, None, 0, None][len(fields):]
     return normalised(sample_id, status, text, now, turn, source)
 
 
@@ -254,6 +257,9 @@ class DecisionStore:
         self._check_schema(con)
         if "turn" not in _columns(con, "decisions"):
             _migrate_v1(con)
+        # A real write, so a file that opened but cannot be written (SQLite falls back to
+        # read-only silently) fails here, at open, and not at the first decision.
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _check_schema(self, con: sqlite3.Connection) -> None:
         """Raise unless the file is a decision store (either schema); reads the whole schema."""
