@@ -87,7 +87,10 @@ class Stats:
     def summary(self) -> dict:
         out = {"requests": sum(map(len, self.latencies.values())) + len(self.failures),
                "failures": len(self.failures)}
-        for kind, xs in sorted(self.latencies.items()):
+        every = [x for xs in self.latencies.values() for x in xs]
+        for kind, xs in sorted({**self.latencies, "all": every}.items()):
+            if not xs:
+                continue
             xs = sorted(xs)
             out[kind] = {"n": len(xs), "p50_ms": round(1000 * statistics.median(xs)),
                          "p95_ms": round(1000 * xs[min(len(xs) - 1, int(0.95 * len(xs)))])}
