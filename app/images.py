@@ -12,8 +12,10 @@ which Gradio copies into its cache the same way (staging file + rename).
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
 import tempfile
 import threading
 from collections import OrderedDict
@@ -29,16 +31,25 @@ class ImageFiles:
     """PNG files named by their content hash in one folder, remembered by a caller's key.
 
     The folder defaults to a fresh one under the system temp folder (Gradio
-    serves files from there without extra settings).  ``max_remembered``
-    bounds the key -> path memo, not the files.
+    serves files from there without extra settings), made on first use and
+    removed when the process exits.  ``max_remembered`` bounds the key ->
+    path memo, not the files.
     """
 
     def __init__(self, folder: str | Path | None = None, max_remembered: int = 4096):
-        self.folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="byorn-images-"))
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._folder = Path(folder) if folder is not None else None
         self.max_remembered = max_remembered
         self._paths: OrderedDict[Hashable, str] = OrderedDict()
         self._lock = threading.Lock()
+
+    @property
+    def folder(self) -> Path:
+        with self._lock:
+            if self._folder is None:
+                self._folder = Path(tempfile.mkdtemp(prefix="byorn-images-"))
+                atexit.register(shutil.rmtree, self._folder, ignore_errors=True)
+            self._folder.mkdir(parents=True, exist_ok=True)
+            return self._folder
 
     def path(self, key: Hashable, render: Callable[[], Image.Image]) -> str:
         """The finished file of ``key``'s image, rendering and writing it the first time."""

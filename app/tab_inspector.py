@@ -46,7 +46,8 @@ def build_inspector(can_decide: bool = True) -> SimpleNamespace:
             regen_btn = gr.Button("↻ regenerate", size="sm", elem_id="regen-btn")
     decision = gr.Markdown(elem_id="decision-md")
     with gr.Row():
-        approve_btn = gr.Button("✓ approve replacement", variant="primary", elem_id="approve-btn", interactive=can_decide)
+        approve_btn = gr.Button("✓ approve replacement", variant="primary", elem_id="approve-btn",
+                                interactive=can_decide)
         reject_btn = gr.Button("✗ reject (original is fine)", elem_id="reject-btn", interactive=can_decide)
         drop_btn = gr.Button("drop sample", variant="stop", elem_id="drop-btn", interactive=can_decide)
         reset_btn = gr.Button("reset to pending", elem_id="reset-btn", interactive=can_decide)
