@@ -4,8 +4,16 @@ Environment:
   GRADIO_SERVER_NAME / GRADIO_SERVER_PORT  where to listen (Gradio's own variables;
                                            default 127.0.0.1:7860, 0.0.0.0 on a Space)
   BYORN_DATA_DIR      decisions database, uploads, audits and runs (default ./byorn_data)
-  BYORN_PASSWORD      optional: ask for this password (user name BYORN_USER, default "byorn")
-  BYORN_ALLOW_SERVER_PATHS=0  hide "open a path on the server" (for public deployments)
+  BYORN_PASSWORD      optional: ask for this password (user name BYORN_USER, default "byorn");
+                      failed logins are limited per client: BYORN_LOGIN_MAX_FAILURES (5) within
+                      15 min lock that client out for BYORN_LOGIN_LOCKOUT_S (300 s);
+                      BYORN_TRUSTED_PROXIES: proxies adding X-Forwarded-For (1 on a Space, else 0)
+  BYORN_ALLOW_SERVER_PATHS=0/1  "open a path on the server" (default: on, off on a Space)
+  BYORN_DATA_ROOTS    folders server paths may point into, os.pathsep-separated (default: the data dir)
+  BYORN_PRIVATE_SESSIONS=0/1  each browser sees only its own (and shared) training runs
+                      (default: on on a Space, off elsewhere)
+A Hugging Face Space is recognised by SPACE_ID.  A read-only or damaged decisions
+database does not stop the app: it says so on the page (read-only mode, or what to do).
 """
 from __future__ import annotations
 

@@ -7,13 +7,17 @@ and wires their handlers to the shared :class:`~app.context.AppContext`;
 from __future__ import annotations
 
 import os
+import secrets
 from functools import partial
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from . import tab_compare, tab_export, tab_inspector, tab_overview, tab_start, tab_table, tab_train
-from .context import AppContext, new_view
+from .context import TOKEN_RE, AppContext, new_view, new_visitor_token
+from .security import LoginLimiter, LoginRateLimit
 
 CSS = """
 .byorn-pixelated img { image-rendering: pixelated; image-rendering: crisp-edges; }
@@ -27,20 +31,24 @@ CSS = """
 def build_app(ctx: AppContext) -> gr.Blocks:
     """The whole app over the shared context (the default workspace opens first)."""
     ui = SimpleNamespace()
+    can_decide = ctx.store_problem is None
     with gr.Blocks(title="BYORn Studio", analytics_enabled=False) as demo:
         ui.view = gr.State(new_view(ctx.workspaces.get(ctx.default_key)))
+        # Who this browser is, kept in its localStorage across reloads (private sessions only).
+        ui.visitor = gr.BrowserState(None, storage_key="byorn-visitor", secret=_browser_secret(ctx))
         gr.Markdown("# BYORn Studio · backdoor audit for vision-language fine-tuning data")
+        ui.store_banner = gr.Markdown(ctx.store_problem or "", visible=not can_decide, elem_id="store-banner")
         with gr.Tabs(selected="overview") as ui.tabs:
             with gr.Tab("Data", id="data") as ui.tab_data:
                 ui.start = tab_start.build_start()
             with gr.Tab("Overview", id="overview") as ui.tab_overview:
                 ui.overview = tab_overview.build_overview()
             with gr.Tab("Table", id="table") as ui.tab_table:
-                ui.table = tab_table.build_table()
+                ui.table = tab_table.build_table(can_decide)
             with gr.Tab("Inspector", id="inspector") as ui.tab_inspector:
-                ui.inspector = tab_inspector.build_inspector()
+                ui.inspector = tab_inspector.build_inspector(can_decide)
             with gr.Tab("Train", id="train") as ui.tab_train:
-                ui.train = tab_train.build_train()
+                ui.train = tab_train.build_train(ctx.private_sessions)
             with gr.Tab("Compare", id="compare") as ui.tab_compare:
                 ui.compare = tab_compare.build_compare()
             with gr.Tab("Export", id="export") as ui.tab_export:
@@ -55,14 +63,17 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         refreshers = _refreshers(ui, ctx)
         tab_start.wire_start(ui, ctx, refreshers)
 
-        # First view: the user's data description, overview, table, and any running training job.
-        load = demo.load(partial(tab_start.describe_view, ctx), [ui.view], [ui.view, ui.start.current],
-                         api_name="page_load")
+        # First view: who the visitor is; then the user's data description, overview, table,
+        # and any running training job.
+        visitor = demo.load(partial(attach_visitor, ctx), [ui.visitor, ui.view], [ui.visitor, ui.view],
+                            api_visibility="private")
+        load = visitor.then(partial(tab_start.describe_view, ctx), [ui.view], [ui.view, ui.start.current],
+                            api_name="page_load")
         for fn, inputs, outputs in refreshers:
             load = load.then(fn, inputs, outputs, api_visibility="private")
-        demo.load(partial(tab_train.poll, ctx), None,
-                  [ui.train.status, ui.train.curve, ui.train.evals, ui.train.timer],
-                  api_visibility="private")
+        visitor.then(partial(tab_train.poll, ctx), [ui.view],
+                     [ui.train.status, ui.train.curve, ui.train.evals, ui.train.timer],
+                     api_visibility="private")
     demo.ui = ui  # for tests and scripts
     return demo
 
@@ -79,16 +90,47 @@ def _refreshers(ui, ctx: AppContext) -> list:
     ]
 
 
-def launch(demo: gr.Blocks, ctx: AppContext, **kwargs):
+def attach_visitor(ctx: AppContext, token, view: dict):
+    """On page load: this browser's visitor token (made on the first visit), kept in the view."""
+    if not ctx.private_sessions:
+        return token, view
+    token = token if isinstance(token, str) and TOKEN_RE.match(token) else new_visitor_token()
+    view["owner"] = token
+    return token, view
+
+
+def _browser_secret(ctx: AppContext) -> str:
+    """The key BrowserState encrypts with, kept in the data dir so tokens survive a restart."""
+    path = Path(ctx.data_dir) / ".browser_state_key"
+    try:
+        if path.is_file():
+            return path.read_text().strip()
+        key = secrets.token_urlsafe(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        return key
+    except OSError:  # read-only data dir (or a race): a key for this run only
+        return path.read_text().strip() if path.is_file() else secrets.token_urlsafe(24)
+
+
+def launch(demo: gr.Blocks, ctx: AppContext, login_limiter: LoginLimiter | None = None, **kwargs):
     """Start the server with the app's CSS and the password from ``BYORN_PASSWORD``.
 
     Server name and port come from ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``
-    (Gradio reads them itself when they are not passed here).
+    (Gradio reads them itself when they are not passed here).  With a
+    password, failed logins are limited per client (``login_limiter``,
+    default from the environment: ``app/security.py``).
     """
     password = os.environ.get("BYORN_PASSWORD")
     if password and "auth" not in kwargs:
         kwargs["auth"] = (os.environ.get("BYORN_USER", "byorn"), password)
         kwargs.setdefault("auth_message", "BYORn Studio: enter the password set in BYORN_PASSWORD.")
+    if kwargs.get("auth") is not None:
+        limiter = login_limiter or LoginLimiter.from_env()
+        app_kwargs = dict(kwargs.get("app_kwargs") or {})
+        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(LoginRateLimit, limiter=limiter)]
+        kwargs["app_kwargs"] = app_kwargs
     kwargs.setdefault("css", CSS)
     kwargs.setdefault("footer_links", ["api", "gradio"])
     # Uploads above this are refused by the server with a message (zip contents are

@@ -4,28 +4,56 @@ Shared by every visitor (explicit objects, created once in :func:`make_context`)
 
 - :class:`Workspace`: an opened dataset with its audit (immutable once built);
   :class:`WorkspaceRegistry` holds a few of them by key;
-- the :class:`~byorn.decisions.DecisionStore` (SQLite under ``BYORN_DATA_DIR``);
-- the one :class:`~app.jobs.TrainingJob`.
+- the :class:`~byorn.decisions.DecisionStore` (SQLite under ``BYORN_DATA_DIR``),
+  opened read-only (or not at all, :class:`UnavailableStore`) when it cannot
+  be written or read: ``store_problem`` then says why, and the app shows it;
+- the one :class:`~app.jobs.TrainingJob`;
+- :class:`~app.images.ImageFiles`, the finished image files the Inspector serves.
 
 Per user (``gr.State``, a plain dict made by :func:`new_view`): which workspace
 they look at, their threshold, the current filter order, the sample open in
-the inspector, unsaved regenerated replacements.
+the inspector, unsaved regenerated replacements, and (with private sessions)
+the visitor token that owns their training runs.
+
+Deployment settings (environment, read by :func:`make_context`):
+
+- ``BYORN_ALLOW_SERVER_PATHS``: ``1`` / ``0`` switches the "path on the
+  server" boxes on / off.  Default: on, except on a Hugging Face Space
+  (``SPACE_ID`` set), where it is off.
+- ``BYORN_DATA_ROOTS``: the folders (``os.pathsep``-separated) server paths
+  may point into; default: the data dir.  A path outside them is refused
+  with one message, whether or not it exists.
+- ``BYORN_PRIVATE_SESSIONS``: ``1`` gives each visitor (each browser) their
+  own training runs: runs go to ``runs/visitors/<visitor>/`` and are seen only
+  by that browser, unless "share this run" is ticked when starting it (shared
+  runs go to ``runs/``, seen by everyone).  Default: on on a Space, off
+  elsewhere (one user: every run is seen).  Uploads and their audits are
+  always private to the session that opened them.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import re
+import secrets
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
+import gradio as gr
 import pandas as pd
 
-from byorn.decisions import Decision, DecisionStore
+from byorn.decisions import Decision, DecisionStore, DecisionStoreError
 
+from .images import ImageFiles
 from .jobs import TrainingJob
 from .views import join_decisions, threshold_at, with_threshold
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PERCENTILE = 0.6
 
@@ -102,11 +130,75 @@ Trainer = Callable[..., Any]
 """``trainer(ws, settings: dict, decisions, audit_table, callbacks, cancel) -> RunResult``."""
 
 
+class UnavailableStore:
+    """Stands in for a decision store that could not be opened: no decisions, every write refused."""
+
+    readonly = True
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.readonly_reason = Path(path), reason
+
+    def _refuse(self, *args, **kwargs):
+        raise DecisionStoreError(self.readonly_reason, path=self.path, kind="corrupt")
+
+    set = set_many = clear = clear_many = _refuse
+
+    def get(self, fingerprint: str, sample_id: str, turn: int = 0) -> None:
+        return None
+
+    def all(self, fingerprint: str) -> dict:
+        return {}
+
+    def counts(self, fingerprint: str) -> dict:
+        return {}
+
+    def history(self, *args, **kwargs) -> list:
+        return []
+
+
+def open_store(path: Path) -> tuple[DecisionStore | UnavailableStore, str | None]:
+    """The app's decision store and, when deciding is not possible, the message to show.
+
+    Read-only file or folder: the store opens read-only (decisions shown,
+    deciding disabled).  Damaged file or not a decision store: no decisions
+    at all, the path and what to do.  Never raises: the app must start.
+    """
+    try:
+        store = DecisionStore(path, mode="auto")
+        damage = store.check()
+        if damage is not None:
+            raise DecisionStoreError(f"the decision store {path} is damaged ({damage}). Move it aside (e.g. "
+                                     f"rename it to {Path(path).name}.broken) and restart: a fresh store is "
+                                     "made, and the moved file can be inspected later", path=path, kind="corrupt")
+    except DecisionStoreError as e:
+        logger.error("decision store unusable: %s", e)
+        return UnavailableStore(path, str(e)), (f"**Decisions are switched off.** {e}. Until then no "
+                                                "decision can be shown or saved.")
+    if store.readonly:
+        logger.warning("decision store read-only: %s", store.readonly_reason)
+        return store, (f"**Read-only mode: decisions are shown but cannot be saved.** {store.readonly_reason}. "
+                       f"To decide, make {path} and its folder writable (or set BYORN_DATA_DIR to a "
+                       "writable folder) and restart the app.")
+    return store, None
+
+
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
+
+
+def new_visitor_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def visitor_folder(token: str) -> str:
+    """The folder name of a visitor's private runs: a hash, so paths never show the token."""
+    return hashlib.sha256(token.encode()).hexdigest()[:20]
+
+
 @dataclass
 class AppContext:
     """Everything the handlers share, passed to each tab's wiring."""
 
-    store: DecisionStore
+    store: DecisionStore | UnavailableStore
     workspaces: WorkspaceRegistry
     job: TrainingJob
     data_dir: Path
@@ -115,22 +207,71 @@ class AppContext:
     trainer: Trainer | None = None           # None = byorn.train.train
     list_runs: Callable[[Path], pd.DataFrame] | None = None  # None = byorn.train.list_runs
     allow_server_paths: bool = True
+    data_roots: tuple[Path, ...] = ()        # server paths must lie inside one of these
+    private_sessions: bool = False           # each visitor sees only their own (and shared) runs
+    store_problem: str | None = None         # why deciding is off (None: it is on)
+    images: ImageFiles = field(default_factory=ImageFiles)
 
     # -- per-user view over the shared things ----------------------------
     def workspace(self, view: dict) -> Workspace:
         ws = self.workspaces.get(view.get("ws") or self.default_key)
         if ws is None:  # evicted (many uploads since): fall back to the default
             ws = self.workspaces.get(self.default_key)
-            view.update(new_view(ws))
+            view.update(new_view(ws), owner=view.get("owner"))
         return ws
 
-    def decisions(self, ws: Workspace) -> dict[str, Decision]:
-        return self.store.all(ws.fingerprint)
+    def decisions(self, ws: Workspace) -> dict[tuple[str, int], Decision]:
+        """Every decision on this workspace's data, by ``(sample_id, turn)``."""
+        with store_errors():
+            return self.store.all(ws.fingerprint)
+
+    def decision(self, ws: Workspace, sample_id: str, turn: int = 0) -> Decision | None:
+        with store_errors():
+            return self.store.get(ws.fingerprint, sample_id, turn)
+
+    def decide_many(self, ws: Workspace, items: Iterable[Decision]) -> list[Decision]:
+        """Save decisions (one transaction: all or none); a store problem is a message for the user."""
+        with store_errors():
+            return self.store.set_many(ws.fingerprint, items)
+
+    def clear_many(self, ws: Workspace, keys: Iterable[tuple[str, int]]) -> int:
+        with store_errors():
+            return self.store.clear_many(ws.fingerprint, keys)
 
     def view_table(self, view: dict) -> pd.DataFrame:
         """The audit table with this user's threshold and everyone's decisions."""
         ws = self.workspace(view)
         return join_decisions(with_threshold(ws.table, view["threshold"]), self.decisions(ws))
+
+    # -- visitors (private sessions) ---------------------------------------
+    def owner(self, view: dict) -> str:
+        """Who this session is, for run ownership: ``"local"`` without private sessions."""
+        if not self.private_sessions:
+            return "local"
+        if not TOKEN_RE.match(str(view.get("owner") or "")):
+            view["owner"] = new_visitor_token()  # an API client without a browser: this session
+        return view["owner"]
+
+    def run_folder(self, view: dict, name: str, shared: bool) -> Path:
+        """Where a new run of this visitor goes (module docstring)."""
+        if not self.private_sessions or shared:
+            return self.runs_dir / name
+        return self.runs_dir / "visitors" / visitor_folder(self.owner(view)) / name
+
+    def run_roots(self, view: dict) -> list[Path]:
+        """Folders whose runs this visitor sees: shared runs, then their own."""
+        if not self.private_sessions:
+            return [self.runs_dir]
+        return [self.runs_dir, self.runs_dir / "visitors" / visitor_folder(self.owner(view))]
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Turn a decision-store failure into a message on the page (``gr.Error``), not a traceback."""
+    try:
+        yield
+    except DecisionStoreError as e:
+        raise gr.Error(f"Decisions: {e}") from e
 
 
 def new_view(ws: Workspace | None) -> dict:
@@ -147,14 +288,37 @@ def data_dir_from_env() -> Path:
     return Path(os.environ.get("BYORN_DATA_DIR", "./byorn_data")).expanduser().resolve()
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def data_roots_from_env(data_dir: Path) -> tuple[Path, ...]:
+    raw = os.environ.get("BYORN_DATA_ROOTS", "")
+    roots = [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()] or [data_dir]
+    return tuple(Path(os.path.realpath(p)) for p in roots)
+
+
 def make_context(default: Workspace, data_dir: Path | None = None, **kwargs) -> AppContext:
-    """The shared objects: decision store and runs under ``data_dir``, one job."""
+    """The shared objects: decision store and runs under ``data_dir``, one job.
+
+    Settings not given in ``kwargs`` come from the environment (module docstring).
+    Never raises for a bad decision store: ``store_problem`` says what is wrong.
+    """
     data_dir = Path(data_dir) if data_dir is not None else data_dir_from_env()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only place: the store below says so on the page
+        logger.error("cannot create the data folder %s: %s", data_dir, e)
     registry = WorkspaceRegistry()
     registry.add(default, pinned=True)
-    allow = os.environ.get("BYORN_ALLOW_SERVER_PATHS", "1") not in ("0", "false", "no")
-    kwargs.setdefault("allow_server_paths", allow)
-    return AppContext(store=DecisionStore(data_dir / "decisions.sqlite"), workspaces=registry,
-                      job=TrainingJob(), data_dir=data_dir, runs_dir=data_dir / "runs",
-                      default_key=default.key, **kwargs)
+    on_space = bool(os.environ.get("SPACE_ID"))
+    kwargs.setdefault("allow_server_paths", _env_flag("BYORN_ALLOW_SERVER_PATHS", not on_space))
+    kwargs.setdefault("private_sessions", _env_flag("BYORN_PRIVATE_SESSIONS", on_space))
+    kwargs.setdefault("data_roots", data_roots_from_env(data_dir))
+    kwargs["data_roots"] = tuple(Path(os.path.realpath(p)) for p in kwargs["data_roots"])
+    store, problem = open_store(data_dir / "decisions.sqlite")
+    return AppContext(store=store, workspaces=registry, job=TrainingJob(), data_dir=data_dir,
+                      runs_dir=data_dir / "runs", default_key=default.key, store_problem=problem, **kwargs)

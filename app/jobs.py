@@ -75,11 +75,16 @@ class TrainingJob:
         return {"status": status, "label": label, "run_no": 0, "step": 0, "total_steps": None,
                 "epoch": None, "loss": None, "elapsed_s": 0.0, "eta_s": None,
                 "losses": [], "evals": [], "error": None, "out_dir": None,
-                "metrics": None, "started_at": None, "finished_at": None}
+                "metrics": None, "started_at": None, "finished_at": None,
+                "owner": None, "shared": True}
 
     # -- control ---------------------------------------------------------
-    def start(self, runner: Runner, label: str = "training run") -> int:
+    def start(self, runner: Runner, label: str = "training run", *, owner: str | None = None,
+              shared: bool = True) -> int:
         """Start ``runner`` in a background thread; returns the run number.
+
+        ``owner`` (who started it) and ``shared`` (whether others may watch
+        it) travel in the snapshot, for the app to decide who sees what.
 
         Raises :class:`JobBusy` when a run is going (check and start happen
         under one lock, so two simultaneous clicks cannot both start).
@@ -92,7 +97,7 @@ class TrainingJob:
             run_no = self._state["run_no"] + 1
             self._cancel = threading.Event()
             self._state = self._fresh(RUNNING, label)
-            self._state.update(run_no=run_no, started_at=time.time())
+            self._state.update(run_no=run_no, started_at=time.time(), owner=owner, shared=bool(shared))
             self._thread = threading.Thread(target=self._run, args=(runner, self._cancel),
                                             name=f"byorn-train-{run_no}", daemon=True)
             self._thread.start()

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
+import tempfile
+import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from .context import Workspace
 
@@ -20,6 +24,30 @@ Progress = Callable[[float, str], None]
 
 class OpenError(ValueError):
     """Data or a model that could not be opened (message is for the user)."""
+
+
+PATH_REFUSED = ("This path cannot be opened here. Give a path inside the data folders this server "
+                "allows ({roots}), or upload a zip.")
+"""The one answer for any path outside the data roots, existing or not (never a hint either way)."""
+
+
+def allowed_server_path(text: str, roots: Sequence[Path]) -> Path:
+    """The real path of ``text`` if it lies inside one of ``roots``, else :class:`OpenError`.
+
+    Symbolic links and ``..`` are resolved first, so neither leads out of a
+    root.  A relative path is taken relative to the first root.  Nothing is
+    read before the check, and the refusal is the same whether the path
+    exists or not.
+    """
+    if not roots:
+        raise OpenError("Opening server paths is switched off on this server; upload a zip instead.")
+    p = Path(str(text).strip()).expanduser()
+    if not p.is_absolute():
+        p = Path(roots[0]) / p
+    real = Path(os.path.realpath(p))
+    if not any(real == r or real.is_relative_to(r) for r in map(Path, roots)):
+        raise OpenError(PATH_REFUSED.format(roots=", ".join(str(r) for r in roots)))
+    return real
 
 
 def demo_workspace() -> Workspace:
@@ -44,14 +72,10 @@ def load_user_dataset(path: str | None = None, upload: str | None = None,
 
     try:
         if upload:
-            digest = hashlib.sha256(Path(upload).read_bytes()).hexdigest()[:16]
-            dest = Path(upload_root or ".") / digest
-            # Content-addressed: the same zip uploaded again reuses its extraction.
-            root = _extracted_root(dest) if dest.exists() and any(dest.iterdir()) \
-                else extract_upload(upload, dest)
+            root = extracted_upload(Path(upload), Path(upload_root or "."), extract_upload)
             return load_dataset(root, name=Path(upload).stem)
         if path:
-            p = Path(path).expanduser()
+            p = Path(path)  # the caller checked it against the data roots (allowed_server_path)
             if not p.exists():
                 raise OpenError(f"{p} does not exist on the server.")
             return load_dataset(p)
@@ -65,10 +89,55 @@ def load_user_dataset(path: str | None = None, upload: str | None = None,
                     "datasets folder).")
 
 
-def _extracted_root(dest: Path) -> Path:
-    """The folder :func:`byorn.data.io.extract_upload` returned for ``dest`` (a lone top folder)."""
-    entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
-    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+COMPLETE = ".byorn-complete"
+"""Marker file written into an upload's extraction folder once it is whole; it holds the data root."""
+_extract_locks: dict[str, threading.Lock] = {}
+_extract_locks_guard = threading.Lock()
+
+
+def extracted_upload(upload: Path, upload_root: Path, extract: Callable[[Path, Path], Path]) -> Path:
+    """The data folder of an uploaded zip, extracted once per content and reused after.
+
+    The zip is extracted into a fresh temporary folder beside its final place,
+    the marker :data:`COMPLETE` is written, and the folder is renamed into
+    place: an extraction is either whole and marked, or not there.  A folder
+    without the marker (a crash mid-extraction, or made before markers
+    existed) is never reused: it is moved aside and the zip extracted again.
+    One extraction per content at a time (a lock per digest).
+    """
+    digest = _file_digest(upload)[:16]
+    dest = upload_root / digest
+    with _extract_locks_guard:
+        lock = _extract_locks.setdefault(digest, threading.Lock())
+    with lock:
+        marker = dest / COMPLETE
+        if marker.is_file():
+            root = (dest / marker.read_text(encoding="utf-8").strip()).resolve()
+            if root.is_relative_to(dest.resolve()):
+                return root
+        upload_root.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            logger.warning("re-extracting %s: %s has no completion marker (partial extraction)", upload, dest)
+            stale = Path(tempfile.mkdtemp(prefix=f".stale-{digest}-", dir=upload_root))
+            os.replace(dest, stale / "x")
+            shutil.rmtree(stale, ignore_errors=True)
+        work = Path(tempfile.mkdtemp(prefix=f".extract-{digest}-", dir=upload_root))
+        try:
+            root = Path(extract(upload, work / "x"))
+            rel = root.relative_to(work / "x").as_posix() or "."
+            (work / "x" / COMPLETE).write_text(rel, encoding="utf-8")
+            os.replace(work / "x", dest)  # atomic: the marked folder appears whole
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return dest / rel
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:  # streamed: uploads may be hundreds of MB
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_model(model_path: str | None):

@@ -52,3 +52,35 @@ def synthetic_workspace(n: int = 200, poison_rate: float = 0.1, seed: int = 0,
             "dataset_fingerprint": ds.fingerprint(), "model_identity": "synthetic"}
     return Workspace(key=key or f"synthetic:{ds.fingerprint()}", name=f"Synthetic data ({n} samples)",
                      dataset=ds, table=table, meta=meta, target=target)
+
+
+def serve(argv: list[str] | None = None) -> None:
+    """``python -m app.synthetic --n 200 --data-dir DIR --port 0``: the app on a synthetic workspace.
+
+    For load and kill tests and for UI work without a model.  Prints
+    ``READY <url>`` once the server listens, then serves until killed.
+    """
+    import argparse
+    import os
+    import time
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from . import build_app, launch
+    from .context import make_context
+
+    ap = argparse.ArgumentParser(description=serve.__doc__)
+    ap.add_argument("--n", type=int, default=200, help="samples in the synthetic workspace")
+    ap.add_argument("--data-dir", required=True, help="decisions database, runs (BYORN_DATA_DIR)")
+    ap.add_argument("--port", type=int, default=0, help="0 = the first free port from 7860")
+    a = ap.parse_args(argv)
+    ctx = make_context(synthetic_workspace(a.n), data_dir=a.data_dir)
+    demo = build_app(ctx)
+    launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", server_port=a.port or None,
+           quiet=True)
+    print(f"READY {demo.local_url}", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    serve()

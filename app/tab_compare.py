@@ -25,18 +25,21 @@ def build_compare() -> SimpleNamespace:
     return SimpleNamespace(**{k: v for k, v in locals().items()})
 
 
-def load_runs(ctx: AppContext) -> pd.DataFrame:
+def load_runs(ctx: AppContext, view: dict) -> pd.DataFrame:
+    """The runs this visitor sees: shared ones and their own (every run without private sessions)."""
     lister = ctx.list_runs
     if lister is None:
         from byorn.train import list_runs as lister
-    if not ctx.runs_dir.exists():
+    tables = [lister(root) for root in ctx.run_roots(view) if root.exists()]
+    tables = [t for t in tables if len(t)]
+    if not tables:
         return pd.DataFrame(columns=list(SHOWN))
-    return lister(ctx.runs_dir)
+    return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
 
 
-def refresh_compare(ctx: AppContext):
+def refresh_compare(ctx: AppContext, view: dict):
     try:
-        runs = load_runs(ctx)
+        runs = load_runs(ctx, view)
     except Exception as e:  # a broken run folder must not take the tab down
         raise gr.Error(f"Could not list the runs in {ctx.runs_dir}: {e}") from e
     shown = runs[[c for c in SHOWN if c in runs.columns]].copy()
@@ -54,5 +57,5 @@ def refresh_compare(ctx: AppContext):
 def wire_compare(ui, ctx: AppContext) -> None:
     c = ui.compare
     fn = partial(refresh_compare, ctx)
-    c.refresh_btn.click(fn, None, [c.runs, c.scatter], api_name="list_runs")
-    ui.tab_compare.select(fn, None, [c.runs, c.scatter], api_visibility="private")
+    c.refresh_btn.click(fn, [ui.view], [c.runs, c.scatter], api_name="list_runs")
+    ui.tab_compare.select(fn, [ui.view], [c.runs, c.scatter], api_visibility="private")

@@ -52,7 +52,7 @@ def export_curated(ctx: AppContext, view: dict, fmt_label: str):
     export_dataset(ws.dataset, decisions, work / name, fmt=FORMAT_LABELS[fmt_label])
     archive = shutil.make_archive(str(work / name), "zip", root_dir=work, base_dir=name)
     shutil.rmtree(work / name, ignore_errors=True)
-    n_drop = sum(d.status == "dropped" for d in decisions.values())
+    n_drop = len({sid for (sid, _), d in decisions.items() if d.status == "dropped"})
     return archive, (f"Exported {len(ws.dataset) - n_drop} samples ({n_drop} dropped, "
                      f"{len(decisions)} decisions applied).")
 
@@ -61,7 +61,7 @@ def export_csv(ctx: AppContext, view: dict):
     ws = ctx.workspace(view)
     decisions = ctx.decisions(ws)
     path = Path(tempfile.mkdtemp(prefix="byorn-export-")) / f"{ws.fingerprint}-decisions-{_stamp()}.csv"
-    export_decisions_csv(decisions, path, dataset=ws.dataset)
+    export_decisions_csv(decisions, path, dataset=ws.dataset, fingerprint=ws.fingerprint)
     return str(path), f"Exported {len(decisions)} decisions."
 
 

@@ -16,8 +16,9 @@ import gradio as gr
 from PIL import Image
 
 from byorn.audit import propose_replacements
+from byorn.decisions import Decision
 
-from .context import AppContext
+from .context import AppContext, Workspace
 from .views import position_in, shade_tokens_html, step_in
 
 IMAGE_PX = 384  # images are upscaled to this size with nearest-neighbour: crisp pixels
@@ -25,7 +26,8 @@ DECISION_LABELS = {"approved": "approve replacement", "rejected": "reject (origi
                    "edited": "edit", "dropped": "drop"}
 
 
-def build_inspector() -> SimpleNamespace:
+def build_inspector(can_decide: bool = True) -> SimpleNamespace:
+    """The Inspector's components; ``can_decide`` False (read-only store) disables the decision buttons."""
     with gr.Row():
         goto_id = gr.Textbox(label="Sample id", placeholder="type an id and press Enter",
                              scale=3, elem_id="goto-id")
@@ -44,14 +46,15 @@ def build_inspector() -> SimpleNamespace:
             regen_btn = gr.Button("↻ regenerate", size="sm", elem_id="regen-btn")
     decision = gr.Markdown(elem_id="decision-md")
     with gr.Row():
-        approve_btn = gr.Button("✓ approve replacement", variant="primary", elem_id="approve-btn")
-        reject_btn = gr.Button("✗ reject (original is fine)", elem_id="reject-btn")
-        drop_btn = gr.Button("drop sample", variant="stop", elem_id="drop-btn")
-        reset_btn = gr.Button("reset to pending", elem_id="reset-btn")
+        approve_btn = gr.Button("✓ approve replacement", variant="primary", elem_id="approve-btn",
+                                interactive=can_decide)
+        reject_btn = gr.Button("✗ reject (original is fine)", elem_id="reject-btn", interactive=can_decide)
+        drop_btn = gr.Button("drop sample", variant="stop", elem_id="drop-btn", interactive=can_decide)
+        reset_btn = gr.Button("reset to pending", elem_id="reset-btn", interactive=can_decide)
     advance = gr.Checkbox(value=True, label="open the next sample after a decision")
     with gr.Row():
         edit_box = gr.Textbox(label="your text (for 'save edit')", lines=2, scale=4, elem_id="edit-box")
-        edit_btn = gr.Button("save edit", scale=1, elem_id="edit-btn")
+        edit_btn = gr.Button("save edit", scale=1, elem_id="edit-btn", interactive=can_decide)
     return SimpleNamespace(**{k: v for k, v in locals().items()})
 
 
@@ -73,7 +76,7 @@ def show_sample(ctx: AppContext, view: dict, sample_id: str | None):
     row = ws.table.loc[rows[0]]
     sample = ws.dataset.by_id(sample_id)
     view["current"] = sample_id
-    decision = ctx.store.get(ws.fingerprint, sample_id)
+    decision = ctx.decision(ws, sample_id)
     pos, n = position_in(view.get("order") or [], sample_id)
     where = f"{pos + 1} / {n} in the current filter" if pos is not None else "not in the current filter"
     score = float(row["score"])
@@ -86,7 +89,7 @@ def show_sample(ctx: AppContext, view: dict, sample_id: str | None):
               f"{'**flagged**' if flagged else 'not flagged'}{truth}")
     proposal = view.get("proposals", {}).get(sample_id) or str(row.get("proposed_response") or "")
     edit = decision.text if decision is not None and decision.status == "edited" else sample.response
-    return (view, header, upscale(sample.image), f"**Instruction:** {sample.instruction}",
+    return (view, header, image_file(ctx, ws, sample), f"**Instruction:** {sample.instruction}",
             shade_tokens_html(_as_list(row.get("tokens")), _as_list(row.get("surprisals"))),
             proposal, edit, decision_markdown(decision))
 
@@ -102,6 +105,17 @@ def decision_markdown(decision) -> str:
     when = _dt.datetime.fromtimestamp(decision.updated_at).strftime("%Y-%m-%d %H:%M:%S")
     text = f" → “{decision.text}”" if decision.text else ""
     return f"**Decision:** {decision.status}{text} _(saved {when})_"
+
+
+def image_file(ctx: AppContext, ws: Workspace, sample) -> str | None:
+    """A finished file of the sample's (first) image, upscaled; None for a text-only sample.
+
+    A file path, not a PIL image: Gradio would rewrite a PIL image into its
+    cache on each request, racing concurrent downloads (``app/images.py``).
+    """
+    if not sample.images:
+        return None
+    return ctx.images.path((ws.key, sample.id), lambda: upscale(sample.image))
 
 
 def upscale(image: Image.Image, size: int = IMAGE_PX) -> Image.Image:
@@ -142,12 +156,18 @@ def decide(ctx: AppContext, status: str, view: dict, proposal: str, edit: str, a
     else:
         text = None
     if status == "pending":
-        ctx.store.clear(ws.fingerprint, sid)
+        ctx.clear_many(ws, [(sid, 0)])
     else:
-        ctx.store.set(ws.fingerprint, sid, status, text)
+        source = reference_source(ws) if status == "approved" else None  # edited: "user"
+        ctx.decide_many(ws, [Decision(sid, status, text, source=source)])
     order = view.get("order") or []
     nxt = step_in(order, sid, +1) if advance and status != "pending" and sid in order else sid
     return show_sample(ctx, view, nxt or sid)
+
+
+def reference_source(ws: Workspace) -> str:
+    """The ``source`` of a replacement proposed by this workspace's reference model."""
+    return f"reference:{ws.meta.get('model_identity') or 'unknown'}"
 
 
 def regenerate(ctx: AppContext, view: dict, progress=gr.Progress()):

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from .context import AppContext, new_view
-from .loading import OpenError, audit_workspace, load_user_dataset
+from .context import AppContext, new_view, store_errors
+from .loading import OpenError, allowed_server_path, audit_workspace, load_user_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -54,28 +54,32 @@ def build_start() -> SimpleNamespace:
 
 def describe(ctx: AppContext, view: dict) -> str:
     ws = ctx.workspace(view)
-    n_dec = sum(ctx.store.counts(ws.fingerprint).values())
+    with store_errors():
+        n_dec = sum(ctx.store.counts(ws.fingerprint).values())
     return (f"**Open now:** {ws.name} · {len(ws.dataset)} samples · fingerprint `{ws.fingerprint}` · "
             f"{n_dec} review decisions saved")
 
 
 def open_demo(ctx: AppContext, view: dict):
-    view = new_view(ctx.workspaces.get(ctx.default_key))
+    view = {**new_view(ctx.workspaces.get(ctx.default_key)), "owner": view.get("owner")}
     return view, describe(ctx, view), "Opened the embedded demo.", gr.Tabs(selected="overview")
 
 
 def open_data(ctx: AppContext, view: dict, upload, path, model_path, p, score, propose,
               progress=gr.Progress()):
     """Load, audit (with a progress bar) and switch this user to the new data."""
+    path, model_path = (path or "").strip() or None, (model_path or "").strip() or None
     if path and not ctx.allow_server_paths:
         raise gr.Error("Opening server paths is switched off on this server; upload a zip instead.")
     if model_path and not ctx.allow_server_paths:
         raise gr.Error("Model folders on the server are switched off here; leave the model empty.")
     try:
+        # Checked before anything is read: outside the data roots, one answer whether it exists or not.
+        path = str(allowed_server_path(path, ctx.data_roots)) if path and not upload else path
+        model_path = str(allowed_server_path(model_path, ctx.data_roots)) if model_path else None
         progress(0.0, desc="reading the data")
-        dataset = load_user_dataset(path=(path or "").strip() or None, upload=upload,
-                                    upload_root=ctx.data_dir / "uploads")
-        ws = audit_workspace(dataset, (model_path or "").strip() or None, ctx.data_dir / "audits",
+        dataset = load_user_dataset(path=path, upload=upload, upload_root=ctx.data_dir / "uploads")
+        ws = audit_workspace(dataset, model_path, ctx.data_dir / "audits",
                              p=float(p), score=score, propose=bool(propose),
                              progress=lambda frac, msg: progress(frac, desc=msg))
     except OpenError as e:
@@ -85,7 +89,7 @@ def open_data(ctx: AppContext, view: dict, upload, path, model_path, p, score, p
         raise gr.Error(f"The audit failed ({type(e).__name__}: {e}). Check the data and the model "
                        "folder; the demo and your decisions are untouched.") from e
     ctx.workspaces.add(ws)
-    view = new_view(ws)
+    view = {**new_view(ws), "owner": view.get("owner")}  # the visitor stays who they are
     msg = f"Opened and audited **{ws.name}**: {int(ws.table['score'].gt(view['threshold']).sum())} flagged."
     return view, describe(ctx, view), msg, gr.Tabs(selected="overview")
 

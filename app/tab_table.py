@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from byorn.decisions import STATUSES
+from byorn.decisions import STATUSES, Decision
 
 from . import tab_inspector
 from .context import AppContext
@@ -22,7 +22,7 @@ BULK_ACTIONS = {"approve proposed replacements": "approved", "reject (originals 
                 "drop": "dropped", "reset to pending": "pending"}
 
 
-def build_table() -> SimpleNamespace:
+def build_table(can_decide: bool = True) -> SimpleNamespace:
     with gr.Row():
         # Textboxes, not gr.Number: an empty Number reads as 0, and "empty = no bound" is wanted.
         score_min = gr.Textbox(label="score ≥", placeholder="any", scale=1, elem_id="score-min")
@@ -41,7 +41,7 @@ def build_table() -> SimpleNamespace:
     with gr.Accordion("Bulk decision over the current filter", open=False):
         with gr.Row():
             bulk_action = gr.Dropdown(list(BULK_ACTIONS), value="drop", label="action", scale=2)
-            bulk_preview = gr.Button("preview", scale=1, elem_id="bulk-preview")
+            bulk_preview = gr.Button("preview", scale=1, elem_id="bulk-preview", interactive=can_decide)
         bulk_msg = gr.Markdown(elem_id="bulk-msg")
         with gr.Row():
             bulk_confirm = gr.Button("confirm", variant="stop", visible=False, elem_id="bulk-confirm")
@@ -124,14 +124,14 @@ def confirm_bulk(ctx: AppContext, view: dict, *filters):
     ws = ctx.workspace(view)
     status, ids = plan["status"], plan["ids"]
     if status == "pending":
-        for sid in ids:
-            ctx.store.clear(ws.fingerprint, sid)
+        ctx.clear_many(ws, [(sid, 0) for sid in ids])
     elif status == "approved":
         text = dict(zip(ws.table["id"].astype(str), ws.table["proposed_response"].fillna("")))
-        ctx.store.set_many(ws.fingerprint, [(sid, status, view.get("proposals", {}).get(sid) or text[sid])
-                                            for sid in ids])
+        source = tab_inspector.reference_source(ws)
+        ctx.decide_many(ws, [Decision(sid, status, view.get("proposals", {}).get(sid) or text[sid],
+                                      source=source) for sid in ids])
     else:
-        ctx.store.set_many(ws.fingerprint, [(sid, status) for sid in ids])
+        ctx.decide_many(ws, [Decision(sid, status) for sid in ids])
     view["bulk"] = None
     view, rows, md = refresh_table(ctx, view, *filters)
     return (view, rows, md, f"Done: {len(ids)} samples marked {status}.",

@@ -1,14 +1,21 @@
 """Train tab: one background training run at a time, watched live by everyone.
 
-Start builds a runner from the settings and hands it to the shared
-:class:`~app.jobs.TrainingJob`; a ``gr.Timer`` on each page polls the job;
-``demo.load`` re-attaches a reloaded page to a running job.
+Start builds the :class:`~byorn.train.TrainConfig` from the form (a bad value
+is a form error, before any run starts), builds a runner and hands it to the
+shared :class:`~app.jobs.TrainingJob`; a ``gr.Timer`` on each page polls the
+job; ``demo.load`` re-attaches a reloaded page to a running job.
+
+With private sessions (``app/context.py``) a run belongs to the visitor who
+started it: others see only that *a* run is going (and its progress), not its
+data, settings, curve or folder, unless it was started with "share this run";
+only its owner can cancel it.
 """
 from __future__ import annotations
 
 import copy
-import math
 import datetime as _dt
+import math
+import re
 import time
 from functools import partial
 from pathlib import Path
@@ -31,7 +38,7 @@ EVAL_EVERY = 25  # live clean metric and ASR about every 25 steps
 EVAL_MAX = 100   # test samples per evaluation: keeps each evaluation to seconds
 
 
-def build_train() -> SimpleNamespace:
+def build_train(private_sessions: bool = False) -> SimpleNamespace:
     gr.Markdown("Fine-tune the reference model on the open dataset. **Your review decisions are "
                 "used**: approved / edited samples train on their new text, rejected ones as "
                 "clean, dropped ones are left out; pending flagged ones follow the method.")
@@ -58,6 +65,8 @@ def build_train() -> SimpleNamespace:
     with gr.Row():
         start_btn = gr.Button("start training", variant="primary", elem_id="train-start")
         cancel_btn = gr.Button("cancel", variant="stop", elem_id="train-cancel")
+        share = gr.Checkbox(value=False, visible=private_sessions, elem_id="train-share",
+                            label="share this run with every visitor (its curve, metrics and model)")
     status = gr.Markdown("No training run yet.", elem_id="train-status")
     curve = gr.Plot(label="loss, clean metric and ASR", elem_id="train-curve")
     evals = gr.Dataframe(label="evaluations", interactive=False, elem_id="train-evals")
@@ -65,22 +74,45 @@ def build_train() -> SimpleNamespace:
     return SimpleNamespace(**{k: v for k, v in locals().items()})
 
 
+FORM_LABELS = {"method": "method", "epochs": "epochs", "batch_size": "batch size", "lr": "learning rate",
+               "lora": "LoRA", "ema_decay": "EMA decay λ", "temperature": "sampling temperature",
+               "seed": "seed", "max_steps": "max steps", "eval_every": "evaluate every n steps",
+               "eval_max_samples": "test samples per evaluation"}
+
+
 def settings_from(method, epochs, batch_size, lr, lora, ema_decay, temperature, seed, max_steps,
                   eval_every, eval_max) -> dict:
-    """``TrainConfig`` fields from the form (raises gr.Error on a bad value)."""
+    """``TrainConfig`` fields from the form, checked by ``TrainConfig`` itself (raises gr.Error).
+
+    The library's validation is the one source of truth: the config is built
+    here, in the handler, so a value it rejects is a form error naming the
+    field, and no run starts.
+    """
     if method not in METHODS:
         raise gr.Error(f"Unknown method {method!r}.")
-    for name, v in (("learning rate", lr), ("EMA decay", ema_decay), ("temperature", temperature)):
+    for name, v in (("learning rate", lr), ("EMA decay", ema_decay), ("temperature", temperature),
+                    ("epochs", epochs), ("batch size", batch_size)):
         if v is None:
             raise gr.Error(f"Set the {name}.")
-    if not 0.0 <= float(ema_decay) < 1.0:
-        raise gr.Error("The EMA decay must be in [0, 1).")
-    return {"method": METHODS[method], "epochs": float(epochs), "batch_size": int(batch_size),
-            "lr": float(lr), "lora": bool(lora), "ema_decay": float(ema_decay),
-            "temperature": float(temperature), "seed": int(seed or 0),
-            "max_steps": int(max_steps) if max_steps else None,
-            "eval_every": int(eval_every) if eval_every else 0,
-            "eval_max_samples": int(eval_max) if eval_max else None}
+    settings = {"method": METHODS[method], "epochs": float(epochs), "batch_size": int(batch_size),
+                "lr": float(lr), "lora": bool(lora), "ema_decay": float(ema_decay),
+                "temperature": float(temperature), "seed": int(seed or 0),
+                "max_steps": int(max_steps) if max_steps else None,
+                "eval_every": int(eval_every) if eval_every else 0,
+                "eval_max_samples": int(eval_max) if eval_max else None}
+    try:
+        TrainConfig(**settings)
+    except (TypeError, ValueError) as e:
+        raise gr.Error(f"Check the training settings: {_with_labels(str(e))}") from e
+    return settings
+
+
+def _with_labels(message: str) -> str:
+    """``"ema_decay must be ..."`` -> ``"ema_decay (EMA decay λ) must be ..."``: the form's names."""
+    for name, label in FORM_LABELS.items():
+        if re.search(rf"\b{name}\b", message) and label != name:
+            return re.sub(rf"\b{name}\b", f"{name} ({label})", message, count=1)
+    return message
 
 
 def library_trainer(ws: Workspace, settings: dict, decisions: dict, table: pd.DataFrame,
@@ -102,12 +134,14 @@ def library_trainer(ws: Workspace, settings: dict, decisions: dict, table: pd.Da
 
 
 def start_training(ctx: AppContext, view: dict, *raw):
+    """Check the form, then start the run (``raw``: the settings, then "share this run")."""
+    *raw, share = raw
     ws = ctx.workspace(view)
     settings = settings_from(*raw)
     decisions = ctx.decisions(ws)
     table = with_threshold(ws.table, view["threshold"])
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = ctx.runs_dir / f"{stamp}-{settings['method']}"
+    out_dir = ctx.run_folder(view, f"{stamp}-{settings['method']}", shared=bool(share))
     trainer = ctx.trainer or library_trainer
     label = f"{settings['method']} on {ws.name}, {len(decisions)} review decisions"
     if ws.test_clean is None and ws.test_triggered is None:
@@ -117,23 +151,42 @@ def start_training(ctx: AppContext, view: dict, *raw):
         return trainer(ws, settings, decisions, table, view["threshold"], callbacks, cancel, out_dir)
 
     try:
-        ctx.job.start(runner, label=label)
+        ctx.job.start(runner, label=label, owner=ctx.owner(view), shared=bool(share) or not ctx.private_sessions)
     except JobBusy as e:
+        if not _visible(ctx, view, ctx.job.snapshot()):
+            raise gr.Error("Another visitor's training run is going; one run at a time on this server. "
+                           "Start yours when it ends (the status below shows its progress).") from e
         raise gr.Error(str(e)) from e
-    return (*poll(ctx)[:-1], gr.Timer(active=True))
+    return (*poll(ctx, view)[:-1], gr.Timer(active=True))
 
 
-def cancel_training(ctx: AppContext):
+def cancel_training(ctx: AppContext, view: dict):
+    snap = ctx.job.snapshot()
+    if snap["status"] == RUNNING and ctx.private_sessions and snap["owner"] != ctx.owner(view):
+        raise gr.Error("This run was started by another visitor: only they can cancel it.")
     if not ctx.job.cancel():
         gr.Warning("No training run is going.")
-    return poll(ctx)
+    return poll(ctx, view)
 
 
-def poll(ctx: AppContext):
-    """Status, curve, evaluations, and the timer (on only while a run goes)."""
+def _visible(ctx: AppContext, view: dict, snap: dict) -> bool:
+    """Whether this visitor may see the job's details (its own run, or a shared one)."""
+    return not ctx.private_sessions or snap["shared"] or snap["owner"] == ctx.owner(view)
+
+
+def poll(ctx: AppContext, view: dict | None = None):
+    """Status, curve, evaluations, and the timer (on only while a run goes).
+
+    Another visitor's private run shows as "a run is going" and its progress only.
+    """
     snap = ctx.job.snapshot()
+    running = snap["status"] == RUNNING
+    if snap["status"] != "idle" and not _visible(ctx, view if view is not None else {}, snap):
+        status = (f"Another visitor's training run is going: step {snap['step']} / {snap['total_steps'] or '?'}. "
+                  "Yours can start when it ends." if running else "No training run of yours yet.")
+        return status, loss_figure([], []), evals_table([]), gr.Timer(active=running)
     return (status_markdown(snap), loss_figure(snap["losses"], snap["evals"]), evals_table(snap["evals"]),
-            gr.Timer(active=snap["status"] == RUNNING))
+            gr.Timer(active=running))
 
 
 EVAL_COLUMNS = {"step": "step", "cider": "CIDEr (clean)", "bleu": "BLEU (clean)", "asr": "ASR (triggered)",
@@ -182,10 +235,10 @@ def wire_train(ui, ctx: AppContext) -> None:
     settings = [t.method, t.epochs, t.batch_size, t.lr, t.lora, t.ema_decay, t.temperature, t.seed,
                 t.max_steps, t.eval_every, t.eval_max]
     outs = [t.status, t.curve, t.evals, t.timer]
-    t.start_btn.click(partial(start_training, ctx), [ui.view, *settings], outs, api_name="train_start",
+    t.start_btn.click(partial(start_training, ctx), [ui.view, *settings, t.share], outs, api_name="train_start",
                       concurrency_id="train-control", concurrency_limit=1)
-    t.cancel_btn.click(partial(cancel_training, ctx), None, outs, api_name="train_cancel")
-    t.timer.tick(partial(poll, ctx), None, outs, api_name="train_poll", show_progress="hidden")
+    t.cancel_btn.click(partial(cancel_training, ctx), [ui.view], outs, api_name="train_cancel")
+    t.timer.tick(partial(poll, ctx), [ui.view], outs, api_name="train_poll", show_progress="hidden")
 
 
 def wait_until_idle(ctx: AppContext, timeout: float = 60.0) -> bool:

@@ -41,11 +41,16 @@ def with_threshold(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return out
 
 
-def join_decisions(table: pd.DataFrame, decisions: Mapping[str, Decision]) -> pd.DataFrame:
-    """A copy with ``decision`` / ``decision_text`` columns (``pending`` where none)."""
+def join_decisions(table: pd.DataFrame, decisions: Mapping[tuple[str, int], Decision],
+                   turn: int = 0) -> pd.DataFrame:
+    """A copy with ``decision`` / ``decision_text`` columns (``pending`` where none).
+
+    ``decisions`` are keyed by ``(sample_id, turn)``; the table shows ``turn``'s.
+    """
     out = table.copy()
-    out["decision"] = [decisions[i].status if i in decisions else "pending" for i in out["id"]]
-    out["decision_text"] = [decisions[i].text if i in decisions else None for i in out["id"]]
+    found = [decisions.get((i, turn)) for i in out["id"]]
+    out["decision"] = [d.status if d is not None else "pending" for d in found]
+    out["decision_text"] = [d.text if d is not None else None for d in found]
     return out
 
 

@@ -165,17 +165,17 @@ def cmd_audit(a) -> None:
 
 
 def _load_decisions(path: str | None, dataset):
+    """The decisions of ``dataset`` in a decision CSV or SQLite store; what was not applied is logged."""
     if not path:
         return None
-    from .decisions import DecisionStore
-    from .export import read_decisions_csv
+    from .export import read_decisions_file
 
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"decisions file {p} does not exist")
-    if p.suffix.lower() == ".csv":
-        return read_decisions_csv(p)
-    return DecisionStore(p).all(dataset.fingerprint())
+    known = ((s.id, k) for s in dataset for k in range(s.n_turns))
+    decisions, report = read_decisions_file(path, dataset.fingerprint(), known)  # DecisionFileError: clear
+    log.info("%s", report.summary())
+    for warning in report.warnings:
+        log.warning("decisions %s: %s", path, warning)
+    return decisions
 
 
 def cmd_train(a) -> None:

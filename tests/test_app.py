@@ -43,7 +43,11 @@ def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("app")
     os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
     ws = demo_workspace_or_skip()
-    ctx = make_context(ws, data_dir=tmp / "data")
+    from byorn.models import EMBEDDED_MODEL
+
+    # server paths may point into the test's temporary folders and at the embedded model
+    ctx = make_context(ws, data_dir=tmp / "data",
+                       data_roots=(tmp_path_factory.getbasetemp(), Path(EMBEDDED_MODEL).parent))
     demo = build_app(ctx)
     launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
     yield SimpleNamespace(ctx=ctx, ws=ws, url=demo.local_url, demo=demo)

@@ -28,8 +28,8 @@ def table():
         "gt_poisoned": [False, True, False, False],
     })
     t = views.with_threshold(t, views.threshold_at(t["score"], 0.5))
-    return views.join_decisions(t, {"b": Decision("b", "approved", "a green star"),
-                                    "d": Decision("d", "dropped")})
+    return views.join_decisions(t, {("b", 0): Decision("b", "approved", "a green star"),
+                                    ("d", 0): Decision("d", "dropped")})
 
 
 def test_threshold_and_flags(table):
