@@ -58,12 +58,15 @@ class AuditConfig:
     score: str = field(default="mean", metadata={"help": f"score aggregate, one of {SCORE_METHODS}"})
     topk: int = field(default=3, metadata={"help": "k for the topk score"})
     batch_size: int = field(default=64, metadata={"help": "scoring / generation batch size"})
-    max_batch_tokens: int | None = field(default=None, metadata={
+    max_batch_tokens: int | None = field(default=32_768, metadata={
         "help": "split batches whose padded tokens (B x T) exceed this (memory bound)"})
     max_length: int | None = field(default=None, metadata={
         "help": "token cap per conversation (default: the model's context length)"})
     skip_invalid: bool = field(default=False, metadata={
         "help": "leave out (and list) samples whose image cannot be read or that are too long"})
+    too_long: str = field(default="error", metadata={
+        "help": "over-long conversations: error (or skipped with skip_invalid), skip, or truncate at a "
+                "turn boundary (the turns that fit are scored; reported in meta['truncated'])"})
     propose: bool = field(default=True, metadata={"help": "generate a replacement for each flagged turn"})
     max_new_tokens: int = field(default=32, metadata={"help": "length cap of proposed replacements"})
     temperature: float = field(default=0.0, metadata={"help": "proposal sampling temperature (0 = greedy)"})
@@ -82,6 +85,8 @@ class AuditConfig:
         for name in ("batch_size", "max_new_tokens", "topk", "shard_size", "map_fit_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.too_long not in ("error", "skip", "truncate"):
+            raise ValueError(f"too_long must be error, skip or truncate, got {self.too_long!r}")
         if self.num_workers < 0 or self.temperature < 0:
             raise ValueError("num_workers and temperature must be >= 0")
         for name in ("max_batch_tokens", "max_length"):
@@ -194,7 +199,7 @@ def cache_key(dataset: VLDataset, vlm: VLM, cfg: AuditConfig) -> str:
 
 
 class _EncodeBatch:
-    """DataLoader collate: sample indices -> (kept ids, encoded chunks, skipped {id: reason}).
+    """DataLoader collate: sample indices -> (encoded chunks, skipped {id: reason}, truncated {id: turns kept}).
 
     Decoding and encoding happen here, in the workers; a sample whose image
     cannot be read or that is too long is dropped with its reason (the caller
@@ -207,7 +212,7 @@ class _EncodeBatch:
     def __call__(self, indices: list[int]):
         from .models.adapter import SequenceTooLong
 
-        samples, convs, skipped = [], [], {}
+        samples, convs, skipped, truncated = [], [], {}, {}
         for i in indices:
             s = self.dataset[i]
             try:
@@ -221,34 +226,42 @@ class _EncodeBatch:
                 batch = self.vlm.encode(convs, max_length=self.cfg.max_length)
                 break
             except SequenceTooLong as e:
-                skipped[samples[e.index].id] = (f"{e.length} tokens, above the limit of {e.limit} "
-                                                "(raise max_length or shorten it)")
+                sid = samples[e.index].id
+                cut = convs[e.index].without_last_exchange() if self.cfg.too_long == "truncate" else None
+                if cut is not None:
+                    convs[e.index] = cut
+                    truncated[sid] = len(cut.assistant_positions())
+                    continue
+                truncated.pop(sid, None)
+                skipped[sid] = (f"{e.length} tokens, above the limit of {e.limit} (raise max_length, shorten "
+                                "it, or truncate with too_long=truncate)")
                 del samples[e.index], convs[e.index]
         if batch is None:
-            return [], skipped
+            return [], skipped, truncated
         groups = token_chunks(batch.lengths, self.cfg.max_batch_tokens)
         if len(groups) == 1:
-            return [(samples, batch)], skipped
+            return [(samples, batch)], skipped, truncated
         return [([samples[j] for j in g], self.vlm.encode([convs[j] for j in g], max_length=self.cfg.max_length))
-                for g in groups], skipped
+                for g in groups], skipped, truncated
 
 
 def _score_shard(dataset: VLDataset, indices: list[int], vlm: VLM, cfg: AuditConfig, proj: np.ndarray | None,
-                 report: Callable[[int], None]) -> tuple[pd.DataFrame, dict, dict]:
-    """Score the samples ``indices``: (rows, {"response", "image"} embeddings, skipped)."""
+                 report: Callable[[int], None]) -> tuple[pd.DataFrame, dict, dict, dict]:
+    """Score the samples ``indices``: (rows, {"response", "image"} embeddings, skipped, truncated)."""
     import torch
 
-    rows, emb_r, emb_i, skipped = [], [], [], {}
+    rows, emb_r, emb_i, skipped, truncated = [], [], [], {}, {}
     batches = [indices[k:k + cfg.batch_size] for k in range(0, len(indices), cfg.batch_size)]
     loader = torch.utils.data.DataLoader(
         range(len(dataset)), batch_sampler=batches, collate_fn=_EncodeBatch(dataset, vlm, cfg),
         num_workers=cfg.num_workers, prefetch_factor=2 if cfg.num_workers else None)
-    for chunks, skip in loader:
+    for chunks, skip, cut in loader:
         skipped.update(skip)
+        truncated.update(cut)
         for samples, batch in chunks:
             out = vlm.score_batch(batch, embed=cfg.maps)
             scores, emb = out if cfg.maps else (out, None)
-            for s, turn_scores in zip(samples, scores):
+            for s, turn_scores in zip(samples, scores):  # a truncated sample has fewer turn scores
                 rows.extend(_row(s, k, ts) for k, ts in enumerate(turn_scores))
             if cfg.maps:
                 emb_r.append(emb["response"] @ proj if proj is not None else emb["response"])
@@ -256,7 +269,7 @@ def _score_shard(dataset: VLDataset, indices: list[int], vlm: VLM, cfg: AuditCon
             report(len(samples))
     emb = {"response": np.concatenate(emb_r).astype(np.float32), "image": np.concatenate(emb_i).astype(np.float32)} \
         if emb_r else {}
-    return pd.DataFrame(rows), emb, skipped
+    return pd.DataFrame(rows), emb, skipped, truncated
 
 
 def _row(sample, k: int, ts) -> dict:
@@ -276,25 +289,26 @@ class _Shards:
     def done(self, s: int) -> bool:
         return s in self.mem or (self.folder is not None and (self.folder / f"shard-{s:05d}.json").exists())
 
-    def put(self, s: int, rows: pd.DataFrame, emb: dict, skipped: dict) -> None:
+    def put(self, s: int, rows: pd.DataFrame, emb: dict, skipped: dict, truncated: dict) -> None:
         if self.folder is None:
-            self.mem[s] = (rows, emb, skipped)
+            self.mem[s] = (rows, emb, skipped, truncated)
             return
         base = self.folder / f"shard-{s:05d}"
         rows.to_parquet(f"{base}.parquet", index=False)
         if emb:
             np.savez(f"{base}.npz", **emb)
         # the .json marker is written last: a shard without it is redone
-        Path(f"{base}.json").write_text(json.dumps({"skipped": skipped, "n_rows": len(rows)}))
+        Path(f"{base}.json").write_text(json.dumps({"skipped": skipped, "truncated": truncated,
+                                                    "n_rows": len(rows)}))
 
-    def get(self, s: int) -> tuple[pd.DataFrame, dict, dict]:
+    def get(self, s: int) -> tuple[pd.DataFrame, dict, dict, dict]:
         if s in self.mem:
             return self.mem[s]
         base = self.folder / f"shard-{s:05d}"
         info = json.loads(Path(f"{base}.json").read_text())
         rows = pd.read_parquet(f"{base}.parquet") if info["n_rows"] else pd.DataFrame()
         emb = dict(np.load(f"{base}.npz")) if Path(f"{base}.npz").exists() else {}
-        return rows, emb, info["skipped"]
+        return rows, emb, info["skipped"], info["truncated"]
 
 
 def run_audit(dataset: VLDataset, vlm: VLM, cfg: AuditConfig | None = None, *,
@@ -359,12 +373,12 @@ def _score_all(dataset, vlm, cfg: AuditConfig, shards: _Shards, state, report: P
             done += k
             report(0.6 * done / max(total, 1), f"scoring {done}/{total}")
 
-        rows, emb, skipped = _score_shard(dataset, idx, vlm, cfg, proj, tick)
-        if skipped and not cfg.skip_invalid:
+        rows, emb, skipped, truncated = _score_shard(dataset, idx, vlm, cfg, proj, tick)
+        if skipped and not (cfg.skip_invalid or cfg.too_long == "skip"):
             sid, why = next(iter(skipped.items()))
             raise DataError(f"{why} ({len(skipped)} invalid in this shard; pass --skip-invalid to leave "
                             "invalid samples out and list them)", sample_id=sid)
-        shards.put(s, rows, emb, skipped)
+        shards.put(s, rows, emb, skipped, truncated)
 
 
 def _projection(vlm: VLM, seed: int) -> np.ndarray | None:
@@ -382,6 +396,7 @@ def _assemble(dataset, vlm, cfg: AuditConfig, shards: _Shards, t0: float, report
     parts = [shards.get(s) for s in range(n_shards)]
     table = pd.concat([p[0] for p in parts if len(p[0])], ignore_index=True)
     skipped = {k: v for p in parts for k, v in p[2].items()}
+    truncated = {k: v for p in parts for k, v in p[3].items()}
     if table.empty:
         raise DataError(f"no sample could be scored ({len(skipped)} invalid); first: "
                         f"{next(iter(skipped.values()), '')}")
@@ -410,7 +425,7 @@ def _assemble(dataset, vlm, cfg: AuditConfig, shards: _Shards, t0: float, report
         "n_suspicious": int(flags.sum()), "n_samples_suspicious": int(table.loc[flags, "id"].nunique()),
         "dataset_fingerprint": dataset.fingerprint(), "dataset_name": dataset.name,
         "model_identity": vlm.identity, "model_name": vlm.name, "config": asdict(cfg),
-        "skipped": skipped, "maps": map_info,
+        "skipped": skipped, "truncated": truncated, "maps": map_info,
         "timings_s": {"score": round(t_score, 2), "propose": round(t_propose, 2),
                       "total": round(time.time() - t0, 2)},
     }

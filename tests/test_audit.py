@@ -83,3 +83,51 @@ def test_bad_config():
         AuditConfig(p=2)
     with pytest.raises(ValueError):
         AuditConfig(score="median")
+
+
+def test_audit_resumes_from_its_finished_shards(vlm, small_world, tmp_path):
+    train, _ = small_world
+    cfg = AuditConfig(maps=False, propose=False, shard_size=16, batch_size=8)
+    calls = []
+
+    def crash_after_two_shards(frac, msg):
+        calls.append(msg)
+        if msg.startswith("scoring 40/"):
+            raise KeyboardInterrupt  # interrupted inside the third shard
+
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(train, vlm, cfg, work_dir=tmp_path / "w", progress=crash_after_two_shards)
+    assert sorted(p.name for p in (tmp_path / "w").glob("shard-*.json")) == ["shard-00000.json", "shard-00001.json"]
+    seen = []
+    resumed = run_audit(train, vlm, cfg, work_dir=tmp_path / "w", progress=lambda f, m: seen.append(m))
+    scoring = [m for m in seen if m.startswith("scoring")]
+    assert scoring[0] == "scoring 40/60"  # shards 0 and 1 were not scored again
+    whole = run_audit(train, vlm, cfg)
+    assert resumed.table["score"].tolist() == pytest.approx(whole.table["score"].tolist())
+    assert resumed.table["id"].tolist() == train.ids()
+
+
+def test_over_long_and_unreadable_samples_are_named_or_skipped(vlm, small_world, tmp_path):
+    from byorn.data import DataError, ImageRef, VLDataset
+
+    train, _ = small_world
+    long = train[0].with_(response="a red circle " * 200)   # far above the model's context
+    broken = train[1].with_(images=[ImageRef(tmp_path / "missing.png")])
+    ds = VLDataset([long, broken, *list(train)[2:10]])
+    with pytest.raises(DataError, match=train[0].id):
+        run_audit(ds, vlm, AuditConfig(maps=False, propose=False))
+    a = run_audit(ds, vlm, AuditConfig(maps=False, propose=False, skip_invalid=True))
+    assert set(a.meta["skipped"]) == {train[0].id, train[1].id}
+    assert "tokens, above the limit" in a.meta["skipped"][train[0].id]
+    assert "missing.png" in a.meta["skipped"][train[1].id]
+    assert a.table["id"].tolist() == ds.ids()[2:]
+    capped = run_audit(VLDataset(list(train)[:10]), vlm, AuditConfig(maps=False, propose=False, max_length=30,
+                                                                        too_long="skip"))
+    assert len(capped.meta["skipped"]) == 10 - len(capped.table)  # a configurable cap below the model's limit
+
+
+def test_token_budget_does_not_change_scores(vlm, small_world):
+    train, _ = small_world
+    a = run_audit(train, vlm, AuditConfig(maps=False, propose=False))
+    b = run_audit(train, vlm, AuditConfig(maps=False, propose=False, max_batch_tokens=400))
+    assert b.table["score"].tolist() == pytest.approx(a.table["score"].tolist(), rel=1e-4)

@@ -188,6 +188,17 @@ class Conversation:
         n_img = sum(t.n_images for t in turns)
         return Conversation(list(turns), self.images[:n_img])
 
+    def without_last_exchange(self) -> "Conversation | None":
+        """The conversation cut before its last assistant turn's user turn (None if one exchange is left).
+
+        Used to truncate an over-long conversation at a turn boundary.
+        """
+        pos = self.assistant_positions()
+        if len(pos) <= 1:
+            return None
+        keep = self.turns[:pos[-1] - 1]
+        return Conversation(list(keep), self.images[:sum(t.n_images for t in keep)])
+
     def with_assistant(self, k: int, text: str) -> "Conversation":
         """A copy whose assistant turn ``k`` says ``text``."""
         pos = self.assistant_positions()[k]

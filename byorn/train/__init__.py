@@ -121,8 +121,9 @@ def _flags(dataset: VLDataset, ref: VLM, audit: Audit | None, cfg: TrainConfig) 
         check_audit(audit, dataset, ref)
     flags = audit.flags()
     skipped = dict(audit.meta.get("skipped") or {})
+    kept = dict(audit.meta.get("truncated") or {})  # truncated samples: only their first turns were scored
     missing = [(s.id, k) for s in dataset if s.id not in skipped
-               for k in range(s.n_turns) if (s.id, k) not in flags]
+               for k in range(kept.get(s.id, s.n_turns)) if (s.id, k) not in flags]
     if missing:
         raise DataMismatch(f"the audit does not cover {len(missing)} turns of the data (e.g. sample "
                            f"{missing[0][0]!r} turn {missing[0][1]}); audit this dataset first")

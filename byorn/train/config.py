@@ -28,7 +28,7 @@ class TrainConfig:
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps (overrides epochs)"})
     batch_size: int = field(default=32, metadata={"help": "samples per minibatch and process"})
     grad_accum: int = field(default=1, metadata={"help": "minibatches per optimizer step"})
-    max_batch_tokens: int | None = field(default=None, metadata={
+    max_batch_tokens: int | None = field(default=32_768, metadata={
         "help": "split a minibatch whose padded tokens (B x T) exceed this into chunks (memory bound)"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})

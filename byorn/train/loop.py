@@ -316,9 +316,9 @@ class Trainer:
                                     "max_length, or pass --too-long skip / truncate", sample_id=sid,
                                     field="turns") from None
                 if self.cfg.too_long == "truncate":
-                    cut = _truncate_turns(convs[i], turns[i])
+                    cut = convs[i].without_last_exchange()
                     if cut is not None:
-                        convs[i], turns[i] = cut
+                        convs[i], turns[i] = cut, {k for k in turns[i] if k < len(cut.assistant_positions())}
                         self.skipped.setdefault(sid, "truncated at a turn boundary (too long)")
                         continue
                 self.skipped[sid] = f"skipped: {e.length} tokens, above the limit of {e.limit}"
@@ -395,16 +395,6 @@ def _lr_lambda(warmup: int, total: int):
         progress = (step - warmup) / max(1, total - warmup)
         return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return f
-
-
-def _truncate_turns(conv: Conversation, turns: set[int]):
-    """The conversation cut before its last assistant turn (None if only one is left)."""
-    pos = conv.assistant_positions()
-    if len(pos) <= 1:
-        return None
-    keep = conv.turns[:pos[-1] - 1]
-    n_img = sum(t.n_images for t in keep)
-    return Conversation(keep, conv.images[:n_img]), {k for k in turns if k < len(pos) - 1}
 
 
 def _truncate_lines(path: Path, n: int) -> None:
