@@ -46,10 +46,10 @@ def load_user_dataset(path: str | None = None, upload: str | None = None,
         if upload:
             digest = hashlib.sha256(Path(upload).read_bytes()).hexdigest()[:16]
             dest = Path(upload_root or ".") / digest
-            # Content-addressed: the same zip uploaded again reuses its extraction.
-            root = _extracted_root(dest) if dest.exists() and any(dest.iterdir()) \
-                else extract_upload(upload, dest)
-            return load_dataset(root, name=Path(upload).stem)
+            # Content-addressed: the same zip uploaded again reuses its (complete) extraction.
+            root = extract_upload(upload, dest, reuse=True)
+            # An upload is untrusted: its images must stay inside it.
+            return load_dataset(root, name=Path(upload).stem, allow_external_images=False)
         if path:
             p = Path(path).expanduser()
             if not p.exists():
@@ -63,12 +63,6 @@ def load_user_dataset(path: str | None = None, upload: str | None = None,
         raise OpenError(f"Could not read the data: {e}") from e
     raise OpenError("Give a path on the server or upload a zip (LLaVA JSON + images, or a saved "
                     "datasets folder).")
-
-
-def _extracted_root(dest: Path) -> Path:
-    """The folder :func:`byorn.data.io.extract_upload` returned for ``dest`` (a lone top folder)."""
-    entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
-    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
 
 
 def load_model(model_path: str | None):
