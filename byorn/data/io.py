@@ -174,9 +174,14 @@ def load_dataset_with_report(path: str | Path, config: LoadConfig | None = None,
 
 
 def _content_options(fmt: str, ctx: LoadContext) -> dict[str, Any]:
-    """The options that shape the loaded samples (part of the fingerprint cache key)."""
+    """The options that shape the loaded samples (part of the fingerprint cache key).
+
+    The checks only decide which samples are skipped, so they count only with ``skip_invalid``.
+    """
     cfg = ctx.cfg
-    return {"format": fmt, "source": os.path.abspath(ctx.source), "image_root": ctx.image_root,
-            "check_images": cfg.check_images, "max_pixels": cfg.max_pixels,
-            "allow_external_images": cfg.allow_external_images, "skip_invalid": cfg.skip_invalid,
-            "instruction": cfg.instruction, "split": cfg.split}
+    options = {"format": fmt, "source": os.path.abspath(ctx.source), "image_root": ctx.image_root,
+               "instruction": cfg.instruction, "split": cfg.split, "skip_invalid": cfg.skip_invalid}
+    if cfg.skip_invalid:
+        options.update(check_images=cfg.check_images, max_pixels=cfg.max_pixels,
+                       allow_external_images=cfg.allow_external_images)
+    return options

@@ -264,6 +264,8 @@ def check_depth(value: Any, limit: int = MAX_META_DEPTH) -> bool:
 
 def extra_meta(record: dict, known: frozenset[str] | set[str], sid: str, ctx: LoadContext) -> dict[str, Any]:
     """Unknown top-level keys of a record; a ``meta`` dict is merged in (its keys win)."""
+    if record.keys() <= known:
+        return {}
     meta = {k: v for k, v in record.items() if k not in known and k != "meta"}
     raw = record.get("meta")
     if isinstance(raw, dict):
