@@ -113,7 +113,7 @@ BAD = {  # mutate a good record -> (field named, words in the message)
     "missing_image_file": (lambda r: r.update(image="img/none.png"), "image", "none.png"),
     "second_image_missing": (lambda r: (r.update(image=["img/a.png", "img/none.png"]),
                                         r["conversations"][0].update(value="<image><image>")),
-                             "image[1]", "none.png"),
+                             "image[1]", "image 1, in turn 0"),
     "both_image_keys": (lambda r: r.update(images=["img/a.png"]), "images", "both"),
     "bad_id": (lambda r: r.update(id=["x"]), "id", "list"),
     "deep_meta": (lambda r: r.update(meta={"x": json.loads("[" * 50 + "]" * 50)}), "x", "nested"),
@@ -199,7 +199,7 @@ def test_image_above_max_pixels(tmp_path):
     path = write_json(tmp_path, [llava_record("big")])
     with pytest.raises(DataError) as err:
         load_dataset(path, check_images="header", max_pixels=35)
-    assert_names(err, "'big'", "'image'", "train.json", "6x6")
+    assert_names(err, "'big'", "'image'", "train.json", "6x6", "turn 0")
     ds = load_dataset(path, max_pixels=35)  # exists only: the size is seen when decoding
     with pytest.raises(DataError) as err:
         ds[0].conversation(max_pixels=35)

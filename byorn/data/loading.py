@@ -163,7 +163,9 @@ class LoadContext:
         return root
 
     def error(self, message: str, sample_id: str | None = None, field: str | None = None) -> DataError:
-        return DataError(message, sample_id=sample_id, field=field, path=self.label)
+        err = DataError(message, sample_id=sample_id, field=field, path=self.label)
+        err.detail = message  # the message without the sample / field / file prefix
+        return err
 
     def sample_id(self, raw: Any, n: int) -> str:
         """The id of record ``n`` (1-based): a string, an integer, or ``{stem}-{n}`` when absent."""

@@ -73,8 +73,7 @@ def conversation_sample(sid: str, raw_turns: Any, key: str, sources: list[Any], 
         sources, image_key = inline, key
     turns = checked_turns(turns, len(sources), sid, ctx, _turn_namer(raw_turns, key),
                           image_key, key)
-    refs = image_refs(sources, image_key, sid, ctx)
-    return Sample(sid, turns, refs, meta)
+    return Sample(sid, turns, image_refs(sources, image_key, sid, ctx, turns), meta)
 
 
 def pair_sample(sid: str, instruction: Any, response: Any, sources: list[Any],
@@ -87,7 +86,7 @@ def pair_sample(sid: str, instruction: Any, response: Any, sources: list[Any],
     names = {0: "instruction", 1: "response"}
     turns = checked_turns([Turn("user", instruction), Turn("assistant", response)], len(sources),
                           sid, ctx, lambda i, what: names[i], "image", "instruction")
-    return Sample(sid, turns, image_refs(sources, "image", sid, ctx), meta)
+    return Sample(sid, turns, image_refs(sources, "image", sid, ctx, turns), meta)
 
 
 # ------------------------------------------------------------------ turns --
@@ -220,11 +219,31 @@ def _rename(field: str | None, turn_field: FieldNamer, image_field: str, turns_f
 
 # ----------------------------------------------------------------- images --
 
-def image_refs(sources: list[Any], key: str, sid: str, ctx: LoadContext) -> list[ImageRef]:
-    """References to each image source: a path, or a ``{"bytes", "path"}`` struct (tables)."""
-    if len(sources) == 1:
-        return [image_ref(sources[0], sid, key, ctx)]
-    return [image_ref(src, sid, f"{key}[{k}]", ctx) for k, src in enumerate(sources)]
+def image_refs(sources: list[Any], key: str, sid: str, ctx: LoadContext,
+               turns: list[Turn]) -> list[ImageRef]:
+    """References to each image source: a path, or a ``{"bytes", "path"}`` struct (tables).
+
+    An error names the image's field and the turn whose placeholder it fills.
+    """
+    refs = []
+    for k, src in enumerate(sources):
+        field = key if len(sources) == 1 else f"{key}[{k}]"
+        try:
+            refs.append(image_ref(src, sid, field, ctx))
+        except DataError as e:
+            raise ctx.error(f"{getattr(e, 'detail', e)} (image {k}, in turn {_turn_of_image(turns, k)})",
+                            sid, field) from None
+    return refs
+
+
+def _turn_of_image(turns: list[Turn], k: int) -> int:
+    """The index of the turn holding the placeholder of image ``k``."""
+    seen = 0
+    for i, t in enumerate(turns):
+        seen += t.n_images
+        if seen > k:
+            return i
+    return len(turns) - 1
 
 
 def image_ref(src: Any, sid: str, field: str, ctx: LoadContext) -> ImageRef:
