@@ -73,7 +73,8 @@ def load_user_dataset(path: str | None = None, upload: str | None = None,
     try:
         if upload:
             root = extracted_upload(Path(upload), Path(upload_root or "."), extract_upload)
-            return load_dataset(root, name=Path(upload).stem)
+            # An upload is untrusted: its images must stay inside it.
+            return load_dataset(root, name=Path(upload).stem, allow_external_images=False)
         if path:
             p = Path(path)  # the caller checked it against the data roots (allowed_server_path)
             if not p.exists():

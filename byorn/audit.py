@@ -106,6 +106,9 @@ class Audit:
     table: pd.DataFrame
     meta: dict
     source: str | None = None  # the folder it was loaded from
+    #: per-row embeddings ``{"response": (N, D), "image": (N, D)}`` (float32, rows as in ``table``),
+    #: kept for nearest-neighbour search; None when the audit computed no maps
+    embeddings: dict[str, np.ndarray] | None = None
 
     def save(self, out_dir: str | Path) -> Path:
         out = Path(out_dir)
@@ -113,8 +116,20 @@ class Audit:
         tmp = out / ".audit.parquet.tmp"
         self.table.to_parquet(tmp, index=False)
         tmp.replace(out / "audit.parquet")
+        if self.embeddings:
+            with open(out / ".embeddings.npz.tmp", "wb") as f:
+                np.savez(f, **self.embeddings)
+            (out / ".embeddings.npz.tmp").replace(out / "embeddings.npz")
         (out / "audit.json").write_text(json.dumps(self.meta, indent=2, default=str))
         return out
+
+    def joint_embeddings(self) -> np.ndarray | None:
+        """(N, 2D) unit-normalised response and image embeddings side by side (None without maps)."""
+        if not self.embeddings:
+            return None
+        parts = [self.embeddings[k] / np.clip(np.linalg.norm(self.embeddings[k], axis=1, keepdims=True), 1e-8, None)
+                 for k in ("response", "image")]
+        return np.concatenate(parts, axis=1)
 
     @classmethod
     def load(cls, folder: str | Path) -> "Audit":
@@ -127,7 +142,11 @@ class Audit:
             table[col] = table[col].map(list)
         table = _with_turn_columns(table)
         meta = json.loads((folder / "audit.json").read_text()) if (folder / "audit.json").exists() else {}
-        return cls(table, meta, str(folder))
+        emb = None
+        if (folder / "embeddings.npz").exists():
+            with np.load(folder / "embeddings.npz") as z:
+                emb = {k: z[k] for k in z.files}
+        return cls(table, meta, str(folder), emb)
 
     @property
     def threshold(self) -> float:
@@ -233,8 +252,9 @@ class _EncodeBatch:
                     truncated[sid] = len(cut.assistant_positions())
                     continue
                 truncated.pop(sid, None)
-                skipped[sid] = (f"{e.length} tokens, above the limit of {e.limit} (raise max_length, shorten "
-                                "it, or truncate with too_long=truncate)")
+                skipped[sid] = str(DataError(f"{e.length} tokens, above the limit of {e.limit} (raise max_length, "
+                                             "shorten it, or truncate with too_long=truncate)",
+                                             sample_id=sid, field="turns"))
                 del samples[e.index], convs[e.index]
         if batch is None:
             return [], skipped, truncated
@@ -267,8 +287,11 @@ def _score_shard(dataset: VLDataset, indices: list[int], vlm: VLM, cfg: AuditCon
                 emb_r.append(emb["response"] @ proj if proj is not None else emb["response"])
                 emb_i.append(emb["image"] @ proj if proj is not None else emb["image"])
             report(len(samples))
-    emb = {"response": np.concatenate(emb_r).astype(np.float32), "image": np.concatenate(emb_i).astype(np.float32)} \
-        if emb_r else {}
+    # token-bounded chunks group samples by length: put rows (and embeddings) back in dataset order
+    order = sorted(range(len(rows)), key=lambda r: (dataset.index_of(rows[r]["id"]), rows[r]["turn"]))
+    rows = [rows[r] for r in order]
+    emb = {"response": np.concatenate(emb_r).astype(np.float32)[order],
+           "image": np.concatenate(emb_i).astype(np.float32)[order]} if emb_r else {}
     return pd.DataFrame(rows), emb, skipped, truncated
 
 
@@ -376,8 +399,10 @@ def _score_all(dataset, vlm, cfg: AuditConfig, shards: _Shards, state, report: P
         rows, emb, skipped, truncated = _score_shard(dataset, idx, vlm, cfg, proj, tick)
         if skipped and not (cfg.skip_invalid or cfg.too_long == "skip"):
             sid, why = next(iter(skipped.items()))
-            raise DataError(f"{why} ({len(skipped)} invalid in this shard; pass --skip-invalid to leave "
-                            "invalid samples out and list them)", sample_id=sid)
+            err = DataError(f"{why} ({len(skipped)} invalid in this shard; pass --skip-invalid to leave "
+                            "invalid samples out and list them)")
+            err.sample_id = sid
+            raise err
         shards.put(s, rows, emb, skipped, truncated)
 
 
@@ -394,7 +419,8 @@ def _projection(vlm: VLM, seed: int) -> np.ndarray | None:
 def _assemble(dataset, vlm, cfg: AuditConfig, shards: _Shards, t0: float, report: Progress) -> Audit:
     n_shards = max(1, -(-len(dataset) // cfg.shard_size))
     parts = [shards.get(s) for s in range(n_shards)]
-    table = pd.concat([p[0] for p in parts if len(p[0])], ignore_index=True)
+    frames = [p[0] for p in parts if len(p[0])]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     skipped = {k: v for p in parts for k, v in p[2].items()}
     truncated = {k: v for p in parts for k, v in p[3].items()}
     if table.empty:
@@ -419,7 +445,7 @@ def _assemble(dataset, vlm, cfg: AuditConfig, shards: _Shards, t0: float, report
             batch_size=cfg.batch_size, progress=lambda d, n: report(0.6 + 0.25 * d / n, f"proposing {d}/{n}"))
         table.loc[flags, "proposed_response"] = [proposals[k] for k in keys]
     t_propose = time.time() - t0 - t_score
-    map_info = _add_maps(table, parts, cfg, report)
+    map_info, embeddings = _add_maps(table, parts, cfg, report)
     meta = {
         "threshold": threshold, "p": cfg.p, "n": len(dataset), "n_turns": len(table),
         "n_suspicious": int(flags.sum()), "n_samples_suspicious": int(table.loc[flags, "id"].nunique()),
@@ -429,7 +455,7 @@ def _assemble(dataset, vlm, cfg: AuditConfig, shards: _Shards, t0: float, report
         "timings_s": {"score": round(t_score, 2), "propose": round(t_propose, 2),
                       "total": round(time.time() - t0, 2)},
     }
-    return Audit(table, meta)
+    return Audit(table, meta, embeddings=embeddings)
 
 
 def _row_keys(table: pd.DataFrame) -> list[str]:
@@ -445,20 +471,20 @@ def _row_keys(table: pd.DataFrame) -> list[str]:
     return out
 
 
-def _add_maps(table: pd.DataFrame, parts, cfg: AuditConfig, report: Progress) -> dict | None:
+def _add_maps(table: pd.DataFrame, parts, cfg: AuditConfig, report: Progress) -> tuple[dict | None, dict | None]:
     embs = [p[1] for p in parts if p[1]]
     if not cfg.maps or not embs:
         for kind in MAP_KINDS:
             table[f"umap_{kind}_x"] = np.nan
             table[f"umap_{kind}_y"] = np.nan
-        return None
+        return None, None
     emb = {k: np.concatenate([e[k] for e in embs]) for k in ("response", "image")}
     report(0.85, "computing the 2-D maps (UMAP)")
     coords, info = compute_maps(emb, cfg.seed, fit_max=cfg.map_fit_max)
     for kind in MAP_KINDS:
         table[f"umap_{kind}_x"] = coords[kind][:, 0]
         table[f"umap_{kind}_y"] = coords[kind][:, 1]
-    return info
+    return info, emb
 
 
 def with_ground_truth(audit: Audit, ground_truth: dict[str, bool] | None) -> Audit:

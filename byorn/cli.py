@@ -70,11 +70,12 @@ def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, default=str))
 
 
-def _load(path: str, skip_invalid: bool = False, image_folder: str | None = None, with_report: bool = False):
-    from .data.io import load_dataset_with_report
+def _load(path: str, args: argparse.Namespace | None = None, with_report: bool = False):
+    """Load ``path`` with the load options of ``args`` (LoadConfig flags), else the defaults."""
+    from .data.io import LoadConfig, load_dataset_with_report
 
-    kwargs = {"image_folder": image_folder} if image_folder else {}
-    ds, report = load_dataset_with_report(path, skip_invalid=skip_invalid, **kwargs)
+    cfg = dataclass_from_args(LoadConfig, args) if args is not None else LoadConfig()
+    ds, report = load_dataset_with_report(path, cfg)
     if report.n_skipped:
         log.warning("%s", report.summary())
     return (ds, report) if with_report else ds
@@ -133,7 +134,7 @@ def cmd_audit(a) -> None:
     from .audit import AuditConfig, run_audit
     from .metrics import detection_metrics
 
-    ds, load_report = _load(a.data, a.skip_invalid, a.image_folder, with_report=True)
+    ds, load_report = _load(a.data, a, with_report=True)
     vlm = _load_vlm(a.model, a.dtype)
     gt = json.loads(Path(a.ground_truth).read_text()) if a.ground_truth else None
     out = Path(a.out)
@@ -144,7 +145,7 @@ def cmd_audit(a) -> None:
     if audit is None:  # another process of `accelerate launch`: the main one writes the audit
         return
     bar.close()
-    audit.meta["skipped_at_load"] = [vars(x) for x in load_report.skipped]
+    audit.meta["load_report"] = load_report.to_dict()
     t = audit.table
     det = None
     if gt is not None:
@@ -183,7 +184,7 @@ def cmd_train(a) -> None:
     from .evaluate import EvalSuite
     from .train import Callback, TrainConfig, load_run_config, train
 
-    ds = _load(a.data, a.skip_invalid, a.image_folder)
+    ds = _load(a.data, a)
     if a.resume:
         saved = load_run_config(a.resume).get("train_config", {})
         cfg = TrainConfig(**{**saved, "out_dir": a.resume})
@@ -252,14 +253,13 @@ def cmd_bench(a) -> None:
 
 # ------------------------------------------------------------------------ parser
 def _data_args(p: argparse.ArgumentParser) -> None:
+    from .data.io import LoadConfig
+
     p.add_argument("--data", required=True, help="LLaVA JSON, messages JSONL, COCO captions JSON, Parquet "
                    "or a datasets folder")
-    p.add_argument("--image-folder", help="folder the data's image paths are relative to (LLaVA convention; "
-                   "default: the data file's folder)")
+    add_dataclass_args(p, LoadConfig, exclude=("allow_external_images", "fingerprint_cache"))
     p.add_argument("--model", default=None, help="model folder (default: the embedded tiny model)")
     p.add_argument("--dtype", default="fp32", choices=DTYPES, help="dtype to load the model in (bf16 on GPUs)")
-    p.add_argument("--skip-invalid", action="store_true",
-                   help="leave out invalid samples (listed) instead of stopping at the first")
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:

@@ -408,11 +408,12 @@ class VLDataset(Sequence[Sample]):
 
 
 def content_fingerprint(samples: Iterable[Sample]) -> str:
-    h = hashlib.sha256()
-    for s in samples:
-        parts = [s.id] + [f"{t.role}\x01{t.text}" for t in s.turns] + [r.digest() for r in s.images]
-        for part in parts:
-            h.update(part.encode("utf-8"))
-            h.update(b"\x00")
-        h.update(b"\x02")
-    return h.hexdigest()[:16]
+    """Content hash over ids, turns and the images' bytes (:func:`byorn.data.fingerprint.fingerprint_samples`).
+
+    An image that cannot be read is hashed as a marker naming it, so that a
+    dataset with a broken image still has a fingerprint and the audit can
+    name (or, with ``skip_invalid``, skip) the sample when it decodes it.
+    """
+    from .fingerprint import fingerprint_samples
+
+    return fingerprint_samples(samples)
