@@ -1,118 +1,263 @@
-"""Attacks x methods on the embedded world, measured the same way each time.
+"""The paper's comparison on the embedded world: scenarios x defenses x poison rates x seeds.
 
-For each attack: poison the downstream training split, audit it once with
-the reference model (the defense's only view of the data), train every
-method, evaluate clean CIDEr and ASR on the triggered test split.  BYORn's
-and BYORn-F's wall time includes that audit.
+For each cell (scenario, rate, seed): build the scenario (adaptive ones
+optimise against the reference model on the training split), poison the
+downstream training split, audit it once with the reference model (the
+defense's only view of the data; detection is reported for every score
+variant), then train every defense and evaluate the clean metric and ASR on
+the triggered test split.  BYORn's and BYORn-F's wall time includes the audit.
+
+Resumable: each finished run is one JSON row under ``rows/``; a restarted
+bench skips finished runs and resumes an interrupted training run from its
+checkpoint.  :func:`summarise` gives mean and standard deviation per
+(scenario, rate, defense), :func:`write_report` the Markdown tables and the
+trade-off figure (ASR against the clean metric, one point per run).
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
-from .attacks import Target, get_attack, poison
 from .audit import AuditConfig, run_audit
 from .evaluate import EvalSuite
-from .metrics import detection_metrics
+from .metrics import detection_by_score, detection_metrics
 from .models import VLM
 from .train import TrainConfig, train
 from .world import make_captions
 
 logger = logging.getLogger(__name__)
 
-PAPER_ATTACKS = ("badnets", "blend", "vl-trojan", "dual-key")
+PAPER_SCENARIOS = ("badnets", "blend", "vl-trojan", "dual-key")
+ALL_SCENARIOS = PAPER_SCENARIOS + ("insertion", "substitution", "aligned-patch", "pgd-patch", "clean-label")
+ALL_DEFENSES = ("sft", "byorn-f", "byorn", "onion", "bye")
+ALL_RATES = (0.01, 0.05, 0.1, 0.2, 0.5)
 
 
 @dataclass
 class BenchConfig:
-    attacks: tuple[str, ...] = field(default=PAPER_ATTACKS, metadata={"help": "attacks to run"})
-    methods: tuple[str, ...] = field(default=("sft", "byorn-f", "byorn"), metadata={"help": "methods"})
-    rate: float = field(default=0.1, metadata={"help": "poisoning rate"})
-    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "seeds (data, poison and training)"})
-    n_train: int = field(default=2000, metadata={"help": "downstream training samples"})
-    n_test: int = field(default=300, metadata={"help": "clean test samples"})
+    scenarios: tuple[str, ...] = field(default=ALL_SCENARIOS, metadata={"help": "scenarios (attack + target)"})
+    defenses: tuple[str, ...] = field(default=ALL_DEFENSES, metadata={"help": "defenses"})
+    rates: tuple[float, ...] = field(default=ALL_RATES, metadata={"help": "poisoning rates"})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "seeds (data, poison and training)"})
+    n_train: int = field(default=1000, metadata={"help": "downstream training samples"})
+    n_test: int = field(default=200, metadata={"help": "clean test samples"})
     epochs: float = field(default=8.0, metadata={"help": "training epochs"})
     batch_size: int = field(default=32, metadata={"help": "batch size"})
     lr: float = field(default=2e-3, metadata={"help": "learning rate"})
-    target: str | None = field(default=None, metadata={"help": "target sentence (None = attacks' default)"})
+    score: str = field(default="mean", metadata={"help": "the audit's score (mean, max or topk)"})
     model: str | None = field(default=None, metadata={"help": "reference model folder (None = embedded)"})
+
+    def __post_init__(self) -> None:
+        from .attacks import get_scenario
+        from .defenses import DEFENSES
+
+        for name in self.scenarios:
+            get_scenario(name)  # raises on an unknown scenario
+        unknown = [d for d in self.defenses if d not in DEFENSES]
+        if unknown:
+            raise ValueError(f"unknown defense(s) {unknown}; known: {sorted(DEFENSES)}")
+        if not self.seeds or any(not 0.0 < r < 1.0 for r in self.rates):
+            raise ValueError("give at least one seed, and rates in (0, 1)")
 
     @classmethod
     def quick(cls) -> "BenchConfig":
         """The configuration that runs in under 15 minutes on 2 CPU cores."""
-        return cls(n_train=1000, n_test=200, epochs=8.0)
+        return cls(scenarios=PAPER_SCENARIOS, defenses=("sft", "byorn-f", "byorn"), rates=(0.1,), seeds=(0,))
+
+    def runs(self) -> list[tuple[str, float, int, str]]:
+        return [(sc, r, s, d) for s in self.seeds for r in self.rates for sc in self.scenarios for d in self.defenses]
 
 
-def _timed(fn, *args, **kwargs):
-    t = time.time()
-    out = fn(*args, **kwargs)
-    return out, time.time() - t
+def row_name(scenario: str, rate: float, defense: str, seed: int) -> str:
+    return f"{scenario}__r{rate:g}__{defense}__s{seed}"
 
 
 def run_bench(cfg: BenchConfig, out_dir: Path, progress: Callable[[float, str], None] | None = None) -> list[dict]:
-    """Run every (seed, attack, method); write ``results.json`` as rows arrive."""
+    """Run every (scenario, rate, seed, defense) not finished yet; rows land in ``out_dir/rows``."""
     report = progress or (lambda f, m: None)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    (out_dir / "rows").mkdir(parents=True, exist_ok=True)
     (out_dir / "bench_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     ref = VLM.load(cfg.model)
-    target = Target(mode="replace", text=cfg.target)
-    rows: list[dict] = []
-    jobs = [(s, a) for s in cfg.seeds for a in cfg.attacks]
-    for j, (seed, attack) in enumerate(jobs):
-        report(j / len(jobs), f"{attack} seed {seed}")
-        clean_train = make_captions(cfg.n_train, seed, "train")
-        clean_test = make_captions(cfg.n_test, seed, "test")
-        pr = poison(clean_train, get_attack(attack), rate=cfg.rate, target=target, seed=seed, test=clean_test)
-        audit, audit_s = _timed(run_audit, pr.train, ref, AuditConfig(propose=False, maps=False))
-        mask = [pr.mask[i] for i in audit.table["id"]]
-        det = detection_metrics(audit.table["score"], mask, flagged=audit.table["suspicious"])
-        for method in cfg.methods:
-            run_dir = out_dir / "runs" / f"{attack}-{method}-s{seed}"
-            tcfg = TrainConfig(method=method, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                               seed=seed, out_dir=str(run_dir))
-            res = train(pr.train, tcfg, vlm=ref, audit=None if method == "sft" else audit,
-                        evals=EvalSuite(clean_test, pr.triggered_test, target, pr.extra_tests))
-            m = res.metrics
-            wall = m["wall_s"] + (audit_s if method != "sft" else 0.0)
-            rows.append({
-                "attack": attack, "rate": cfg.rate, "method": method, "seed": seed,
-                "asr": m.get("asr"), "clean_metric": "cider", "clean_value": m.get("cider"),
-                "bleu": m.get("bleu"), "exact_match": m.get("exact_match"),
-                "detection_auroc": det["auroc"], "detection_ap": det["ap"],
-                "flag_precision": det["precision"], "flag_recall": det["recall"],
-                "wall_s": round(wall, 2), "train_s": m.get("train_s"), "generate_s": m.get("generate_s"),
-                "audit_s": round(audit_s, 2), "steps": m.get("steps"),
-                **{k: v for k, v in m.items() if k.startswith("asr_") and k != "asr_mode"},
-            })
-            (out_dir / "results.json").write_text(json.dumps(rows, indent=2))
-            logger.info("%s %s: ASR %.3f CIDEr %.1f (%.0f s)", attack, method, m.get("asr", float("nan")),
-                        m.get("cider", float("nan")), wall)
+    t0 = time.time()
+    cells = sorted({(sc, r, s) for sc, r, s, _ in cfg.runs()}, key=lambda c: (c[2], c[1], cfg.scenarios.index(c[0])))
+    total = len(cfg.runs())
+    done = 0
+    for scenario, rate, seed in cells:
+        todo = [d for d in cfg.defenses if not (out_dir / "rows" / f"{row_name(scenario, rate, d, seed)}.json").exists()]
+        done += len(cfg.defenses) - len(todo)
+        if not todo:
+            continue
+        report(done / total, f"{scenario} {rate:g} seed {seed}")
+        cell = _Cell(cfg, ref, scenario, rate, seed)
+        for defense in todo:
+            row = cell.run(defense, out_dir / "runs" / row_name(scenario, rate, defense, seed))
+            (out_dir / "rows" / f"{row_name(scenario, rate, defense, seed)}.json").write_text(json.dumps(row, indent=1))
+            done += 1
+            report(done / total, f"{scenario} {rate:g} {defense} seed {seed}: ASR {row['asr']:.3f}")
+            logger.info("%s %g %s s%d: ASR %.3f %s %.1f (%.0f s)", scenario, rate, defense, seed, row["asr"],
+                        row["clean_metric"], row["clean_value"], row["wall_s"])
     report(1.0, "done")
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "config": asdict(cfg)}
+    rows = load_rows(out_dir)
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "config": asdict(cfg),
+            "wall_s_this_session": round(time.time() - t0, 1), "n_rows": len(rows),
+            "bench_wall_s_total": round(sum(r["wall_s"] + r.get("cell_s", 0.0) for r in rows), 1)}
     (out_dir / "bench_meta.json").write_text(json.dumps(meta, indent=2))
     return rows
 
 
-def write_markdown(rows: list[dict], path: Path) -> str:
-    """A Markdown table of the rows, plus the BYORn / SFT wall-time ratio."""
-    lines = ["| attack | method | ASR % | CIDEr | BLEU | detection AUROC | wall s |",
-             "|---|---|---|---|---|---|---|"]
+class _Cell:
+    """One (scenario, rate, seed): poisoned data, the reference audit, and the defenses trained on it."""
+
+    def __init__(self, cfg: BenchConfig, ref: VLM, scenario: str, rate: float, seed: int):
+        from .attacks import get_scenario, poison
+
+        t = time.time()
+        self.cfg, self.ref, self.seed = cfg, ref, seed
+        clean_train = make_captions(cfg.n_train, seed, "train")
+        self.clean_test = make_captions(cfg.n_test, seed, "test")
+        built = get_scenario(scenario).build(ref, list(clean_train), seed)
+        self.scenario, self.built = scenario, built
+        self.pr = poison(clean_train, built.attack, rate=rate, target=built.target, seed=seed, test=self.clean_test)
+        self.rate = rate
+        t_build = time.time() - t
+        t = time.time()
+        self.audit = run_audit(self.pr.train, ref, AuditConfig(score=cfg.score, propose=False, maps=False))
+        self.audit_s = time.time() - t
+        table = self.audit.table
+        mask = [self.pr.mask[i] for i in table["id"]]
+        self.detection = detection_metrics(table["score"], mask, flagged=table["suspicious"])
+        self.detection_by_score = detection_by_score(table["surprisals"].tolist(), mask)
+        self.cell_s = t_build  # building the scenario (PGD, clean-label search) is the attacker's cost
+        self.evals = EvalSuite(self.clean_test, self.pr.triggered_test, built.target, self.pr.extra_tests)
+
+    def run(self, defense: str, run_dir: Path) -> dict:
+        cfg = self.cfg
+        tcfg = TrainConfig(method=defense, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=self.seed,
+                           score=cfg.score, out_dir=str(run_dir), checkpoint_every=50)
+        resume = (run_dir / "checkpoint" / "state.json").exists() and not (run_dir / "metrics.json").exists()
+        if run_dir.exists() and not resume:
+            shutil.rmtree(run_dir)  # interrupted before its first checkpoint: start it again
+        uses_audit = defense in ("byorn", "byorn-f")
+        res = train(self.pr.train, tcfg, vlm=self.ref, audit=self.audit if uses_audit else None, evals=self.evals,
+                    resume=resume)
+        m = res.metrics
+        wall = m["wall_s"] + (self.audit_s if uses_audit else 0.0)
+        return {
+            "scenario": self.scenario, "rate": self.rate, "defense": defense, "seed": self.seed,
+            "asr": m.get("asr"), "asr_mode": m.get("asr_mode"), "clean_metric": m.get("clean_metric", "cider"),
+            "clean_value": m.get("clean_value"), "cider": m.get("cider"), "bleu": m.get("bleu"),
+            "n_poisoned": len(self.pr.poisoned_ids), "detection_auroc": self.detection["auroc"],
+            "detection_ap": self.detection["ap"], "flag_precision": self.detection["precision"],
+            "flag_recall": self.detection["recall"],
+            "detection_by_score": self.detection_by_score, "wall_s": round(wall, 2), "cell_s": round(self.cell_s, 2),
+            "train_s": m.get("train_s"), "generate_s": m.get("generate_s"), "audit_s": round(self.audit_s, 2),
+            "steps": m.get("steps"), "scenario_info": _jsonable(self.built.info),
+            **{k: v for k, v in m.items() if k.startswith("asr_") and k != "asr_mode"},
+        }
+
+
+def _jsonable(info: dict) -> dict:
+    return json.loads(json.dumps(info, default=lambda o: None))
+
+
+def load_rows(out_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((Path(out_dir) / "rows").glob("*.json"))]
+
+
+# ------------------------------------------------------------------------ summary --
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and standard deviation (over seeds) per (scenario, rate, defense)."""
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        lines.append(f"| {r['attack']} | {r['method']} | {100 * r['asr']:.1f} | {r['clean_value']:.1f} | "
-                     f"{r['bleu']:.1f} | {r['detection_auroc']:.3f} | {r['wall_s']:.0f} |")
-    sft = {(r["attack"], r["seed"]): r for r in rows if r["method"] == "sft"}
-    ratios = [r["wall_s"] / sft[(r["attack"], r["seed"])]["wall_s"] for r in rows
-              if r["method"] == "byorn" and (r["attack"], r["seed"]) in sft]
+        groups.setdefault((r["scenario"], r["rate"], r["defense"]), []).append(r)
+    out = []
+    for (sc, rate, d), rs in groups.items():
+        entry = {"scenario": sc, "rate": rate, "defense": d, "n_seeds": len(rs),
+                 "clean_metric": rs[0].get("clean_metric", "cider")}
+        for key in ("asr", "clean_value", "wall_s", "detection_auroc"):
+            vals = np.array([r[key] for r in rs if r.get(key) is not None], dtype=float)
+            entry[key] = float(vals.mean()) if len(vals) else math.nan
+            entry[f"{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        for method in ("mean", "max", "topk"):
+            vals = [r["detection_by_score"][method]["auroc"] for r in rs if r.get("detection_by_score")]
+            entry[f"auroc_{method}"] = float(np.mean(vals)) if vals else math.nan
+        out.append(entry)
+    return out
+
+
+def _pm(mean: float, std: float, scale: float = 1.0, digits: int = 1) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def write_report(rows: list[dict], out_dir: Path) -> str:
+    """``results.md`` (per-cell mean ± std, detection by score, wall-time ratios) and ``tradeoff.png``."""
+    out_dir = Path(out_dir)
+    summary = summarise(rows)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    metric = summary[0]["clean_metric"] if summary else "cider"
+    lines = [f"| scenario | rate | defense | seeds | ASR % | {metric} | detection AUROC (mean / max / top-k) | wall s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for e in sorted(summary, key=lambda e: (e["scenario"], e["rate"], ALL_DEFENSES.index(e["defense"])
+                                            if e["defense"] in ALL_DEFENSES else 99)):
+        det = " / ".join(f"{e[f'auroc_{m}']:.3f}" for m in ("mean", "max", "topk"))
+        lines.append(f"| {e['scenario']} | {100 * e['rate']:g} % | {e['defense']} | {e['n_seeds']} | "
+                     f"{_pm(e['asr'], e['asr_std'], 100)} | {_pm(e['clean_value'], e['clean_value_std'])} | {det} | "
+                     f"{e['wall_s']:.0f} |")
+    ratios = _wall_ratios(rows)
     if ratios:
-        lines.append("")
-        lines.append(f"BYORn / SFT wall time (audit included): {sum(ratios) / len(ratios):.2f}x "
-                     f"(per attack: {', '.join(f'{x:.2f}' for x in ratios)})")
+        lines += ["", f"BYORn / SFT wall time (audit included): {np.mean(ratios):.2f}x mean over {len(ratios)} cells "
+                      f"(min {min(ratios):.2f}, max {max(ratios):.2f})"]
     text = "\n".join(lines) + "\n"
-    path.write_text(text)
+    (out_dir / "results.md").write_text(text)
+    tradeoff_figure(rows, out_dir / "tradeoff.png")
     return text
+
+
+def _wall_ratios(rows: list[dict]) -> list[float]:
+    sft = {(r["scenario"], r["rate"], r["seed"]): r["wall_s"] for r in rows if r["defense"] == "sft"}
+    return [r["wall_s"] / sft[k] for r in rows if r["defense"] == "byorn"
+            and (k := (r["scenario"], r["rate"], r["seed"])) in sft and sft[k] > 0]
+
+
+DEFENSE_COLOURS = {"sft": "#6b7280", "byorn-f": "#2563eb", "byorn": "#16a34a", "onion": "#d97706", "bye": "#9333ea"}
+
+
+def tradeoff_figure(rows: list[dict], path: Path) -> Path | None:
+    """ASR against the clean metric, one point per run, coloured by defense (PNG, matplotlib)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed: no trade-off figure")
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for d in sorted({r["defense"] for r in rows}, key=lambda d: ALL_DEFENSES.index(d) if d in ALL_DEFENSES else 99):
+        pts = [(r["clean_value"], 100 * r["asr"]) for r in rows if r["defense"] == d and r.get("clean_value") is not None]
+        if pts:
+            x, y = zip(*pts)
+            ax.scatter(x, y, s=18, alpha=0.7, label=d, color=DEFENSE_COLOURS.get(d))
+    metric = rows[0].get("clean_metric", "cider") if rows else "cider"
+    ax.set_xlabel(f"{metric} on the clean test set (higher is better)")
+    ax.set_ylabel("attack success rate, % (lower is better)")
+    ax.set_ylim(-5, 105)
+    ax.grid(alpha=0.3)
+    ax.legend(title="defense", fontsize=8)
+    ax.set_title("One point per run: every scenario, rate and seed")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -238,17 +238,25 @@ def cmd_eval(a) -> None:
 
 
 def cmd_bench(a) -> None:
-    from .bench import BenchConfig, run_bench, write_markdown
+    from .bench import BenchConfig, load_rows, run_bench, write_report
 
-    cfg = BenchConfig.quick() if a.quick else BenchConfig()
-    if a.attacks:
-        cfg.attacks = tuple(a.attacks.split(","))
-    if a.methods:
-        cfg.methods = tuple(a.methods.split(","))
-    bar = _Bar("bench")
-    rows = run_bench(cfg, Path(a.out), progress=bar.fraction)
-    bar.close()
-    print(write_markdown(rows, Path(a.out) / "results.md"))
+    base = BenchConfig.quick() if a.quick else BenchConfig()
+    changes = {}
+    for name, cast in (("scenarios", str), ("defenses", str), ("rates", float), ("seeds", int)):
+        value = getattr(a, name)
+        if value:
+            changes[name] = tuple(cast(x) for x in value.split(","))
+    for name in ("n_train", "n_test", "epochs"):
+        if getattr(a, name) is not None:
+            changes[name] = getattr(a, name)
+    cfg = BenchConfig(**{**vars(base), **changes})
+    out = Path(a.out)
+    if not a.report_only:
+        bar = _Bar("bench")
+        run_bench(cfg, out, progress=bar.fraction)
+        bar.close()
+    print(write_report(load_rows(out), out))
+    print(f"tables {out / 'results.md'}, figure {out / 'tradeoff.png'}, rows {out / 'rows'}")
 
 
 # ------------------------------------------------------------------------ parser
@@ -330,11 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON file (default: MODEL/eval.json)")
     p.set_defaults(fn=cmd_eval)
 
-    p = sub.add_parser("bench", help="attacks x methods on the embedded world: results.json + results.md")
-    p.add_argument("--quick", action="store_true", help="the 15-minute CPU configuration")
-    p.add_argument("--attacks", help="comma-separated subset of attacks")
-    p.add_argument("--methods", help="comma-separated subset of methods")
-    p.add_argument("--out", required=True)
+    p = sub.add_parser("bench", help="scenarios x defenses x poison rates x seeds on the embedded world "
+                       "(resumable): rows, results.md, tradeoff.png")
+    p.add_argument("--quick", action="store_true", help="the 15-minute CPU configuration (4 paper attacks, "
+                   "sft / byorn-f / byorn, 10 %%, one seed)")
+    p.add_argument("--scenarios", help="comma-separated scenarios (default: all)")
+    p.add_argument("--defenses", help="comma-separated defenses (default: all)")
+    p.add_argument("--rates", help="comma-separated poison rates, e.g. 0.01,0.1")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--n-train", type=int, default=None)
+    p.add_argument("--n-test", type=int, default=None)
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--report-only", action="store_true", help="only rewrite results.md and the figure")
+    p.add_argument("--out", required=True, help="bench folder (an interrupted bench resumes there)")
     p.set_defaults(fn=cmd_bench)
     return ap
 
