@@ -1,0 +1,1 @@
+"""Defenses against backdoored fine-tuning data (one module per defense)."""
