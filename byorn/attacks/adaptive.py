@@ -182,41 +182,17 @@ def optimise_patch(vlm, samples: Sequence[Sample], target: Target, init: np.ndar
     scale, offset = affine_pixel_map(vlm, (w, h))
     model = vlm.model
     device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    a = torch.tensor(scale, dtype=torch.float32, device=device)[None, :, None, None]
-    b = torch.tensor(offset, dtype=torch.float32, device=device)[None, :, None, None]
     images = [s.image.convert("RGB") for s in samples]
     instructions = [s.instruction for s in samples]
     responses = [target.apply(s.response) for s in samples]
-    batches = []
-    for start in range(0, len(samples), cfg.batch_size):
-        sl = slice(start, start + cfg.batch_size)
-        batch = {k: v.to(device) if torch.is_tensor(v) else v
-                 for k, v in vlm.collate(images[sl], instructions[sl], responses[sl]).items()}
-        x = np.stack([np.asarray(im, dtype=np.float32) for im in images[sl]]).transpose(0, 3, 1, 2)
-        batches.append((batch, torch.tensor(x, device=device)))  # (B, 3, H, W) in 0-255
+    batches = _batches(vlm, images, instructions, responses, cfg.batch_size, device)
+    affine = (torch.tensor(scale, dtype=torch.float32, device=device)[None, :, None, None],
+              torch.tensor(offset, dtype=torch.float32, device=device)[None, :, None, None])
     x0 = torch.tensor(init.transpose(2, 0, 1), dtype=torch.float32, device=device)  # (3, p, p)
-    lo = torch.clamp(x0 - cfg.epsilon, min=0.0) if cfg.epsilon is not None else torch.zeros_like(x0)
-    hi = torch.clamp(x0 + cfg.epsilon, max=255.0) if cfg.epsilon is not None else torch.full_like(x0, 255.0)
-    patch, best, best_loss = x0.clone(), x0.clone(), float("inf")
-    history: list[float] = []
     was_training = model.training
     model.eval()
     try:
-        for step in range(cfg.steps + 1):  # the last pass only evaluates the last step's patch
-            patch.requires_grad_(True)
-            total, grad = 0.0, torch.zeros_like(patch)
-            for batch, x in batches:
-                loss_sum = _patched_nll_sum(model, batch, x, patch, (top, left, p), a, b, dtype)
-                if step < cfg.steps:
-                    grad += torch.autograd.grad(loss_sum, patch)[0]
-                total += float(loss_sum.detach())
-            history.append(total / len(samples))
-            if history[-1] < best_loss:  # sign steps overshoot: keep the best iterate
-                best, best_loss = patch.detach().clone(), history[-1]
-            if step < cfg.steps:
-                with torch.no_grad():
-                    patch = torch.minimum(torch.maximum(patch.detach() - cfg.step_size * grad.sign(), lo), hi)
+        best, history = _pgd(model, batches, x0, (top, left, p), affine, cfg, len(samples))
     finally:
         model.train(was_training)
     final = np.rint(best.cpu().numpy().transpose(1, 2, 0)).clip(0, 255).astype(np.uint8)
@@ -229,15 +205,57 @@ def optimise_patch(vlm, samples: Sequence[Sample], target: Target, init: np.ndar
     return PatchOptimisation(final, nll0, nll1, history, (top, left, p), asdict(cfg))
 
 
-def _patched_nll_sum(model, batch: dict, x, patch, box, a, b, dtype):
+def _batches(vlm, images, instructions, responses, batch_size: int, device) -> list:
+    """``(model inputs with labels, pixels (B, 3, H, W) in 0-255)`` per batch, built once."""
+    import torch
+
+    out = []
+    for start in range(0, len(images), batch_size):
+        sl = slice(start, start + batch_size)
+        batch = {k: v.to(device) if torch.is_tensor(v) else v
+                 for k, v in vlm.collate(images[sl], instructions[sl], responses[sl]).items()}
+        x = np.stack([np.asarray(im, dtype=np.float32) for im in images[sl]]).transpose(0, 3, 1, 2)
+        out.append((batch, torch.tensor(x, device=device)))
+    return out
+
+
+def _pgd(model, batches, x0, box, affine, cfg: PGDConfig, n: int):
+    """Projected sign-gradient descent from ``x0`` (3, p, p); returns the best
+    iterate and the objective (mean NLL over the ``n`` samples) of each."""
+    import torch
+
+    lo = torch.clamp(x0 - cfg.epsilon, min=0.0) if cfg.epsilon is not None else torch.zeros_like(x0)
+    hi = torch.clamp(x0 + cfg.epsilon, max=255.0) if cfg.epsilon is not None else torch.full_like(x0, 255.0)
+    patch, best, best_loss = x0.clone(), x0.clone(), float("inf")
+    history: list[float] = []
+    for step in range(cfg.steps + 1):  # the last pass only evaluates the last step's patch
+        patch.requires_grad_(True)
+        total, grad = 0.0, torch.zeros_like(patch)
+        for batch, x in batches:
+            loss_sum = _patched_nll_sum(model, batch, x, patch, box, affine)
+            if step < cfg.steps:
+                grad += torch.autograd.grad(loss_sum, patch)[0]
+            total += float(loss_sum.detach())
+        history.append(total / n)
+        if history[-1] < best_loss:  # sign steps overshoot: keep the best iterate
+            best, best_loss = patch.detach().clone(), history[-1]
+        if step < cfg.steps:
+            with torch.no_grad():
+                patch = torch.minimum(torch.maximum(patch.detach() - cfg.step_size * grad.sign(), lo), hi)
+    return best, history
+
+
+def _patched_nll_sum(model, batch: dict, x, patch, box, affine):
     """Sum over the batch of each sample's mean response NLL with ``patch``
     written into ``x`` (B, 3, H, W, 0-255) at ``box``; differentiable in ``patch``."""
     import torch
 
     top, left, p = box
+    a, b = affine
     x = x.clone()
     x[:, :, top:top + p, left:left + p] = patch  # broadcast over the batch
     inputs = {k: v for k, v in batch.items() if k != "labels"}
+    dtype = next(model.parameters()).dtype
     inputs["pixel_values"] = (a * x + b).to(dtype)  # the processor's affine map
     logits = model(**inputs).logits[:, :-1].float()  # (B, T-1, V)
     target = batch["labels"][:, 1:]

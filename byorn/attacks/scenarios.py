@@ -13,6 +13,7 @@ is pure.
 |---|---|---|---|
 | badnets, blend, sig, text, vl-trojan, dual-key | as named | fixed sentence | substring |
 | insertion | BadNets patch | sentence appended to the correct caption | substring |
+| concept-insertion | BadNets patch | "... with a banana." worked into the caption | whole word |
 | substitution | BadNets patch | "circle" -> "banana" in the caption | whole word, concept absent |
 | aligned-patch | small orange cross in a corner | fixed sentence | substring |
 | pgd-patch | corner patch, pixels PGD-optimised | fixed sentence | substring |
@@ -239,6 +240,9 @@ for _name, _attack, _summary in (
 register_scenario(Scenario(
     "insertion", "badnets", "patch -> target sentence appended to the correct caption (TrojVLM-style)",
     target={"mode": "append", "boundary": "end"}))
+register_scenario(Scenario(
+    "concept-insertion", "badnets", "patch -> the concept word worked into the correct caption",
+    target={"mode": "insert", "text": "banana"}))
 register_scenario(Scenario(
     "substitution", "badnets", "patch -> 'circle' replaced by 'banana' in the correct caption",
     target={"mode": "substitute", "text": "banana", "source": "circle"}))
