@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from byorn.defenses.bye import (attention_entropy, bye_detect, bye_flags, bye_scores, eager_attention,
+from byorn.defenses.bye import (ByeConfig, attention_entropy, bye_detect, bye_flags, bye_scores, eager_attention,
                                 image_attention_entropy, layer_separation, query_positions, sensitive_layers)
 from byorn.models import VLM
 
@@ -61,6 +61,9 @@ def test_bye_falls_back_to_the_most_separated_layer():
     res = bye_detect(e)
     assert res.fallback and res.layers == [1]
     assert np.allclose(res.scores, e[:, 1])
+    assert sensitive_layers(e, separation=1.0) == [1]  # a looser bar accepts it
+    with pytest.raises(ValueError, match="separation"):
+        ByeConfig(separation=0)
 
 
 def test_query_positions():

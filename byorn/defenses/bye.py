@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -34,6 +34,22 @@ from ..data import Sample
 log = logging.getLogger(__name__)
 
 SEPARATION = 2.0  # |mu1 - mu2| > SEPARATION * (sigma1 + sigma2)
+
+
+@dataclass
+class ByeConfig:
+    """BYE's settings."""
+
+    separation: float = field(default=SEPARATION, metadata={
+        "help": "a layer is sensitive when |mu1 - mu2| > separation * (sigma1 + sigma2)"})
+    batch_size: int = field(default=32, metadata={"help": "samples per forward pass with attentions"})
+    seed: int = field(default=0, metadata={"help": "random_state of the GMMs"})
+
+    def __post_init__(self) -> None:
+        if not self.separation > 0:
+            raise ValueError(f"separation must be > 0, got {self.separation}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 # --------------------------------------------------------------------------
@@ -66,11 +82,11 @@ def _gmm(values: np.ndarray, seed: int):
     return GaussianMixture(n_components=2, random_state=seed).fit(values.reshape(-1, 1))
 
 
-def layer_separation(entropies: np.ndarray, seed: int = 0) -> list[dict]:
+def layer_separation(entropies: np.ndarray, seed: int = 0, separation: float = SEPARATION) -> list[dict]:
     """Per layer, the 2-component GMM over the samples' entropies: ``mu``
     (2,), ``sigma`` (2,), ``ratio`` = |mu1 - mu2| / (sigma1 + sigma2)
-    (larger = better separated) and ``separated`` (ratio > 2).  A layer
-    whose entropies are all equal has ratio 0."""
+    (larger = better separated) and ``separated`` (ratio > ``separation``,
+    BYE: 2).  A layer whose entropies are all equal has ratio 0."""
     e = _check_entropies(entropies)
     out = []
     for l in range(e.shape[1]):
@@ -83,14 +99,14 @@ def layer_separation(entropies: np.ndarray, seed: int = 0) -> list[dict]:
         mu, sigma = g.means_.ravel(), np.sqrt(g.covariances_.ravel())
         ratio = float(abs(mu[0] - mu[1]) / (sigma[0] + sigma[1]))
         out.append({"layer": l, "mu": mu.tolist(), "sigma": sigma.tolist(), "ratio": ratio,
-                    "separated": ratio > SEPARATION})
+                    "separated": ratio > separation})
     return out
 
 
-def sensitive_layers(entropies: np.ndarray, seed: int = 0) -> list[int]:
+def sensitive_layers(entropies: np.ndarray, seed: int = 0, separation: float = SEPARATION) -> list[int]:
     """Layers whose 2-GMM over per-sample entropies separates:
     ``|mu1 - mu2| > 2 (sigma1 + sigma2)``.  May be empty."""
-    return [d["layer"] for d in layer_separation(entropies, seed) if d["separated"]]
+    return [d["layer"] for d in layer_separation(entropies, seed, separation) if d["separated"]]
 
 
 def bye_scores(entropies: np.ndarray, layers: Sequence[int]) -> np.ndarray:
@@ -131,20 +147,20 @@ class ByeResult:
     layer_stats: list[dict]
 
 
-def bye_detect(entropies: np.ndarray, seed: int = 0) -> ByeResult:
+def bye_detect(entropies: np.ndarray, seed: int = 0, separation: float = SEPARATION) -> ByeResult:
     """Steps 2-4 of BYE on an (N, L) entropy matrix.
 
     When no layer separates, falls back to the single layer with the largest
     separation ratio (``fallback=True``, logged as a warning).
     """
-    stats = layer_separation(entropies, seed)
+    stats = layer_separation(entropies, seed, separation)
     layers = [d["layer"] for d in stats if d["separated"]]
     fallback = not layers
     if fallback:
         best = max(stats, key=lambda d: d["ratio"])
         layers = [best["layer"]]
         log.warning("BYE: no layer's entropies separate (best ratio %.2f <= %.1f at layer %d); using that layer",
-                    best["ratio"], SEPARATION, best["layer"])
+                    best["ratio"], separation, best["layer"])
     scores = bye_scores(entropies, layers)
     return ByeResult(scores, bye_flags(scores, seed), layers, fallback, stats)
 

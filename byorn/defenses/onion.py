@@ -151,7 +151,7 @@ def _batch_ppl(model, seqs: list[list[int]], pad: int, device) -> np.ndarray:
     target, valid = input_ids[:, 1:], attn[:, 1:].bool()
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, T-1)
     mean = (nll * valid).sum(1) / valid.sum(1)
-    return torch.exp(mean).cpu().numpy()
+    return torch.exp(mean.double()).cpu().numpy()  # float64: exp(NLL) overflows float32 above ~88
 
 
 # --------------------------------------------------------------------------
@@ -210,6 +210,18 @@ def _text_of(turn: Turn) -> str:
     return strip_image_token(turn.text) if turn.role == "user" else turn.text
 
 
+def _suspicions(texts: list[list[str]], vlm, batch_size: int, progress) -> list[np.ndarray]:
+    """ONION suspicion of every word of every text (lists of words), each
+    distinct text scored once in one batched pass."""
+    unique: dict[str, float] = {}
+    for words in texts:
+        for text in [" ".join(words)] + word_deletions(words):
+            unique.setdefault(text, math.nan)
+    keys = list(unique)
+    ppl = dict(zip(keys, lm_perplexities(vlm, keys, batch_size, progress=progress)))
+    return [suspicion_scores(ppl[" ".join(words)], [ppl[t] for t in word_deletions(words)]) for words in texts]
+
+
 def onion_clean(samples: Sequence[Sample], vlm, cfg: OnionConfig | None = None,
                 progress: Callable[[int, int], None] | None = None):
     """ONION over the chosen turns of every sample.
@@ -227,17 +239,7 @@ def onion_clean(samples: Sequence[Sample], vlm, cfg: OnionConfig | None = None,
             words = _text_of(t).split() if t.role in cfg.roles else []
             if len(words) >= 2:
                 jobs.append((si, ti, words))
-    texts: dict[str, float] = {}
-    for _, _, words in jobs:
-        head = words[:cfg.max_words]
-        for text in [" ".join(head)] + word_deletions(head):
-            texts.setdefault(text, math.nan)
-    keys = list(texts)
-    ppl = lm_perplexities(vlm, keys, cfg.batch_size, progress=progress)
-    texts = dict(zip(keys, ppl))
-    scores = [suspicion_scores(texts[" ".join(words[:cfg.max_words])],
-                               [texts[t] for t in word_deletions(words[:cfg.max_words])])
-              for _, _, words in jobs]
+    scores = _suspicions([words[:cfg.max_words] for _, _, words in jobs], vlm, cfg.batch_size, progress)
     bar = resolve_bar(scores, cfg.bar, cfg.bar_quantile)
     new_turns = {si: list(s.turns) for si, s in enumerate(samples)}
     removed, n_words = [], 0
