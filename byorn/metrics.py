@@ -195,3 +195,24 @@ def detection_metrics(scores: Sequence[float], mask: Sequence[bool],
         out.update(precision=_ratio(tp, int(f.sum())), recall=_ratio(tp, n_pos),
                    n_flagged=int(f.sum()))
     return out
+
+
+def detection_by_score(surprisals: Sequence[Sequence[float]], mask: Sequence[bool],
+                       methods: Sequence[str] | None = None, k: int = 3) -> dict[str, dict[str, float]]:
+    """Detection quality of each response-score variant, from per-token surprisals.
+
+    For every method of :data:`byorn.scoring.SCORE_METHODS` (or ``methods``)
+    the scores are :func:`byorn.scoring.aggregate` (``k`` for top-k), and the
+    result is ``{method: {"auroc": ..., "ap": ...}}`` from
+    :func:`detection_metrics` against the ground-truth ``mask``; higher is
+    better.  Shows where the mean misses an insertion that max / top-k catch.
+    """
+    from .scoring import SCORE_METHODS, aggregate
+
+    if len(surprisals) != len(mask):
+        raise ValueError(f"{len(surprisals)} responses but {len(mask)} mask entries")
+    out = {}
+    for method in methods or SCORE_METHODS:
+        det = detection_metrics(aggregate(surprisals, method, k), mask)
+        out[method] = {"auroc": det["auroc"], "ap": det["ap"]}
+    return out

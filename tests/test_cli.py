@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from byorn.bench import BenchConfig, run_bench, write_markdown
+from byorn.bench import BenchConfig, run_bench, summarise, write_report
 from byorn.cli import main
 
 
@@ -48,14 +48,24 @@ def test_cli_reports_bad_input_clearly(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_bench_rows_and_markdown(tmp_path):
-    cfg = BenchConfig(attacks=("badnets",), methods=("sft", "byorn"), n_train=40, n_test=10, epochs=1, batch_size=8)
+def test_bench_runs_resumes_and_reports(tmp_path):
+    cfg = BenchConfig(scenarios=("badnets",), defenses=("sft", "byorn"), rates=(0.1,), seeds=(0,),
+                      n_train=40, n_test=10, epochs=1, batch_size=8)
     rows = run_bench(cfg, tmp_path)
-    assert [r["method"] for r in rows] == ["sft", "byorn"]
+    assert sorted(r["defense"] for r in rows) == ["byorn", "sft"]
     for r in rows:
-        for key in ("attack", "rate", "method", "seed", "asr", "clean_metric", "clean_value",
-                    "detection_auroc", "wall_s"):
+        for key in ("scenario", "rate", "defense", "seed", "asr", "clean_metric", "clean_value",
+                    "detection_auroc", "detection_by_score", "wall_s"):
             assert key in r
-    assert json.loads((tmp_path / "results.json").read_text()) == rows
-    md = write_markdown(rows, tmp_path / "results.md")
-    assert "| badnets | byorn |" in md and "BYORn / SFT wall time" in md
+        assert set(r["detection_by_score"]) == {"mean", "max", "topk"}
+    # resumable: a finished row is not run again, a missing one is
+    (tmp_path / "rows" / "badnets__r0.1__sft__s0.json").unlink()
+    stamp = (tmp_path / "rows" / "badnets__r0.1__byorn__s0.json").stat().st_mtime_ns
+    again = run_bench(cfg, tmp_path)
+    assert len(again) == 2 and (tmp_path / "rows" / "badnets__r0.1__byorn__s0.json").stat().st_mtime_ns == stamp
+    md = write_report(again, tmp_path)
+    assert "| badnets | 10 % | byorn | 1 |" in md and "BYORn / SFT wall time" in md
+    assert (tmp_path / "tradeoff.png").stat().st_size > 1000
+    summary = summarise(again + [{**again[0], "seed": 1, "asr": 1.0}])
+    cell = next(e for e in summary if e["defense"] == again[0]["defense"])
+    assert cell["n_seeds"] == 2 and cell["asr_std"] > 0

@@ -76,3 +76,39 @@ def test_turns_have_their_own_roles():
     assert by_id["a"].masked == {1} and by_id["a"].trained_turns == {0}
     assert "b" in masked.dropped and "b" not in by_id  # every turn masked: the sample is left out
     assert masked.counts()["turns_masked"] == 1
+
+
+@pytest.mark.slow
+def test_onion_and_bye_plan_through_the_trainer(vlm, tmp_path):
+    """ONION removes the text trigger from training instructions and cleans test instructions;
+    BYE fine-tunes once (stage 1), records its flags, and masks the flagged samples."""
+    import json
+
+    from byorn.attacks import Target, get_attack, poison
+    from byorn.defenses import DefenseContext
+    from byorn.train import TrainConfig
+    from byorn.world import make_captions
+
+    pr = poison(make_captions(48, 2, "train"), get_attack("vl-trojan"), rate=0.25, target=Target(), seed=0,
+                test=make_captions(8, 2, "test"))
+    (tmp_path / "o").mkdir()
+    ctx = DefenseContext(vlm, TrainConfig(method="onion", max_steps=1, out_dir=str(tmp_path / "o")), tmp_path / "o")
+    onion = get_defense("onion")
+    plan = onion.plan(pr.train, flags=None, decisions=None, ctx=ctx)
+    poisoned = [i for i, m in pr.mask.items() if m]
+    cleaned = {it.sample.id: it.sample.instruction for it in plan.items}
+    assert sum(" cf" not in cleaned[i] for i in poisoned) >= 0.8 * len(poisoned)
+    assert json.loads((tmp_path / "o" / "onion_removed.json").read_text())["removed"]
+    test_view = onion.eval_view(pr.triggered_test, ctx)
+    assert [s.id for s in test_view] == [s.id for s in pr.triggered_test]
+    assert all(s.image is not None for s in test_view)  # ONION never touches the image
+
+    (tmp_path / "b").mkdir()
+    ctx = DefenseContext(vlm, TrainConfig(method="bye", epochs=1, batch_size=16, out_dir=str(tmp_path / "b")),
+                         tmp_path / "b")
+    plan = get_defense("bye").plan(pr.train, flags=None, decisions=None, ctx=ctx)
+    record = json.loads((tmp_path / "b" / "bye.json").read_text())
+    assert (tmp_path / "b" / "bye-stage1" / "model" / "model.safetensors").exists()
+    assert 0 < record["n_flagged"] < len(pr.train)
+    assert set(plan.dropped) == set(record["flagged"])
+    assert len(plan.items) == len(pr.train) - record["n_flagged"]

@@ -91,3 +91,14 @@ def test_detection_single_class_and_errors():
         detection_metrics([0.1], [True, False])
     with pytest.raises(ValueError):
         detection_metrics([float("nan"), 1.0], [True, False])
+
+
+def test_detection_by_score_shows_where_the_mean_misses_an_insertion():
+    from byorn.metrics import detection_by_score
+
+    # two clean responses, one poisoned with a single very surprising token
+    surprisals = [[2.0, 2.0, 2.0, 2.0], [1.0, 1.0, 1.0, 1.0], [0.1, 0.1, 0.1, 5.0]]
+    out = detection_by_score(surprisals, [False, False, True])
+    assert out["mean"]["auroc"] == 0.5 and out["max"]["auroc"] == 1.0 and out["max"]["ap"] == 1.0
+    assert set(out) == {"mean", "max", "topk"}
+    assert detection_by_score(surprisals, [False, False, True], methods=["topk"], k=1)["topk"]["auroc"] == 1.0

@@ -5,7 +5,7 @@ turns), ``onion`` (remove outlier words) and ``bye`` (attention-entropy
 filtering) share one interface: :meth:`Defense.plan` says which samples and
 turns train on what.
 """
-from . import byorn, byorn_f, sft  # noqa: F401  (registration)
+from . import bye, byorn, byorn_f, onion, sft  # noqa: F401  (registration)
 from .base import (DEFENSES, Defense, DefenseContext, Plan, PlannedSample, build_plan, get_defense,
                    register)
 
