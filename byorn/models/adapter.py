@@ -175,7 +175,7 @@ class VLM:
         if not self.spec.chat_template:
             return False
         starts = {bool(self.renderer.bos) and t.startswith(self.renderer.bos) for t in texts}
-        return self._adds_prefix_only and not starts.pop()
+        return self._adds_prefix_only and not any(starts)
 
     def encode(self, convs: Sequence[Conversation], *, train_turns: Sequence[set[int] | None] | None = None,
                max_length: int | None = None) -> Batch:
@@ -185,6 +185,8 @@ class VLM:
         (None = all).  Raises :class:`SequenceTooLong` above ``max_length``
         (default: the model's context).
         """
+        if not len(convs):
+            raise ValueError("no conversations to encode")
         if train_turns is not None and len(train_turns) != len(convs):
             raise ValueError(f"train_turns has {len(train_turns)} entries for {len(convs)} conversations")
         rendered = render_all(self.renderer, convs, generation=False)
@@ -328,7 +330,8 @@ class VLM:
             out = net(**inputs, output_hidden_states=embed, use_cache=False)
         finally:
             hook.remove()
-        logits = out.logits[0]  # (N, V): one row per scored token
+        logits = out.logits  # (1, N, V): one row per scored token
+        logits = logits[0] if logits.shape[:2] == (1, len(rows_b)) else logits[rows_b, rows_q]  # hook bypassed
         wanted = ids[rows_b, rows_q + 1]
         surprisal = torch.cat([  # in chunks: (N, V) log-softmax in fp32 can be large for big vocabularies
             -torch.log_softmax(chunk.float(), -1).gather(-1, w.unsqueeze(-1)).squeeze(-1)

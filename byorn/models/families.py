@@ -106,9 +106,9 @@ def lora_target_modules(model) -> list[str]:
 
 
 def language_model(model):
-    """The text decoder inside a VLM (transformers 5 exposes it as ``model.language_model``)."""
-    inner = getattr(model, "model", model)
-    lm = getattr(inner, "language_model", None) or getattr(model, "language_model", None)
-    if lm is None:
-        raise ValueError(f"{type(model).__name__} has no language_model attribute")
-    return lm
+    """The text decoder inside a VLM (``get_decoder()``: ``language_model`` in most families,
+    ``text_model`` in Idefics3 / SmolVLM)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is None or decoder is model:
+        raise ValueError(f"{type(model).__name__} exposes no text decoder (get_decoder)")
+    return decoder

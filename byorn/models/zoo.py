@@ -92,7 +92,7 @@ VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_att
 
 
 def _text(tokenizer, **over) -> dict:
-    cfg = dict(TEXT, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+    cfg = dict(TEXT, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     cfg.update(over)
     return cfg
@@ -118,7 +118,7 @@ def llava(seed: int = 0):
     ip = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     proc = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
                           num_additional_image_tokens=1, chat_template=templates.LLAVA_15)
-    cfg = LlavaConfig(vision_config=dict(VISION, model_type="clip_vision_model", image_size=32, patch_size=8,
+    cfg = LlavaConfig(tie_word_embeddings=False, vision_config=dict(VISION, model_type="clip_vision_model", image_size=32, patch_size=8,
                                          projection_dim=32),
                       text_config=dict(_text(tok), model_type="llama"),
                       image_token_index=_ids(tok, "<image>")[0], image_seq_length=16,
@@ -140,7 +140,7 @@ def llava_next(seed: int = 0):
     proc = LlavaNextProcessor(image_processor=ip, tokenizer=tok, patch_size=8,
                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
                               chat_template=templates.LLAVA_NEXT_MISTRAL)
-    cfg = LlavaNextConfig(vision_config=dict(VISION, model_type="clip_vision_model", image_size=32, patch_size=8,
+    cfg = LlavaNextConfig(tie_word_embeddings=False, vision_config=dict(VISION, model_type="clip_vision_model", image_size=32, patch_size=8,
                                              projection_dim=32),
                           text_config=dict(_text(tok), model_type="mistral", sliding_window=None),
                           image_token_index=_ids(tok, "<image>")[0], image_grid_pinpoints=pinpoints,
@@ -182,7 +182,7 @@ def qwen2_vl(seed: int = 0):
     proc = _qwen_processor(Qwen2VLProcessor, tok, 14, templates.QWEN2_VL)
     text = _text(tok, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3]}, num_attention_heads=2,
                  hidden_size=32)
-    cfg = Qwen2VLConfig(text_config=text, vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2,
+    cfg = Qwen2VLConfig(tie_word_embeddings=False, text_config=text, vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2,
                                                              mlp_ratio=2, patch_size=14, spatial_merge_size=2),
                         **_qwen_ids(tok))
     torch.manual_seed(seed)
@@ -198,7 +198,7 @@ def qwen2_5_vl(seed: int = 0):
     text = _text(tok, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3]})
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
                   window_size=56, out_hidden_size=32, fullatt_block_indexes=[1])
-    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **_qwen_ids(tok))
+    cfg = Qwen2_5_VLConfig(tie_word_embeddings=False, text_config=text, vision_config=vision, **_qwen_ids(tok))
     torch.manual_seed(seed)
     return _finish(Qwen2_5_VLForConditionalGeneration(cfg), tok, _ids(tok, "<|im_end|>", "<|endoftext|>")), proc
 
@@ -214,7 +214,7 @@ def qwen3_vl(seed: int = 0):
     text.pop("bos_token_id"), text.pop("eos_token_id")
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, spatial_merge_size=2,
                   out_hidden_size=32, num_position_embeddings=16, deepstack_visual_indexes=[0])
-    cfg = Qwen3VLConfig(text_config=text, vision_config=vision, **_qwen_ids(tok))
+    cfg = Qwen3VLConfig(tie_word_embeddings=False, text_config=text, vision_config=vision, **_qwen_ids(tok))
     torch.manual_seed(seed)
     return _finish(Qwen3VLForConditionalGeneration(cfg), tok, _ids(tok, "<|im_end|>", "<|endoftext|>")), proc
 
@@ -234,7 +234,7 @@ def internvl(seed: int = 0):
     proc = image_only(InternVLProcessor)(image_processor=ip, tokenizer=tok, video_processor=None,
                                          image_seq_length=4, chat_template=templates.INTERNVL)
     vision = dict(VISION, image_size=32, patch_size=8, use_mean_pooling=False)
-    cfg = InternVLConfig(vision_config=vision, text_config=dict(_text(tok), model_type="qwen2"),
+    cfg = InternVLConfig(tie_word_embeddings=False, vision_config=vision, text_config=dict(_text(tok), model_type="qwen2"),
                          image_token_id=_ids(tok, "<IMG_CONTEXT>")[0], image_seq_length=4, downsample_ratio=0.5)
     torch.manual_seed(seed)
     return _finish(InternVLForConditionalGeneration(cfg), tok, _ids(tok, "<|im_end|>", "<|endoftext|>")), proc
@@ -257,7 +257,7 @@ def idefics3(seed: int = 0):
     ip = Idefics3ImageProcessorPil(size={"longest_edge": 32}, max_image_size={"longest_edge": 16},
                                    do_image_splitting=True)
     proc = Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=templates.IDEFICS3)
-    cfg = Idefics3Config(vision_config=dict(VISION, image_size=16, patch_size=4),
+    cfg = Idefics3Config(tie_word_embeddings=False, vision_config=dict(VISION, image_size=16, patch_size=4),
                          text_config=dict(_text(tok), model_type="llama"), scale_factor=2,
                          image_token_id=_ids(tok, "<image>")[0])
     torch.manual_seed(seed)
@@ -274,7 +274,7 @@ def smolvlm(seed: int = 0):
                                   do_image_splitting=True)
     proc = image_only(SmolVLMProcessor)(image_processor=ip, tokenizer=tok, video_processor=None, image_seq_len=4,
                                         chat_template=templates.SMOLVLM)
-    cfg = SmolVLMConfig(vision_config=dict(VISION, image_size=16, patch_size=4),
+    cfg = SmolVLMConfig(tie_word_embeddings=False, vision_config=dict(VISION, image_size=16, patch_size=4),
                         text_config=dict(_text(tok), model_type="llama"), scale_factor=2,
                         image_token_id=_ids(tok, "<image>")[0])
     torch.manual_seed(seed)
@@ -292,7 +292,7 @@ def paligemma(seed: int = 0):
     ip.image_seq_length = 16  # (32 / 8)^2 patches, one token each
     proc = PaliGemmaProcessor(image_processor=ip, tokenizer=tok)  # adds 1,152 <loc>/<seg> tokens
     text = _text(tok, model_type="gemma", head_dim=16, hidden_activation="gelu_pytorch_tanh")
-    cfg = PaliGemmaConfig(vision_config=dict(VISION, model_type="siglip_vision_model", image_size=32, patch_size=8,
+    cfg = PaliGemmaConfig(tie_word_embeddings=False, vision_config=dict(VISION, model_type="siglip_vision_model", image_size=32, patch_size=8,
                                              projection_dim=32),
                           text_config=text, image_token_index=_ids(tok, "<image>")[0], projection_dim=32,
                           hidden_size=32, vocab_size=len(tok))
@@ -314,7 +314,7 @@ def gemma3(seed: int = 0):
     text = _text(tok, head_dim=16, sliding_window=64, query_pre_attn_scalar=16,
                  layer_types=["sliding_attention", "full_attention"])
     boi, eoi, image = _ids(tok, "<start_of_image>", "<end_of_image>", "<image_soft_token>")
-    cfg = Gemma3Config(text_config=text,
+    cfg = Gemma3Config(tie_word_embeddings=False, text_config=text,
                        vision_config=dict(VISION, model_type="siglip_vision_model", image_size=32, patch_size=8,
                                           vision_use_head=False),
                        mm_tokens_per_image=4, boi_token_index=boi, eoi_token_index=eoi, image_token_index=image)
