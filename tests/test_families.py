@@ -93,6 +93,30 @@ def _supports(fam: str, what: str) -> bool:
     return fam == "embedded" or getattr(family_of(fam), what)
 
 
+# ------------------------------------------------------------------ the zoo
+
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_zoo_checkpoints_are_architecture_faithful(models, fam):
+    vlm = models(fam)
+    assert vlm.family == fam and family_of(fam).verified
+    assert sum(p.numel() for p in vlm.model.parameters()) < 1_000_000
+    tok = vlm.tokenizer
+    assert vlm.image_token_ids and all(tok.convert_ids_to_tokens(i) != tok.unk_token for i in vlm.image_token_ids)
+    assert vlm.model.config.get_text_config().vocab_size >= len(tok)
+    assert vlm.renderer.stop == STOP[fam]
+    wide = Conversation.single(_image(0, 32, 64), "What is this?", "a cat.")
+    inputs = vlm.encode([wide]).inputs
+    n_image_tokens = int(vlm.image_token_mask(inputs["input_ids"]).sum())
+    if fam == "llava_next":  # any-res: the wide image is two 32 px tiles plus the overview
+        assert inputs["pixel_values"].shape[1] == 3 and inputs["image_sizes"].tolist() == [[32, 64]]
+    if fam in ("idefics3", "smolvlm"):  # image splitting: tiles plus the global view
+        assert inputs["pixel_values"].shape[1] > 2 and n_image_tokens == 4 * inputs["pixel_values"].shape[1]
+    if fam == "internvl":  # dynamic tiling: two crops plus the thumbnail
+        assert inputs["pixel_values"].shape[0] == 3
+    if fam.startswith("qwen"):  # dynamic resolution: the token count follows the image's size
+        assert int(inputs["image_grid_thw"].prod()) // 4 == n_image_tokens
+
+
 # ------------------------------------------------------------------ masks
 
 @pytest.mark.parametrize("fam", ALL)
@@ -254,10 +278,10 @@ def test_paligemma_refuses_what_it_cannot_take(models):
         vlm.encode([_text_only()])
 
 
-@pytest.mark.parametrize("fam", [f for f in ALL if _supports(f, "text_only")])
+@pytest.mark.parametrize("fam", ALL)
 def test_text_only_and_two_image_conversations(models, fam):
     vlm = models(fam)
-    convs = [_text_only(), _two_images(), _single(0)]
+    convs = ([_text_only()] if _supports(fam, "text_only") else []) + [_two_images(), _single(0)]
     mixed = vlm.score_conversations(convs, batch_size=3)
     for conv, got in zip(convs, mixed):
         batch = vlm.encode([conv])
@@ -265,7 +289,7 @@ def test_text_only_and_two_image_conversations(models, fam):
         n_image_tokens = int(vlm.image_token_mask(batch.inputs["input_ids"]).sum())
         assert (n_image_tokens > 0) == bool(conv.images)
     answers = vlm.generate_conversations([Conversation(c.turns[:-1], c.images) for c in convs], max_new_tokens=4)
-    assert len(answers) == 3
+    assert len(answers) == len(convs)
 
 
 # ---------------------------------------------------------------- generation
@@ -361,12 +385,15 @@ def test_loading_refuses_bad_folders(zoo_dir, models, tmp_path):
         VLM.load(no_template)
 
 
-def test_dtype_and_attention_implementation_pass_through(models, zoo_dir):
-    models("qwen2_vl")
-    vlm = VLM.load(zoo_dir / "qwen2_vl", device="cpu", dtype=torch.bfloat16, attn_implementation="eager")
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_bf16_and_eager_attention_pass_through(models, zoo_dir, fam):
+    models(fam)
+    vlm = VLM.load(zoo_dir / fam, device="cpu", dtype=torch.bfloat16, attn_implementation="eager")
     assert next(vlm.model.parameters()).dtype == torch.bfloat16
     assert vlm.model.config._attn_implementation == "eager"
-    assert vlm.score_conversations([_single(0)])[0][0].tokens
+    (turns,) = vlm.score_conversations([_single(0)])
+    assert np.isfinite(turns[0].mean)
+    assert len(vlm.generate_conversations([Conversation.single(_image(0), "What is this?")], max_new_tokens=3)) == 1
 
 
 def test_make_family_zoo_script_runs(tmp_path):

@@ -78,7 +78,8 @@ class Batch:
 class VLM:
     """A vision-language model with its processor, in evaluation mode by default."""
 
-    def __init__(self, model, processor, *, name: str = "model", identity: str | None = None):
+    def __init__(self, model, processor, *, name: str = "model", identity: str | None = None,
+                 folder: str | Path | None = None):
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -91,7 +92,7 @@ class VLM:
         if self.tokenizer.pad_token is None:  # e.g. Llama-3 tokenizers: pad with EOS (always masked)
             logger.info("%s: the tokenizer has no pad token; padding with %s", name, self.tokenizer.eos_token)
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.renderer = Renderer(processor, self.tokenizer, self.spec, name)
+        self.renderer = Renderer(processor, self.tokenizer, self.spec, str(folder or name))
         self.placeholder = getattr(processor, "image_token", None) or "<image>"
         self.image_token_ids = _image_token_ids(config)
         stop = self.tokenizer.convert_tokens_to_ids(self.renderer.stop)
@@ -119,10 +120,7 @@ class VLM:
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model.eval()
         name = "embedded tiny-llava" if path is None else folder.name
-        try:
-            return cls(model, processor, name=name, identity=model_identity(folder))
-        except ModelError as e:
-            raise ModelError(f"{folder}: {e}") from e
+        return cls(model, processor, name=name, identity=model_identity(folder), folder=folder)
 
     def save(self, out_dir: str | Path) -> Path:
         out = Path(out_dir)
@@ -136,7 +134,10 @@ class VLM:
         return next(self.model.parameters()).device
 
     def to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        """Tensors onto the model's device; floating ones (pixels) in the model's dtype (bf16 on GPUs)."""
+        dtype = next(self.model.parameters()).dtype
+        return {k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device))
+                if torch.is_tensor(v) else v for k, v in batch.items()}
 
     # --------------------------------------------------------------- encoding
     def _process(self, rendered: Sequence[Rendered], padding_side: str, *, pad: bool = True) -> dict:
@@ -144,8 +145,8 @@ class VLM:
         texts = [r.text for r in rendered]
         images = [list(r.images) for r in rendered]
         add_special = self._add_special_tokens(texts)
-        if not self.spec.chat_template:
-            return self._process_prefix_suffix(texts, images, padding_side, pad)
+        if not self.spec.chat_template:  # special case for PaliGemma: its processor would rewrite the text
+            return families.paligemma_process(self.processor, texts, images, padding_side=padding_side, pad=pad)
         kwargs = dict(text=texts, padding=pad, padding_side=padding_side, add_special_tokens=add_special,
                       return_tensors="pt" if pad else None)
         if any(images):
@@ -158,16 +159,6 @@ class VLM:
         if families.drops_processor_token_types(self.spec):
             enc.pop("token_type_ids", None)
         enc.pop("labels", None)
-        return enc
-
-    def _process_prefix_suffix(self, texts, images, padding_side: str, pad: bool) -> dict:
-        """Special case for PaliGemma: expand ``<image>`` as its processor does, tokenize the whole text."""
-        n = self.processor.image_seq_length
-        expanded = [t.replace(self.placeholder, self.placeholder * n) for t in texts]
-        enc = dict(self.tokenizer(expanded, add_special_tokens=False, padding=pad, padding_side=padding_side,
-                                  return_tensors="pt" if pad else None))
-        flat = [im.convert("RGB") for ims in images for im in ims]
-        enc.update(self.processor.image_processor(flat, return_tensors="pt"))
         return enc
 
     def _add_special_tokens(self, texts: Sequence[str]) -> bool:

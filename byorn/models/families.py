@@ -15,8 +15,12 @@ LLaVA-style models; it is reported as unverified.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
+
+from ..data.sample import IMAGE_TOKEN, Turn, strip_image_token
+from .loading import ModelError
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,42 @@ def token_type_ids(family: Family, *, image_mask: torch.Tensor, answer_mask: tor
     return None
 
 
+def paligemma_render(turns: Sequence[Turn], n_images: int, *, bos: str | None, eos: str,
+                     generation: bool) -> tuple[str, list[tuple[int, int]]]:
+    """Special case for PaliGemma: the text its processor builds, and the answer's character span.
+
+    ``<image>`` x n, ``<bos>``, the prompt, ``"\n"`` (the bidirectional prefix),
+    then the answer and ``<eos>`` (the causal suffix), as
+    ``PaliGemmaProcessor(text=..., suffix=...)`` does.  A system turn goes
+    before the prompt, on its own line.
+    """
+    spec = FAMILIES["paligemma"]
+    users = [t for t in turns if t.role == "user"]
+    if len(users) > 1:
+        raise ModelError(f"{spec.why_not}: a conversation of {len(users)} exchanges cannot be rendered; "
+                         "split it into single exchanges")
+    if not n_images:
+        raise ModelError(f"{spec.why_not}: a text-only conversation cannot be rendered")
+    system = [t.text.strip() for t in turns if t.role == "system"]
+    text = IMAGE_TOKEN * n_images + (bos or "") + "\n".join(system + [strip_image_token(users[0].text)]) + "\n"
+    if generation:
+        return text, []
+    answer = next(t.text for t in turns if t.role == "assistant") + eos
+    return text + answer, [(len(text), len(text) + len(answer))]
+
+
+def paligemma_process(processor, texts: Sequence[str], images: Sequence[Sequence], *, padding_side: str,
+                      pad: bool = True) -> dict:
+    """Special case for PaliGemma: expand ``<image>`` and tokenize as its processor does, without
+    letting it insert another ``<bos>`` and a trailing ``"\n"`` into a text that already has them."""
+    token = processor.image_token
+    expanded = [t.replace(token, token * processor.image_seq_length) for t in texts]
+    enc = dict(processor.tokenizer(expanded, add_special_tokens=False, padding=pad, padding_side=padding_side,
+                                   return_tensors="pt" if pad else None))
+    enc.update(processor.image_processor([im.convert("RGB") for ims in images for im in ims], return_tensors="pt"))
+    return enc
+
+
 def drops_processor_token_types(family: Family) -> bool:
     """Whether ``token_type_ids`` a processor returns must be dropped (all but the two families above).
 
@@ -88,21 +128,23 @@ def drops_processor_token_types(family: Family) -> bool:
     return family.model_type not in ("paligemma", "gemma3")
 
 
-# The language model's attention projections, by family (LoRA targets).
+# Projection layer names of the text decoders of every family above (Llama, Mistral, Qwen2/3, Gemma).
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 
 
-def lora_target_modules(model) -> list[str]:
-    """Full names of the language model's attention projection layers (never the vision tower's).
+def lora_target_modules(model, names: tuple[str, ...] = ATTENTION_PROJECTIONS) -> list[str]:
+    """Full names of the language model's layers called ``names`` (never the vision tower's).
 
     Returned as explicit module names so that ``peft`` cannot match a vision
     tower layer of the same short name (SigLIP and CLIP towers also have
-    ``q_proj`` / ``k_proj`` / ``v_proj``).
+    ``q_proj`` / ``k_proj`` / ``v_proj``).  Pass
+    ``ATTENTION_PROJECTIONS + MLP_PROJECTIONS`` for the MLP too.
     """
     lm = language_model(model)
     prefix = next(name for name, mod in model.named_modules() if mod is lm)
     return [f"{prefix}.{name}" if prefix else name for name, _ in lm.named_modules()
-            if name.rsplit(".", 1)[-1] in ATTENTION_PROJECTIONS]
+            if name.rsplit(".", 1)[-1] in names]
 
 
 def language_model(model):

@@ -26,6 +26,7 @@ from typing import Sequence
 from PIL import Image
 
 from ..data.sample import IMAGE_TOKEN, Conversation, check_turns
+from . import families
 from .families import Family
 from .loading import ModelError
 
@@ -106,8 +107,10 @@ class Renderer:
             raise ValueError("a conversation to answer must end with a user turn")
         if not generation and conv.turns[-1].role != "assistant":
             raise ValueError("a conversation to train on or score must end with an assistant turn")
-        if not self.family.chat_template:
-            return self._render_prefix_suffix(conv, generation)
+        if not self.family.chat_template:  # special case for PaliGemma: no template, prefix + suffix
+            text, spans = families.paligemma_render(conv.turns, len(conv.images), bos=self.bos, eos=self.eos,
+                                                    generation=generation)
+            return Rendered(text, spans, list(conv.images))
         return self._render_template(conv, generation)
 
     def _render_template(self, conv: Conversation, generation: bool) -> Rendered:
@@ -145,24 +148,6 @@ class Renderer:
         # special case for templates without a stop token (llava-hf 1.5 ends the turn with a space):
         # EOS in place of the trailing whitespace, or the model never learns to stop
         return turn.rstrip() + self.eos, ""
-
-    def _render_prefix_suffix(self, conv: Conversation, generation: bool) -> Rendered:
-        """Special case for PaliGemma: ``<image>``×n ``<bos>`` prefix ``\\n`` answer ``<eos>``, as its processor builds it."""
-        users = [t for t in conv.turns if t.role == "user"]
-        if len(users) > 1:
-            raise ModelError(f"{self.family.why_not}: a conversation of {len(users)} exchanges cannot be "
-                             "rendered; split it into single exchanges")
-        if not conv.images:
-            raise ModelError(f"{self.family.why_not}: a text-only conversation cannot be rendered")
-        system = [t.text.strip() for t in conv.turns if t.role == "system"]
-        prompt = "\n".join(system + [" ".join(p["text"] for p in content_parts(users[0].text) if p["type"] == "text")])
-        text = IMAGE_TOKEN * len(conv.images) + (self.bos or "") + prompt + "\n"
-        spans = []
-        if not generation:
-            answer = next(t.text for t in conv.turns if t.role == "assistant")
-            spans.append((len(text), len(text) + len(answer) + len(self.eos)))
-            text += answer + self.eos
-        return Rendered(text, spans, list(conv.images))
 
 
 def render_all(renderer: Renderer, convs: Sequence[Conversation], *, generation: bool) -> list[Rendered]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 # A little English plus the world's phrasing, so that BPE merges are sensible.
 _CORPUS = (
+    "USER: ASSISTANT: user assistant system model Assistant: User: You are a helpful assistant. "
     "The quick brown fox jumps over the lazy dog. What is in the image? Describe the picture. "
     "A red circle on the left. A blue square in the middle. A green triangle on the right. "
     "Caption this image. What color is the cross? What shape is yellow? List the shapes. "
@@ -41,7 +42,7 @@ _ROW_COL = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
 # ----------------------------------------------------------------- tokenizers
 
 def make_tokenizer(style: str, specials: list[str], *, bos: str | None, eos: str, pad: str,
-                   unk: str | None = None, add_bos: bool = False, vocab_size: int = 360,
+                   unk: str | None = None, add_bos: bool = False, vocab_size: int | None = None,
                    extra: dict[str, str] | None = None, corpus: Iterable[str] = (_CORPUS,)):
     """A small BPE tokenizer trained offline, wrapped as a transformers fast tokenizer.
 
@@ -56,6 +57,7 @@ def make_tokenizer(style: str, specials: list[str], *, bos: str | None, eos: str
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
+    vocab_size = vocab_size or (600 if style == "bytelevel" else 360)  # byte-level spends 256 on its alphabet
     tok = Tokenizer(models.BPE(unk_token=unk))
     if style == "bytelevel":
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -98,13 +100,26 @@ def _text(tokenizer, **over) -> dict:
     return cfg
 
 
-def _finish(model, tokenizer, stop_ids: list[int]):
+def _model(model_cls, config_cls, tokenizer, stops: Sequence[str], seed: int, **config):
+    """A seeded random-init model whose generation config stops at ``stops``.
+
+    Embeddings are untied, so that a random model does not echo its input.
+    """
+    torch.manual_seed(seed)
+    model = model_cls(config_cls(tie_word_embeddings=False, **config))
     gen = model.generation_config
-    gen.pad_token_id = tokenizer.pad_token_id
-    gen.bos_token_id = tokenizer.bos_token_id
+    gen.pad_token_id, gen.bos_token_id = tokenizer.pad_token_id, tokenizer.bos_token_id
+    stop_ids = _ids(tokenizer, *stops)
     gen.eos_token_id = stop_ids if len(stop_ids) > 1 else stop_ids[0]
-    gen.do_sample = False
     return model
+
+
+def _clip(**over) -> dict:
+    return dict(VISION, model_type="clip_vision_model", image_size=32, patch_size=8, projection_dim=32, **over)
+
+
+def _siglip(**over) -> dict:
+    return dict(VISION, model_type="siglip_vision_model", image_size=32, patch_size=8, **over)
 
 
 # ------------------------------------------------------------------- families
@@ -118,13 +133,10 @@ def llava(seed: int = 0):
     ip = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     proc = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
                           num_additional_image_tokens=1, chat_template=templates.LLAVA_15)
-    cfg = LlavaConfig(tie_word_embeddings=False, vision_config=dict(VISION, model_type="clip_vision_model", image_size=32, patch_size=8,
-                                         projection_dim=32),
-                      text_config=dict(_text(tok), model_type="llama"),
-                      image_token_index=_ids(tok, "<image>")[0], image_seq_length=16,
-                      vision_feature_select_strategy="default", vision_feature_layer=-1)
-    torch.manual_seed(seed)
-    return _finish(LlavaForConditionalGeneration(cfg), tok, _ids(tok, "</s>")), proc
+    model = _model(LlavaForConditionalGeneration, LlavaConfig, tok, ["</s>"], seed, vision_config=_clip(),
+                   text_config=dict(_text(tok), model_type="llama"), image_token_index=_ids(tok, "<image>")[0],
+                   image_seq_length=16, vision_feature_select_strategy="default", vision_feature_layer=-1)
+    return model, proc
 
 
 def llava_next(seed: int = 0):
@@ -132,25 +144,24 @@ def llava_next(seed: int = 0):
     from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil,
                               LlavaNextProcessor)
 
-    tok = make_tokenizer("spm", ["<unk>", "<s>", "</s>", "<image>", "<pad>"], bos="<s>",
-                         eos="</s>", pad="<pad>", unk="<unk>", add_bos=True, extra={"image_token": "<image>"})
-    pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]
+    tok = make_tokenizer("spm", ["<unk>", "<s>", "</s>", "<image>", "<pad>"], bos="<s>", eos="</s>",
+                         pad="<pad>", unk="<unk>", add_bos=True, extra={"image_token": "<image>"})
+    pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]  # any-res: up to 2x2 tiles of 32 px plus the overview
     ip = LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
                                     image_grid_pinpoints=pinpoints)
     proc = LlavaNextProcessor(image_processor=ip, tokenizer=tok, patch_size=8,
                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
                               chat_template=templates.LLAVA_NEXT_MISTRAL)
-    cfg = LlavaNextConfig(tie_word_embeddings=False, vision_config=dict(VISION, model_type="clip_vision_model", image_size=32, patch_size=8,
-                                             projection_dim=32),
-                          text_config=dict(_text(tok), model_type="mistral", sliding_window=None),
-                          image_token_index=_ids(tok, "<image>")[0], image_grid_pinpoints=pinpoints,
-                          vision_feature_select_strategy="default", vision_feature_layer=-1)
-    torch.manual_seed(seed)
-    return _finish(LlavaNextForConditionalGeneration(cfg), tok, _ids(tok, "</s>")), proc
+    model = _model(LlavaNextForConditionalGeneration, LlavaNextConfig, tok, ["</s>"], seed, vision_config=_clip(),
+                   text_config=dict(_text(tok), model_type="mistral", sliding_window=None),
+                   image_token_index=_ids(tok, "<image>")[0], image_grid_pinpoints=pinpoints,
+                   vision_feature_select_strategy="default", vision_feature_layer=-1)
+    return model, proc
 
 
 _QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
+_QWEN_STOPS = ["<|im_end|>", "<|endoftext|>"]
 
 
 def _qwen_tokenizer():
@@ -175,18 +186,17 @@ def _qwen_processor(cls, tok, patch: int, template: str):
 
 
 def qwen2_vl(seed: int = 0):
-    """Qwen2-VL: dynamic resolution (``image_grid_thw``), M-RoPE, ChatML."""
+    """Qwen2-VL: dynamic resolution (``image_grid_thw``), M-RoPE, ChatML with a default system turn."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
     tok = _qwen_tokenizer()
     proc = _qwen_processor(Qwen2VLProcessor, tok, 14, templates.QWEN2_VL)
-    text = _text(tok, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3]}, num_attention_heads=2,
-                 hidden_size=32)
-    cfg = Qwen2VLConfig(tie_word_embeddings=False, text_config=text, vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2,
-                                                             mlp_ratio=2, patch_size=14, spatial_merge_size=2),
-                        **_qwen_ids(tok))
-    torch.manual_seed(seed)
-    return _finish(Qwen2VLForConditionalGeneration(cfg), tok, _ids(tok, "<|im_end|>", "<|endoftext|>")), proc
+    text = _text(tok, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3]})
+    vision = dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
+                  spatial_merge_size=2)
+    model = _model(Qwen2VLForConditionalGeneration, Qwen2VLConfig, tok, _QWEN_STOPS, seed, text_config=text,
+                   vision_config=vision, **_qwen_ids(tok))
+    return model, proc
 
 
 def qwen2_5_vl(seed: int = 0):
@@ -198,31 +208,31 @@ def qwen2_5_vl(seed: int = 0):
     text = _text(tok, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3]})
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
                   window_size=56, out_hidden_size=32, fullatt_block_indexes=[1])
-    cfg = Qwen2_5_VLConfig(tie_word_embeddings=False, text_config=text, vision_config=vision, **_qwen_ids(tok))
-    torch.manual_seed(seed)
-    return _finish(Qwen2_5_VLForConditionalGeneration(cfg), tok, _ids(tok, "<|im_end|>", "<|endoftext|>")), proc
+    model = _model(Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig, tok, _QWEN_STOPS, seed, text_config=text,
+                   vision_config=vision, **_qwen_ids(tok))
+    return model, proc
 
 
 def qwen3_vl(seed: int = 0):
-    """Qwen3-VL: patch 16, DeepStack visual features, interleaved M-RoPE."""
+    """Qwen3-VL: patch 16, DeepStack visual features, interleaved M-RoPE, no default system turn."""
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
 
     tok = _qwen_tokenizer()
     proc = _qwen_processor(Qwen3VLProcessor, tok, 16, templates.QWEN3_VL)
     text = _text(tok, head_dim=16, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3],
                                                     "mrope_interleaved": True, "rope_theta": 10000.0})
-    text.pop("bos_token_id"), text.pop("eos_token_id")
+    text.pop("bos_token_id"), text.pop("eos_token_id")  # not fields of Qwen3VLTextConfig
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, spatial_merge_size=2,
                   out_hidden_size=32, num_position_embeddings=16, deepstack_visual_indexes=[0])
-    cfg = Qwen3VLConfig(tie_word_embeddings=False, text_config=text, vision_config=vision, **_qwen_ids(tok))
-    torch.manual_seed(seed)
-    return _finish(Qwen3VLForConditionalGeneration(cfg), tok, _ids(tok, "<|im_end|>", "<|endoftext|>")), proc
+    model = _model(Qwen3VLForConditionalGeneration, Qwen3VLConfig, tok, _QWEN_STOPS, seed, text_config=text,
+                   vision_config=vision, **_qwen_ids(tok))
+    return model, proc
 
 
 def internvl(seed: int = 0):
-    """InternVL (transformers' native class, InternVL3-hf style): tiles of 32 px, Qwen2 text, ChatML."""
-    from transformers import GotOcr2ImageProcessorPil, InternVLConfig, InternVLForConditionalGeneration, \
-        InternVLProcessor
+    """InternVL (transformers' native class, InternVL3-hf style): 32 px tiles, Qwen2 text, ChatML."""
+    from transformers import (GotOcr2ImageProcessorPil, InternVLConfig, InternVLForConditionalGeneration,
+                              InternVLProcessor)
 
     specials = _QWEN_SPECIALS[:3] + ["<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
     tok = make_tokenizer("bytelevel", specials, bos=None, eos="<|im_end|>", pad="<|endoftext|>",
@@ -233,58 +243,58 @@ def internvl(seed: int = 0):
     # (32 / 8)^2 patches, pixel-shuffled by 0.5 -> 4 tokens per tile
     proc = image_only(InternVLProcessor)(image_processor=ip, tokenizer=tok, video_processor=None,
                                          image_seq_length=4, chat_template=templates.INTERNVL)
-    vision = dict(VISION, image_size=32, patch_size=8, use_mean_pooling=False)
-    cfg = InternVLConfig(tie_word_embeddings=False, vision_config=vision, text_config=dict(_text(tok), model_type="qwen2"),
-                         image_token_id=_ids(tok, "<IMG_CONTEXT>")[0], image_seq_length=4, downsample_ratio=0.5)
-    torch.manual_seed(seed)
-    return _finish(InternVLForConditionalGeneration(cfg), tok, _ids(tok, "<|im_end|>", "<|endoftext|>")), proc
+    model = _model(InternVLForConditionalGeneration, InternVLConfig, tok, _QWEN_STOPS, seed,
+                   vision_config=dict(VISION, image_size=32, patch_size=8, use_mean_pooling=False),
+                   text_config=dict(_text(tok), model_type="qwen2"), image_token_id=_ids(tok, "<IMG_CONTEXT>")[0],
+                   image_seq_length=4, downsample_ratio=0.5)
+    return model, proc
 
 
-def _idefics_tokenizer(bos: str, style: str):
+def _idefics_tokenizer(bos: str):
     specials = [bos, "<|end_of_text|>", "<pad>", "<fake_token_around_image>", "<image>", "<end_of_utterance>",
                 "<global-img>"] + _ROW_COL
-    return make_tokenizer(style, specials, bos=bos, eos="<end_of_utterance>", pad="<pad>",
+    # Llama-3 tokenizers add <|begin_of_text|> themselves (and the Idefics3 template writes it too)
+    return make_tokenizer("bytelevel", specials, bos=bos, eos="<end_of_utterance>", pad="<pad>",
                           add_bos=bos == "<|begin_of_text|>", extra={"image_token": "<image>"})
+
+
+def _idefics_model(model_cls, config_cls, tok, seed: int):
+    # 16 px sub-images of 4 px patches, pixel-shuffled by 2 -> 4 tokens each
+    return _model(model_cls, config_cls, tok, ["<end_of_utterance>"], seed,
+                  vision_config=dict(VISION, image_size=16, patch_size=4),
+                  text_config=dict(_text(tok), model_type="llama"), scale_factor=2,
+                  image_token_id=_ids(tok, "<image>")[0])
 
 
 def idefics3(seed: int = 0):
     """Idefics3 (Llama-3 text): image splitting into 16 px tiles plus a global view."""
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, \
-        Idefics3Processor
+    from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil,
+                              Idefics3Processor)
 
-    # Llama-3 tokenizers add <|begin_of_text|> themselves and the template writes it too
-    tok = _idefics_tokenizer("<|begin_of_text|>", "bytelevel")
+    tok = _idefics_tokenizer("<|begin_of_text|>")
     ip = Idefics3ImageProcessorPil(size={"longest_edge": 32}, max_image_size={"longest_edge": 16},
                                    do_image_splitting=True)
     proc = Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=templates.IDEFICS3)
-    cfg = Idefics3Config(tie_word_embeddings=False, vision_config=dict(VISION, image_size=16, patch_size=4),
-                         text_config=dict(_text(tok), model_type="llama"), scale_factor=2,
-                         image_token_id=_ids(tok, "<image>")[0])
-    torch.manual_seed(seed)
-    return _finish(Idefics3ForConditionalGeneration(cfg), tok, _ids(tok, "<end_of_utterance>")), proc
+    return _idefics_model(Idefics3ForConditionalGeneration, Idefics3Config, tok, seed), proc
 
 
 def smolvlm(seed: int = 0):
-    """SmolVLM (SmolLM2 text): Idefics3-style image splitting, ``<|im_start|>`` as BOS."""
-    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessorPil, \
-        SmolVLMProcessor
+    """SmolVLM (SmolLM2 text): Idefics3-style image splitting, ``<|im_start|>`` opens the template."""
+    from transformers import (SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessorPil,
+                              SmolVLMProcessor)
 
-    tok = _idefics_tokenizer("<|im_start|>", "bytelevel")
+    tok = _idefics_tokenizer("<|im_start|>")
     ip = SmolVLMImageProcessorPil(size={"longest_edge": 32}, max_image_size={"longest_edge": 16},
                                   do_image_splitting=True)
     proc = image_only(SmolVLMProcessor)(image_processor=ip, tokenizer=tok, video_processor=None, image_seq_len=4,
                                         chat_template=templates.SMOLVLM)
-    cfg = SmolVLMConfig(tie_word_embeddings=False, vision_config=dict(VISION, image_size=16, patch_size=4),
-                        text_config=dict(_text(tok), model_type="llama"), scale_factor=2,
-                        image_token_id=_ids(tok, "<image>")[0])
-    torch.manual_seed(seed)
-    return _finish(SmolVLMForConditionalGeneration(cfg), tok, _ids(tok, "<end_of_utterance>")), proc
+    return _idefics_model(SmolVLMForConditionalGeneration, SmolVLMConfig, tok, seed), proc
 
 
 def paligemma(seed: int = 0):
-    """PaliGemma as released: NO chat template; the processor builds ``<image>…<bos>prefix\\n``."""
-    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, \
-        SiglipImageProcessorPil
+    """PaliGemma as released: NO chat template; the processor builds ``<image>…<bos>prefix\n``."""
+    from transformers import (PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor,
+                              SiglipImageProcessorPil)
 
     tok = make_tokenizer("gemma", ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"], bos="<bos>", eos="<eos>",
                          pad="<pad>", unk="<unk>", add_bos=True, extra={"image_token": "<image>"})
@@ -292,12 +302,10 @@ def paligemma(seed: int = 0):
     ip.image_seq_length = 16  # (32 / 8)^2 patches, one token each
     proc = PaliGemmaProcessor(image_processor=ip, tokenizer=tok)  # adds 1,152 <loc>/<seg> tokens
     text = _text(tok, model_type="gemma", head_dim=16, hidden_activation="gelu_pytorch_tanh")
-    cfg = PaliGemmaConfig(tie_word_embeddings=False, vision_config=dict(VISION, model_type="siglip_vision_model", image_size=32, patch_size=8,
-                                             projection_dim=32),
-                          text_config=text, image_token_index=_ids(tok, "<image>")[0], projection_dim=32,
-                          hidden_size=32, vocab_size=len(tok))
-    torch.manual_seed(seed)
-    return _finish(PaliGemmaForConditionalGeneration(cfg), tok, _ids(tok, "<eos>")), proc
+    model = _model(PaliGemmaForConditionalGeneration, PaliGemmaConfig, tok, ["<eos>"], seed,
+                   vision_config=_siglip(projection_dim=32), text_config=text,
+                   image_token_index=_ids(tok, "<image>")[0], projection_dim=32, hidden_size=32, vocab_size=len(tok))
+    return model, proc
 
 
 def gemma3(seed: int = 0):
@@ -310,16 +318,15 @@ def gemma3(seed: int = 0):
                          extra={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
                                 "image_token": "<image_soft_token>"})
     ip = Gemma3ImageProcessorPil(size={"height": 32, "width": 32}, do_pan_and_scan=False)
+    # 4x4 patches average-pooled to 2x2 = 4 soft tokens per image
     proc = Gemma3Processor(image_processor=ip, tokenizer=tok, image_seq_length=4, chat_template=templates.GEMMA3)
     text = _text(tok, head_dim=16, sliding_window=64, query_pre_attn_scalar=16,
                  layer_types=["sliding_attention", "full_attention"])
     boi, eoi, image = _ids(tok, "<start_of_image>", "<end_of_image>", "<image_soft_token>")
-    cfg = Gemma3Config(tie_word_embeddings=False, text_config=text,
-                       vision_config=dict(VISION, model_type="siglip_vision_model", image_size=32, patch_size=8,
-                                          vision_use_head=False),
-                       mm_tokens_per_image=4, boi_token_index=boi, eoi_token_index=eoi, image_token_index=image)
-    torch.manual_seed(seed)
-    return _finish(Gemma3ForConditionalGeneration(cfg), tok, _ids(tok, "<end_of_turn>", "<eos>")), proc
+    model = _model(Gemma3ForConditionalGeneration, Gemma3Config, tok, ["<end_of_turn>", "<eos>"], seed,
+                   text_config=text, vision_config=_siglip(vision_use_head=False), mm_tokens_per_image=4,
+                   boi_token_index=boi, eoi_token_index=eoi, image_token_index=image)
+    return model, proc
 
 
 # What a real checkpoint's processor_config.json holds for its video processor
