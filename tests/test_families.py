@@ -270,6 +270,18 @@ def test_generation_continues_a_conversation(models, fam):
     assert rendered.startswith(vlm.renderer.render(Conversation(conv.turns[:2], conv.images)).text)
 
 
+def test_a_template_that_rewrites_earlier_turns_is_refused(models):
+    from types import SimpleNamespace
+
+    from byorn.models.render import Renderer
+
+    rewrites = ("{% for m in messages %}{% if loop.last %}[LAST]{% endif %}{{ m['role'] }}: "
+                "{{ m['content'][0]['text'] }}</s>{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}")
+    renderer = Renderer(SimpleNamespace(chat_template=rewrites), models("llava").tokenizer, family_of("llava"))
+    with pytest.raises(ModelError, match="not prefix-consistent"):
+        renderer.render(_text_only())
+
+
 def test_paligemma_refuses_what_it_cannot_take(models):
     vlm = models("paligemma")
     with pytest.raises(ModelError, match="conversation 1: PaliGemma is a single-exchange model.*2 exchanges"):
@@ -297,15 +309,15 @@ def test_text_only_and_two_image_conversations(models, fam):
 @pytest.mark.parametrize("fam", ALL)
 def test_batched_greedy_generation_equals_one_at_a_time(models, fam):
     vlm = models(fam)
-    images = [_image(i, 32 + 8 * (i % 2)) for i in range(3)]
-    prompts = ["What is this?", "Describe the picture in a few words, please.", "Color?"]
+    images = [_image(1, 40), _image(2)]
+    prompts = ["Color?", "Describe the picture in a few words, please."]  # short and long: left padding
     side = vlm.tokenizer.padding_side
-    batched = vlm.generate(images, prompts, max_new_tokens=8)
-    single = [vlm.generate([im], [q], max_new_tokens=8)[0] for im, q in zip(images, prompts)]
-    assert batched == single
+    batched = vlm.generate(images, prompts, max_new_tokens=6)
+    single = [vlm.generate([im], [q], max_new_tokens=6)[0] for im, q in zip(images, prompts)]
+    assert batched == single and any(batched)
     assert vlm.tokenizer.padding_side == side  # padding_side is passed per call, the shared tokenizer untouched
-    sampled = vlm.generate(images, prompts, max_new_tokens=8, temperature=1.0, seed=3)
-    assert sampled == vlm.generate(images, prompts, max_new_tokens=8, temperature=1.0, seed=3)
+    sampled = vlm.generate(images, prompts, max_new_tokens=6, temperature=1.0, seed=3)
+    assert sampled == vlm.generate(images, prompts, max_new_tokens=6, temperature=1.0, seed=3)
 
 
 # ------------------------------------------------------------------ training

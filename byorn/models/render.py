@@ -123,7 +123,7 @@ class Renderer:
             full_k = self._apply(messages[:pos + 1], False)
             self._check_prefix(prev_full, prompt_k, k, "the prompt of")
             self._check_prefix(prompt_k, full_k, k, "")
-            turn, rest = self._cut_at_stop(full_k[len(prompt_k):], k)
+            turn, rest = self._cut_at_stop(full_k[len(prompt_k):])
             text += carry + prompt_k[len(prev_full):]
             spans.append((len(text), len(text) + len(turn)))
             text += turn
@@ -140,10 +140,10 @@ class Renderer:
                              "extend the conversation rendered before it (the template rewrites earlier turns), "
                              "so turns cannot be located; use a template that renders turns independently")
 
-    def _cut_at_stop(self, turn: str, k: int) -> tuple[str, str]:
+    def _cut_at_stop(self, turn: str) -> tuple[str, str]:
         """(trained text ending with the stop token, what the template writes after it)."""
         at = turn.rfind(self.stop)
-        if at >= 0 and turn[at + len(self.stop):].strip() == "":
+        if at >= 0:
             return turn[:at + len(self.stop)], turn[at + len(self.stop):]
         # special case for templates without a stop token (llava-hf 1.5 ends the turn with a space):
         # EOS in place of the trailing whitespace, or the model never learns to stop
