@@ -313,16 +313,25 @@ class VLM:
         turn_ids = batch.turn_ids.to(ids.device)
         target = turn_ids[:, 1:] >= 0  # (B, T-1): the next token belongs to a turn
         rows_b, rows_q = target.nonzero(as_tuple=True)
-        # compute logits only at the positions that predict a turn token (image tokens and
-        # prompts dominate real sequences): the LM head sees those hidden states only
-        hook = net.get_output_embeddings().register_forward_pre_hook(
-            lambda _mod, args: (args[0][rows_b, rows_q].unsqueeze(0),) + tuple(args[1:]))
+        last: dict = {}
+
+        def select(_module, args):
+            # compute logits only at the positions that predict a turn token (image tokens and
+            # prompts dominate real sequences): the LM head sees those hidden states only
+            last["h"] = args[0]  # (B, T, H): the last layer's hidden states, after the final norm
+            return (args[0][rows_b, rows_q].unsqueeze(0),) + tuple(args[1:])
+
+        hook = net.get_output_embeddings().register_forward_pre_hook(select)
         try:
-            out = net(**inputs, output_hidden_states=embed, use_cache=False)
+            out = net(**inputs, use_cache=False)
         finally:
             hook.remove()
         logits = out.logits  # (1, N, V): one row per scored token
-        logits = logits[0] if logits.shape[:2] == (1, len(rows_b)) else logits[rows_b, rows_q]  # hook bypassed
+        if "h" not in last:  # a model that bypasses its LM head module: full logits, hidden states asked for
+            out = net(**inputs, use_cache=False, output_hidden_states=embed)
+            logits, last["h"] = out.logits[rows_b, rows_q], out.hidden_states[-1] if embed else None
+        else:
+            logits = logits[0]
         wanted = ids[rows_b, rows_q + 1]
         surprisal = torch.cat([  # in chunks: (N, V) log-softmax in fp32 can be large for big vocabularies
             -torch.log_softmax(chunk.float(), -1).gather(-1, w.unsqueeze(-1)).squeeze(-1)
@@ -338,7 +347,7 @@ class VLM:
             net.train()
         if not embed:
             return scores
-        return scores, self._embeddings(out.hidden_states[-1].float(), ids, turn_ids, batch.n_turns)
+        return scores, self._embeddings(last["h"].float(), ids, turn_ids, batch.n_turns)
 
     def _embeddings(self, h: torch.Tensor, ids: torch.Tensor, turn_ids: torch.Tensor,
                     n_turns: Sequence[int]) -> dict[str, np.ndarray]:
