@@ -88,6 +88,9 @@ class VLM:
         config = model.config
         self.family: str = config.model_type
         self.spec = families.family_of(self.family)
+        if not self.spec.verified:
+            logger.warning("%s: model type %r is not a verified family (see docs/families.md); using the generic "
+                           "chat-template path", name, self.family)
         self.max_length: int | None = getattr(config.get_text_config(), "max_position_embeddings", None)
         if self.tokenizer.pad_token is None:  # e.g. Llama-3 tokenizers: pad with EOS (always masked)
             logger.info("%s: the tokenizer has no pad token; padding with %s", name, self.tokenizer.eos_token)
