@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -72,7 +72,11 @@ class Batch:
     inputs: dict
     turn_ids: torch.Tensor
     lengths: list[int]
-    n_turns: list[int]
+    n_turns: list[int] = field(default_factory=list)  # assistant turns per conversation (from turn_ids if empty)
+
+    def __post_init__(self):
+        if not self.n_turns:
+            self.n_turns = (self.turn_ids.max(dim=1).values + 1).clamp(min=0).tolist()
 
 
 class VLM:
