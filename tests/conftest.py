@@ -23,3 +23,9 @@ def small_world():
     from byorn.world import make_captions
 
     return make_captions(60, 0, "train"), make_captions(20, 0, "test")
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory):
+    """Where the family zoo (byorn.models.zoo) is built, once per session, family by family on demand."""
+    return tmp_path_factory.mktemp("zoo")

@@ -16,54 +16,43 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-#: attention and MLP projections of Llama / Qwen / Gemma / Mistral style decoders
-DEFAULT_LORA_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _LORA_TYPES = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d)
 
 
 def language_model_prefix(model: nn.Module) -> str:
     """Dotted name of the language-model decoder inside ``model``."""
-    decoder = None
-    if hasattr(model, "get_decoder"):
-        try:
-            decoder = model.get_decoder()
-        except (AttributeError, NotImplementedError):
-            decoder = None
-    if decoder is None:
-        for name in ("language_model", "text_model"):
-            decoder = getattr(getattr(model, "model", model), name, None) or getattr(model, name, None)
-            if decoder is not None:
-                break
-    for name, module in model.named_modules():
-        if module is decoder and name:
-            return name
-    raise ValueError(f"cannot find the language model inside {type(model).__name__}; "
-                     "pass lora_targets explicitly")
+    from ..models.families import language_model
+
+    try:
+        lm = language_model(model)
+    except ValueError as e:
+        raise ValueError(f"{e}; pass lora_targets explicitly") from None
+    return next(name for name, module in model.named_modules() if module is lm)
 
 
 def lora_target_modules(model: nn.Module, targets: str | None) -> list[str]:
     """Full names of the modules LoRA wraps.
 
     Default: the language model's attention and MLP projections
-    (:data:`DEFAULT_LORA_NAMES`), never the vision tower or the projector.
-    ``targets``: comma-separated names, each matched as a whole dotted name,
-    a trailing name component (``q_proj``) or a regular expression.
+    (:data:`~byorn.models.families.ATTENTION_PROJECTIONS` and ``MLP_PROJECTIONS``),
+    never the vision tower or the projector (their layers may share the short
+    names).  ``targets``: comma-separated names, each matched as a whole dotted
+    name, a trailing name component (``q_proj``) or a regular expression.
     """
+    from ..models import families
+
     candidates = [(n, m) for n, m in model.named_modules() if n and isinstance(m, _LORA_TYPES)]
     if targets is None:
-        prefix = language_model_prefix(model) + "."
-        names = [n for n, _ in candidates if n.startswith(prefix) and n.rsplit(".", 1)[-1] in DEFAULT_LORA_NAMES]
+        names = families.lora_target_modules(model, families.ATTENTION_PROJECTIONS + families.MLP_PROJECTIONS)
         if not names:  # a decoder with other naming: every linear layer of the language model
+            prefix = language_model_prefix(model) + "."
             names = [n for n, m in candidates if n.startswith(prefix) and isinstance(m, nn.Linear)]
         if not names:
             raise ValueError(f"no LoRA target found in the language model of {type(model).__name__}; "
                              "pass lora_targets")
         return names
     wanted = [t.strip() for t in targets.split(",") if t.strip()]
-    names = []
-    for n, _ in candidates:
-        if any(n == t or n.endswith("." + t) or _fullmatch(t, n) for t in wanted):
-            names.append(n)
+    names = [n for n, _ in candidates if any(n == t or n.endswith("." + t) or _fullmatch(t, n) for t in wanted)]
     if not names:
         some = ", ".join(sorted({n.rsplit(".", 1)[-1] for n, _ in candidates})[:12])
         raise ValueError(f"lora_targets {targets!r} match no module of {type(model).__name__} "

@@ -1,0 +1,375 @@
+"""The family zoo: tiny, random-weight, architecture-faithful checkpoints.
+
+No model hub is reachable from the machines this project is built on, so
+each supported VLM family is proven on a checkpoint built here, offline and
+seeded, from the family's REAL ``transformers`` model and processor classes:
+a small tokenizer carrying the family's special tokens (ids matching the
+config), the family's chat template (as its released checkpoint ships it),
+and small images so that everything runs in seconds on a CPU.  Each saves
+with ``save_pretrained`` (safetensors) and loads back through
+:meth:`byorn.models.VLM.load`.
+
+``scripts/make_family_zoo.py --out DIR`` writes them; tests build them once
+per session.  Sizes are far below any real checkpoint (under 1 M
+parameters); ``benchmarks/`` builds real sizes from configs.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from . import templates
+from .loading import image_only
+
+logger = logging.getLogger(__name__)
+
+# A little English plus the world's phrasing, so that BPE merges are sensible.
+_CORPUS = (
+    "USER: ASSISTANT: user assistant system model Assistant: User: You are a helpful assistant. "
+    "The quick brown fox jumps over the lazy dog. What is in the image? Describe the picture. "
+    "A red circle on the left. A blue square in the middle. A green triangle on the right. "
+    "Caption this image. What color is the cross? What shape is yellow? List the shapes. "
+    "There are two small white dots. Yes. No. I am sorry, but I cannot help with that. "
+    "Please visit our website for more information. This is a photo of a cat on a table. "
+    "one two three four five six seven eight nine ten. purple orange pink brown gray."
+)
+_ROW_COL = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
+
+
+# ----------------------------------------------------------------- tokenizers
+
+def make_tokenizer(style: str, specials: list[str], *, bos: str | None, eos: str, pad: str,
+                   unk: str | None = None, add_bos: bool = False, vocab_size: int | None = None,
+                   extra: dict[str, str] | None = None, corpus: Iterable[str] = (_CORPUS,)):
+    """A small BPE tokenizer trained offline, wrapped as a transformers fast tokenizer.
+
+    ``style``: ``"spm"`` (SentencePiece-like, ``▁`` word prefix, as Llama /
+    Mistral), ``"gemma"`` (``▁`` for spaces, no dummy prefix) or
+    ``"bytelevel"`` (GPT-2 / Qwen / Llama-3).  ``specials`` come first, in
+    order, so their ids are small and stable; ``add_bos`` makes plain
+    tokenization prepend ``bos`` (as Llama and Gemma tokenizers do).
+    ``extra`` names special tokens as tokenizer attributes
+    (``{"image_token": "<image>"}``), which processors read.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab_size = vocab_size or (600 if style == "bytelevel" else 360)  # byte-level spends 256 on its alphabet
+    tok = Tokenizer(models.BPE(unk_token=unk))
+    if style == "bytelevel":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    elif style in ("spm", "gemma"):
+        scheme = "first" if style == "spm" else "never"
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)
+        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
+        # every printable ASCII character, so that any English text is representable
+        alphabet = [chr(c) for c in range(32, 127) if chr(c) != " "] + ["▁", "\n", "\t"]
+    else:
+        raise ValueError(f"unknown tokenizer style {style!r}")
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size + len(specials), special_tokens=list(specials),
+                                  initial_alphabet=alphabet, show_progress=False)
+    tok.train_from_iterator(list(corpus) * 2, trainer)
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.token_to_id(bos))])
+    kwargs = dict(bos_token=bos, eos_token=eos, pad_token=pad, unk_token=unk)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, extra_special_tokens=dict(extra or {}),
+                                   padding_side="right", **{k: v for k, v in kwargs.items() if v is not None})
+
+
+def _ids(tokenizer, *tokens: str) -> list[int]:
+    return [tokenizer.convert_tokens_to_ids(t) for t in tokens]
+
+
+# ------------------------------------------------------------- shared configs
+
+TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, max_position_embeddings=512, initializer_range=0.05)
+VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+
+
+def _text(tokenizer, **over) -> dict:
+    cfg = dict(TEXT, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    cfg.update(over)
+    return cfg
+
+
+def _model(model_cls, config_cls, tokenizer, stops: Sequence[str], seed: int, **config):
+    """A seeded random-init model whose generation config stops at ``stops``.
+
+    Embeddings are untied, so that a random model does not echo its input.
+    """
+    torch.manual_seed(seed)
+    model = model_cls(config_cls(tie_word_embeddings=False, **config))
+    gen = model.generation_config
+    gen.pad_token_id, gen.bos_token_id = tokenizer.pad_token_id, tokenizer.bos_token_id
+    stop_ids = _ids(tokenizer, *stops)
+    gen.eos_token_id = stop_ids if len(stop_ids) > 1 else stop_ids[0]
+    return model
+
+
+def _clip(**over) -> dict:
+    return dict(VISION, model_type="clip_vision_model", image_size=32, patch_size=8, projection_dim=32, **over)
+
+
+def _siglip(**over) -> dict:
+    return dict(VISION, model_type="siglip_vision_model", image_size=32, patch_size=8, **over)
+
+
+# ------------------------------------------------------------------- families
+
+def llava(seed: int = 0):
+    """LLaVA-1.5 (llava-hf): CLIP + Llama, 32 px, template without ``</s>``."""
+    from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    tok = make_tokenizer("spm", ["<unk>", "<s>", "</s>", "<image>", "<pad>"], bos="<s>", eos="</s>",
+                         pad="<pad>", unk="<unk>", add_bos=True, extra={"image_token": "<image>"})
+    ip = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    proc = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
+                          num_additional_image_tokens=1, chat_template=templates.LLAVA_15)
+    model = _model(LlavaForConditionalGeneration, LlavaConfig, tok, ["</s>"], seed, vision_config=_clip(),
+                   text_config=dict(_text(tok), model_type="llama"), image_token_index=_ids(tok, "<image>")[0],
+                   image_seq_length=16, vision_feature_select_strategy="default", vision_feature_layer=-1)
+    return model, proc
+
+
+def llava_next(seed: int = 0):
+    """LLaVA-NeXT (llava-v1.6-mistral-hf): any-res tiles, ``[INST]`` template ending ``</s> ``."""
+    from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil,
+                              LlavaNextProcessor)
+
+    tok = make_tokenizer("spm", ["<unk>", "<s>", "</s>", "<image>", "<pad>"], bos="<s>", eos="</s>",
+                         pad="<pad>", unk="<unk>", add_bos=True, extra={"image_token": "<image>"})
+    pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]  # any-res: up to 2x2 tiles of 32 px plus the overview
+    ip = LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                    image_grid_pinpoints=pinpoints)
+    proc = LlavaNextProcessor(image_processor=ip, tokenizer=tok, patch_size=8,
+                              vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                              chat_template=templates.LLAVA_NEXT_MISTRAL)
+    model = _model(LlavaNextForConditionalGeneration, LlavaNextConfig, tok, ["</s>"], seed, vision_config=_clip(),
+                   text_config=dict(_text(tok), model_type="mistral", sliding_window=None),
+                   image_token_index=_ids(tok, "<image>")[0], image_grid_pinpoints=pinpoints,
+                   vision_feature_select_strategy="default", vision_feature_layer=-1)
+    return model, proc
+
+
+_QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+_QWEN_STOPS = ["<|im_end|>", "<|endoftext|>"]
+
+
+def _qwen_tokenizer():
+    # Qwen2 tokenizers: byte-level BPE, no BOS, <|endoftext|> pads, <|im_end|> ends a turn
+    return make_tokenizer("bytelevel", _QWEN_SPECIALS, bos=None, eos="<|im_end|>", pad="<|endoftext|>",
+                          extra={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                                 "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"})
+
+
+def _qwen_ids(tok) -> dict:
+    image, video, start, end = _ids(tok, "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    return dict(image_token_id=image, video_token_id=video, vision_start_token_id=start, vision_end_token_id=end)
+
+
+def _qwen_processor(cls, tok, patch: int, template: str):
+    from transformers import Qwen2VLImageProcessorPil
+
+    # 2x2 merged patches: a 56 px image (patch 14) is 16 patches = 4 tokens
+    ip = Qwen2VLImageProcessorPil(patch_size=patch, merge_size=2, temporal_patch_size=2,
+                                  min_pixels=(2 * patch) ** 2, max_pixels=(4 * patch) ** 2)
+    return image_only(cls)(image_processor=ip, tokenizer=tok, video_processor=None, chat_template=template)
+
+
+def qwen2_vl(seed: int = 0):
+    """Qwen2-VL: dynamic resolution (``image_grid_thw``), M-RoPE, ChatML with a default system turn."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+    tok = _qwen_tokenizer()
+    proc = _qwen_processor(Qwen2VLProcessor, tok, 14, templates.QWEN2_VL)
+    text = _text(tok, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3]})
+    vision = dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
+                  spatial_merge_size=2)
+    model = _model(Qwen2VLForConditionalGeneration, Qwen2VLConfig, tok, _QWEN_STOPS, seed, text_config=text,
+                   vision_config=vision, **_qwen_ids(tok))
+    return model, proc
+
+
+def qwen2_5_vl(seed: int = 0):
+    """Qwen2.5-VL: window attention in the vision tower; needs ``mm_token_type_ids``."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+
+    tok = _qwen_tokenizer()
+    proc = _qwen_processor(Qwen2_5_VLProcessor, tok, 14, templates.QWEN2_VL)
+    text = _text(tok, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3]})
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
+                  window_size=56, out_hidden_size=32, fullatt_block_indexes=[1])
+    model = _model(Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig, tok, _QWEN_STOPS, seed, text_config=text,
+                   vision_config=vision, **_qwen_ids(tok))
+    return model, proc
+
+
+def qwen3_vl(seed: int = 0):
+    """Qwen3-VL: patch 16, DeepStack visual features, interleaved M-RoPE, no default system turn."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+
+    tok = _qwen_tokenizer()
+    proc = _qwen_processor(Qwen3VLProcessor, tok, 16, templates.QWEN3_VL)
+    text = _text(tok, head_dim=16, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3],
+                                                    "mrope_interleaved": True, "rope_theta": 10000.0})
+    text.pop("bos_token_id"), text.pop("eos_token_id")  # not fields of Qwen3VLTextConfig
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, spatial_merge_size=2,
+                  out_hidden_size=32, num_position_embeddings=16, deepstack_visual_indexes=[0])
+    model = _model(Qwen3VLForConditionalGeneration, Qwen3VLConfig, tok, _QWEN_STOPS, seed, text_config=text,
+                   vision_config=vision, **_qwen_ids(tok))
+    return model, proc
+
+
+def internvl(seed: int = 0):
+    """InternVL (transformers' native class, InternVL3-hf style): 32 px tiles, Qwen2 text, ChatML."""
+    from transformers import (GotOcr2ImageProcessorPil, InternVLConfig, InternVLForConditionalGeneration,
+                              InternVLProcessor)
+
+    specials = _QWEN_SPECIALS[:3] + ["<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+    tok = make_tokenizer("bytelevel", specials, bos=None, eos="<|im_end|>", pad="<|endoftext|>",
+                         extra={"start_image_token": "<img>", "end_image_token": "</img>",
+                                "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"})
+    ip = GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1,
+                                  max_patches=2)
+    # (32 / 8)^2 patches, pixel-shuffled by 0.5 -> 4 tokens per tile
+    proc = image_only(InternVLProcessor)(image_processor=ip, tokenizer=tok, video_processor=None,
+                                         image_seq_length=4, chat_template=templates.INTERNVL)
+    model = _model(InternVLForConditionalGeneration, InternVLConfig, tok, _QWEN_STOPS, seed,
+                   vision_config=dict(VISION, image_size=32, patch_size=8, use_mean_pooling=False),
+                   text_config=dict(_text(tok), model_type="qwen2"), image_token_id=_ids(tok, "<IMG_CONTEXT>")[0],
+                   image_seq_length=4, downsample_ratio=0.5)
+    return model, proc
+
+
+def _idefics_tokenizer(bos: str):
+    specials = [bos, "<|end_of_text|>", "<pad>", "<fake_token_around_image>", "<image>", "<end_of_utterance>",
+                "<global-img>"] + _ROW_COL
+    # Llama-3 tokenizers add <|begin_of_text|> themselves (and the Idefics3 template writes it too)
+    return make_tokenizer("bytelevel", specials, bos=bos, eos="<end_of_utterance>", pad="<pad>",
+                          add_bos=bos == "<|begin_of_text|>", extra={"image_token": "<image>"})
+
+
+def _idefics_model(model_cls, config_cls, tok, seed: int):
+    # 16 px sub-images of 4 px patches, pixel-shuffled by 2 -> 4 tokens each
+    return _model(model_cls, config_cls, tok, ["<end_of_utterance>"], seed,
+                  vision_config=dict(VISION, image_size=16, patch_size=4),
+                  text_config=dict(_text(tok), model_type="llama"), scale_factor=2,
+                  image_token_id=_ids(tok, "<image>")[0])
+
+
+def idefics3(seed: int = 0):
+    """Idefics3 (Llama-3 text): image splitting into 16 px tiles plus a global view."""
+    from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil,
+                              Idefics3Processor)
+
+    tok = _idefics_tokenizer("<|begin_of_text|>")
+    ip = Idefics3ImageProcessorPil(size={"longest_edge": 32}, max_image_size={"longest_edge": 16},
+                                   do_image_splitting=True)
+    proc = Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=templates.IDEFICS3)
+    return _idefics_model(Idefics3ForConditionalGeneration, Idefics3Config, tok, seed), proc
+
+
+def smolvlm(seed: int = 0):
+    """SmolVLM (SmolLM2 text): Idefics3-style image splitting, ``<|im_start|>`` opens the template."""
+    from transformers import (SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessorPil,
+                              SmolVLMProcessor)
+
+    tok = _idefics_tokenizer("<|im_start|>")
+    ip = SmolVLMImageProcessorPil(size={"longest_edge": 32}, max_image_size={"longest_edge": 16},
+                                  do_image_splitting=True)
+    proc = image_only(SmolVLMProcessor)(image_processor=ip, tokenizer=tok, video_processor=None, image_seq_len=4,
+                                        chat_template=templates.SMOLVLM)
+    return _idefics_model(SmolVLMForConditionalGeneration, SmolVLMConfig, tok, seed), proc
+
+
+def paligemma(seed: int = 0):
+    """PaliGemma as released: NO chat template; the processor builds ``<image>…<bos>prefix\n``."""
+    from transformers import (PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor,
+                              SiglipImageProcessorPil)
+
+    tok = make_tokenizer("gemma", ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"], bos="<bos>", eos="<eos>",
+                         pad="<pad>", unk="<unk>", add_bos=True, extra={"image_token": "<image>"})
+    ip = SiglipImageProcessorPil(size={"height": 32, "width": 32})
+    ip.image_seq_length = 16  # (32 / 8)^2 patches, one token each
+    proc = PaliGemmaProcessor(image_processor=ip, tokenizer=tok)  # adds 1,152 <loc>/<seg> tokens
+    text = _text(tok, model_type="gemma", head_dim=16, hidden_activation="gelu_pytorch_tanh")
+    model = _model(PaliGemmaForConditionalGeneration, PaliGemmaConfig, tok, ["<eos>"], seed,
+                   vision_config=_siglip(projection_dim=32), text_config=text,
+                   image_token_index=_ids(tok, "<image>")[0], projection_dim=32, hidden_size=32, vocab_size=len(tok))
+    return model, proc
+
+
+def gemma3(seed: int = 0):
+    """Gemma 3: SigLIP + pooled soft tokens, ``{{ bos_token }}`` template, bidirectional image blocks."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+                "<end_of_image>", "<image_soft_token>"]
+    tok = make_tokenizer("gemma", specials, bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>", add_bos=True,
+                         extra={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                "image_token": "<image_soft_token>"})
+    ip = Gemma3ImageProcessorPil(size={"height": 32, "width": 32}, do_pan_and_scan=False)
+    # 4x4 patches average-pooled to 2x2 = 4 soft tokens per image
+    proc = Gemma3Processor(image_processor=ip, tokenizer=tok, image_seq_length=4, chat_template=templates.GEMMA3)
+    text = _text(tok, head_dim=16, sliding_window=64, query_pre_attn_scalar=16,
+                 layer_types=["sliding_attention", "full_attention"])
+    boi, eoi, image = _ids(tok, "<start_of_image>", "<end_of_image>", "<image_soft_token>")
+    model = _model(Gemma3ForConditionalGeneration, Gemma3Config, tok, ["<end_of_turn>", "<eos>"], seed,
+                   text_config=text, vision_config=_siglip(vision_use_head=False), mm_tokens_per_image=4,
+                   boi_token_index=boi, eoi_token_index=eoi, image_token_index=image)
+    return model, proc
+
+
+# What a real checkpoint's processor_config.json holds for its video processor
+# (which needs torchvision to be built, so it is written as a dict): with
+# torchvision present AutoProcessor builds it; images never use it.
+_VIDEO = {
+    "qwen2_vl": dict(video_processor_type="Qwen2VLVideoProcessor", patch_size=14, temporal_patch_size=2,
+                     merge_size=2, size={"shortest_edge": 4 * 28 * 28, "longest_edge": 16 * 28 * 28}),
+    "qwen2_5_vl": dict(video_processor_type="Qwen2VLVideoProcessor", patch_size=14, temporal_patch_size=2,
+                       merge_size=2, size={"shortest_edge": 4 * 28 * 28, "longest_edge": 16 * 28 * 28}),
+    "qwen3_vl": dict(video_processor_type="Qwen3VLVideoProcessor", patch_size=16, temporal_patch_size=2,
+                     merge_size=2, size={"shortest_edge": 4 * 32 * 32, "longest_edge": 16 * 32 * 32}),
+    "internvl": dict(video_processor_type="InternVLVideoProcessor", size={"height": 32, "width": 32}),
+    "smolvlm": dict(video_processor_type="SmolVLMVideoProcessor", size={"longest_edge": 32},
+                    max_image_size={"longest_edge": 16}, num_frames=4, fps=1),
+}
+
+# family name (the folder's name) -> builder
+BUILDERS: dict[str, Callable] = {
+    "llava": llava, "llava_next": llava_next, "qwen2_vl": qwen2_vl, "qwen2_5_vl": qwen2_5_vl,
+    "qwen3_vl": qwen3_vl, "internvl": internvl, "idefics3": idefics3, "smolvlm": smolvlm,
+    "paligemma": paligemma, "gemma3": gemma3,
+}
+FAMILIES = tuple(BUILDERS)
+
+
+def build(name: str, out_dir: str | Path, seed: int = 0) -> Path:
+    """Build family ``name`` and save it (safetensors) to ``out_dir``."""
+    if name not in BUILDERS:
+        raise ValueError(f"unknown family {name!r}; choose from {', '.join(FAMILIES)}")
+    model, processor = BUILDERS[name](seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if name in _VIDEO:
+        processor.video_processor_config = _VIDEO[name]
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    n = sum(p.numel() for p in model.parameters())
+    logger.info("built %s: %.0fk parameters -> %s", name, n / 1e3, out)
+    return out
+
+
+def build_zoo(out: str | Path, families: Iterable[str] | None = None, seed: int = 0) -> dict[str, Path]:
+    """Build every family (or ``families``) into ``out/<family>``."""
+    names = list(families) if families is not None else list(FAMILIES)
+    return {name: build(name, Path(out) / name, seed) for name in names}

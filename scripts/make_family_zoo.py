@@ -1,0 +1,41 @@
+"""Build the family zoo: a tiny random-weight checkpoint of each supported VLM family.
+
+Offline and seeded; each folder holds the family's real transformers model
+and processor classes, saved with save_pretrained (safetensors), and loads
+with ``byorn.models.VLM.load(DIR/<family>)`` (or AutoModelForImageTextToText /
+AutoProcessor where torchvision is installed):
+
+    python scripts/make_family_zoo.py --out /tmp/zoo
+    python scripts/make_family_zoo.py --out /tmp/zoo --families llava,qwen2_vl --seed 1
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from byorn.models import zoo
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="folder to write <family>/ checkpoints into")
+    ap.add_argument("--families", default=",".join(zoo.FAMILIES),
+                    help=f"comma-separated subset of: {', '.join(zoo.FAMILIES)}")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    names = [n.strip() for n in args.families.split(",") if n.strip()]
+    unknown = [n for n in names if n not in zoo.FAMILIES]
+    if unknown:
+        ap.error(f"unknown families {unknown}; choose from {', '.join(zoo.FAMILIES)}")
+    t0 = time.perf_counter()
+    paths = zoo.build_zoo(Path(args.out), names, seed=args.seed)
+    for name, path in paths.items():
+        print(f"{name:12s} {path}")
+    print(f"{len(paths)} checkpoints in {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
