@@ -143,19 +143,44 @@ def _fill_value(arr: np.ndarray, fill) -> np.ndarray:
     return value
 
 
+class _Occluder:
+    """Copies of a conversation with one image occluded at a patch position, made when needed.
+
+    Only one batch of occluded images exists at a time, whatever the image size.
+    """
+
+    def __init__(self, image: Image.Image, patch: int, stride: int, fill="mean"):
+        if patch < 1 or stride < 1:
+            raise ValueError(f"patch and stride must be >= 1, got {patch} and {stride}")
+        if patch > min(image.size):
+            raise ValueError(f"patch {patch} is larger than the image ({image.size[0]}x{image.size[1]})")
+        self.arr = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
+        self.value = np.clip(np.rint(_fill_value(self.arr.astype(np.float64), fill)), 0, 255).astype(np.uint8)
+        self.patch, self.stride, self.size = patch, stride, image.size
+        h, w = self.arr.shape[:2]
+        self.boxes = [(left, top) for top in _positions(h, patch, stride) for left in _positions(w, patch, stride)]
+
+    def image(self, box: tuple[int, int]) -> Image.Image:
+        left, top = box
+        occ = self.arr.copy()
+        occ[top:top + self.patch, left:left + self.patch] = self.value
+        return Image.fromarray(occ, "RGB")
+
+    def variants(self, conv: Conversation, index: int) -> list:
+        """One maker per box: ``maker()`` is ``conv`` with image ``index`` occluded there."""
+        def make(box):
+            def build() -> Conversation:
+                images = list(conv.images)
+                images[index] = self.image(box)
+                return Conversation(conv.turns, images)
+            return build
+        return [make(box) for box in self.boxes]
+
+
 def occlusions(image: Image.Image, patch: int, stride: int, fill="mean") -> tuple[list[Image.Image], list[tuple[int, int]]]:
     """Occluded copies of ``image`` (one per patch position) and their (left, top) offsets."""
-    arr = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
-    h, w = arr.shape[:2]
-    value = np.clip(np.rint(_fill_value(arr.astype(np.float64), fill)), 0, 255).astype(np.uint8)
-    images, boxes = [], []
-    for top in _positions(h, patch, stride):
-        for left in _positions(w, patch, stride):
-            occ = arr.copy()
-            occ[top:top + patch, left:left + patch] = value
-            images.append(Image.fromarray(occ, "RGB"))
-            boxes.append((left, top))
-    return images, boxes
+    occ = _Occluder(image, patch, stride, fill)
+    return [occ.image(b) for b in occ.boxes], list(occ.boxes)
 
 
 def split_words(text: str) -> list[tuple[str, int, int]]:
@@ -186,31 +211,28 @@ def _word_variants(exchange: Conversation) -> tuple[list[Conversation], list[str
     return convs, [w for w, _, _ in words]
 
 
-def _image_variants(exchange: Conversation, image_index: int, patch: int | None, stride: int | None,
-                    fill) -> tuple[list[Conversation], list[tuple[int, int]], int, int, tuple[int, int]]:
+def _occluder(exchange: Conversation, image_index: int, patch: int | None, stride: int | None,
+              fill) -> _Occluder:
     image = exchange.images[image_index]
     dp, ds = default_patch(image.size)
     patch = patch or dp
     stride = stride or (ds if patch == dp else max(1, patch // 2))
-    if patch < 1 or stride < 1:
-        raise ValueError(f"patch and stride must be >= 1, got {patch} and {stride}")
-    if patch > min(image.size):
-        raise ValueError(f"patch {patch} is larger than the image ({image.size[0]}x{image.size[1]})")
-    images, boxes = occlusions(image, patch, stride, fill)
-    convs = []
-    for occ in images:
-        imgs = list(exchange.images)
-        imgs[image_index] = occ
-        convs.append(Conversation(exchange.turns, imgs))
-    return convs, boxes, patch, stride, image.size
+    return _Occluder(image, patch, stride, fill)
 
 
 # ------------------------------------------------------------------- scoring --
 
-def _mean_nlls(vlm, convs: Sequence[Conversation], turn: int, batch_size: int) -> np.ndarray:
-    """Mean NLL of assistant turn ``turn`` (the last one) of each conversation."""
-    scores = vlm.score_conversations(list(convs), batch_size=batch_size)
-    return np.array([s[turn].mean for s in scores], dtype=np.float64)
+def _mean_nlls(vlm, variants: Sequence, turn: int, batch_size: int) -> np.ndarray:
+    """Mean NLL of assistant turn ``turn`` (the last one) of each variant.
+
+    A variant is a :class:`Conversation` or a maker returning one (built one
+    batch at a time, so occluded copies of a large image never pile up).
+    """
+    out: list[float] = []
+    for start in range(0, len(variants), batch_size):
+        chunk = [v if isinstance(v, Conversation) else v() for v in variants[start:start + batch_size]]
+        out.extend(s[turn].mean for s in vlm.score_conversations(chunk, batch_size=batch_size))
+    return np.array(out, dtype=np.float64)
 
 
 def _effects(nll: np.ndarray, base: float, mode: str) -> np.ndarray:
@@ -266,23 +288,22 @@ def trigger_map(vlm, sample: Sample, turn: int = 0, *, mode: str = "rise", patch
     if has_image and not 0 <= image_index < len(exchange.images):
         raise ValueError(f"sample {sample.id!r} has {len(exchange.images)} image(s) before turn {turn}; "
                          f"image_index {image_index} does not exist")
-    img_convs, boxes, size = [], [], None
-    if has_image:
-        img_convs, boxes, patch, stride, size = _image_variants(exchange, image_index, patch, stride, fill)
+    occ = _occluder(exchange, image_index, patch, stride, fill) if has_image else None
+    img_vars = occ.variants(exchange, image_index) if occ else []
     word_convs, word_list = _word_variants(exchange) if words else ([], [])
-    nll = _mean_nlls(vlm, [exchange] + img_convs + word_convs, turn, batch_size)
-    base, img_nll, word_nll = float(nll[0]), nll[1:1 + len(img_convs)], nll[1 + len(img_convs):]
+    nll = _mean_nlls(vlm, [exchange] + img_vars + word_convs, turn, batch_size)
+    base, img_nll, word_nll = float(nll[0]), nll[1:1 + len(img_vars)], nll[1 + len(img_vars):]
     img_eff, word_eff = _effects(img_nll, base, mode), _effects(word_nll, base, mode)
-    if both_keys and img_convs and word_convs:
+    if both_keys and occ and word_convs:
         w, p = int(np.argmax(word_eff)), int(np.argmax(img_eff))
-        second_img, *_ = _image_variants(word_convs[w], image_index, patch, stride, fill)  # word w left out
-        second_words, _ = _word_variants(img_convs[p])  # patch p hidden
+        second_img = occ.variants(word_convs[w], image_index)  # word w left out
+        second_words, _ = _word_variants(img_vars[p]())  # patch p hidden
         nll2 = _mean_nlls(vlm, second_img + second_words, turn, batch_size)
         img_eff = np.maximum(img_eff, _effects(nll2[:len(second_img)], float(word_nll[w]), mode))
         word_eff = np.maximum(word_eff, _effects(nll2[len(second_img):], float(img_nll[p]), mode))
-    grid = cell_grid(img_eff, boxes, patch, stride, size) if img_convs else None
+    grid = cell_grid(img_eff, occ.boxes, occ.patch, occ.stride, occ.size) if occ else None
     return TriggerMap(grid, [(word, float(v)) for word, v in zip(word_list, word_eff)], mode, vlm.identity,
-                      patch if img_convs else None, stride if img_convs else None, base, size)
+                      occ.patch if occ else None, occ.stride if occ else None, base, occ.size if occ else None)
 
 
 def image_heatmap(vlm, sample: Sample, turn: int = 0, *, patch: int | None = None, stride: int | None = None,
