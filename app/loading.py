@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .context import Workspace
+from .hosting import gpu
 
 logger = logging.getLogger(__name__)
 
@@ -156,14 +157,21 @@ def audit_workspace(dataset, model_path: str | None, cache_dir: Path, *, p: floa
                     score: str = "mean", propose: bool = True, ground_truth: dict | None = None,
                     progress: Progress | None = None) -> Workspace:
     """Audit ``dataset`` with the model (cached by fingerprint + model identity)."""
-    from byorn.audit import AuditConfig, run_audit
+    from byorn.audit import AuditConfig
 
     vlm = load_model(model_path)
     cfg = AuditConfig(p=p, score=score, propose=propose)
-    audit = run_audit(dataset, vlm, cfg, ground_truth=ground_truth, cache_dir=cache_dir,
-                      progress=progress)
+    audit = _audit(dataset, vlm, cfg, ground_truth, cache_dir, progress)
     meta = dict(audit.meta)
     key = f"{meta.get('dataset_fingerprint') or dataset.fingerprint()}:{vlm.identity}:{p}:{score}"
     return Workspace(key=key, name=f"{dataset.name} ({len(dataset)} samples)", dataset=dataset,
                      table=audit.table, meta=meta, audit=audit, model_path=model_path or None,
                      vlm_loader=lambda: vlm)
+
+
+@gpu(duration=300)
+def _audit(dataset, vlm, cfg, ground_truth, cache_dir, progress):
+    """Scoring (and proposing) runs on the GPU on ZeroGPU (``app/hosting.py``)."""
+    from byorn.audit import run_audit
+
+    return run_audit(dataset, vlm, cfg, ground_truth=ground_truth, cache_dir=cache_dir, progress=progress)
