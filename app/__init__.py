@@ -111,9 +111,14 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         # and any running training job.
         visitor = demo.load(partial(attach_visitor, ctx), [ui.visitor, ui.view], [ui.visitor, ui.view],
                             api_visibility="private")
-        load = visitor.then(partial(tab_start.describe_view, ctx), [ui.view], [ui.view, ui.start.current],
-                            api_name="page_load")
-        for fn, inputs, outputs in refreshers:
+        visitor.then(partial(tab_start.describe_view, ctx), [ui.view], [ui.view, ui.start.current],
+                     api_name="page_load")
+        # The overview (the first thing seen) on its own, in parallel with the visitor -> table ->
+        # inspector chain (the table sets the order the inspector walks).
+        (overview_fn, overview_in, overview_out), *rest = refreshers
+        demo.load(partial(_without_view, overview_fn), overview_in, overview_out[1:], api_visibility="private")
+        load = visitor
+        for fn, inputs, outputs in rest:
             load = load.then(fn, inputs, outputs, api_visibility="private")
         load.then(**tab_inspector.extras_event(ui, ctx))
         visitor.then(partial(tab_train.poll, ctx), [ui.view],
@@ -136,6 +141,11 @@ def _refreshers(ui, ctx: AppContext) -> list:
          [ui.view, ui.table.table, ui.table.counts]),
         (partial(_show_first, ctx, ui), [ui.view], tab_inspector.outputs(ui)),
     ]
+
+
+def _without_view(fn, *args):
+    """``fn``'s outputs after the view (a handler that leaves the view as it is)."""
+    return fn(*args)[1:]
 
 
 def _show_first(ctx: AppContext, ui, view: View) -> dict:

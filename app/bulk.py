@@ -67,7 +67,7 @@ def plan(ctx: AppContext, view: View, action: str, rows: np.ndarray, scope: str)
     unit = unit_of(ws.index)
     where = {"filter": "the current filter", "selection": "the map selection"}[scope]
     if not len(rows):
-        extra = f" with a proposed replacement" if skipped else ""
+        extra = " with a proposed replacement" if skipped else ""
         return BulkPlan(status, rows, scope, skipped), f"Nothing to do: {where} has no {unit}{extra}."
     msg = f"This will mark **{len(rows)}** {unit} of {where} as **{status}**"
     if skipped:

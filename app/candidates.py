@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .hosting import gpu
+from . import hosting
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +63,27 @@ class RunModels:
 
     def __init__(self, keep: int = 2):
         self._lock = threading.Lock()
-        self._models: OrderedDict[str, tuple[Any, str]] = OrderedDict()
+        self._models: OrderedDict[str, tuple[Any, str, str]] = OrderedDict()
         self.keep = keep
 
     def get(self, run_dir: str) -> tuple[Any, str]:
-        from byorn.propose import run_model
+        """(the run's model, its source ``"run:<name>"``)."""
+        vlm, source, _ = self.entry(run_dir)
+        return vlm, source
+
+    def folder(self, run_dir: str) -> str:
+        """The run's model folder (what a ZeroGPU call loads)."""
+        return self.entry(run_dir)[2]
+
+    def entry(self, run_dir: str) -> tuple[Any, str, str]:
+        from byorn.propose import run_model, run_model_folder
 
         with self._lock:
             hit = self._models.get(str(run_dir))
             if hit is None:
-                hit = run_model(run_dir)
+                folder, _ = run_model_folder(run_dir)
+                vlm, source = run_model(run_dir)
+                hit = (vlm, source, str(folder))
                 self._models[str(run_dir)] = hit
                 while len(self._models) > self.keep:
                     self._models.popitem(last=False)
@@ -163,19 +174,19 @@ def job(ctx) -> ProposalJob:
     return ctx.extras.setdefault("proposal_job", ProposalJob())
 
 
-# -- the model calls (inside @spaces.GPU on ZeroGPU) ----------------------------------------------
-@gpu(duration=120)
-def propose_with_run(run_dir: str, dataset, keys: list, k: int, progress=None, cancel=None) -> dict:
-    from byorn.propose import propose_with_run as run
+# -- the model calls (ZeroGPU calls on ZeroGPU: app/hosting.py) ------------------------------------
+def propose_with_run(ctx, run_dir: str, dataset, keys: list, k: int, progress=None, cancel=None) -> dict:
+    """Candidates for ``keys`` from the run's model (loaded once and shared, except on ZeroGPU)."""
+    vlm = None if hosting.on_zerogpu() else models(ctx).get(run_dir)[0]
+    return hosting.candidates_with_run(str(run_dir), dataset, keys, vlm=vlm, k=k, progress=progress,
+                                       cancel=cancel)
 
-    return run(run_dir, dataset, keys, k=k, progress=progress, cancel=cancel)
 
-
-@gpu(duration=30)
-def propose_for(vlm, dataset, keys: list, k: int, seed: int) -> dict:
-    from byorn.propose import propose_candidates
-
-    return propose_candidates(vlm, dataset, keys, k=k, seed=seed)
+def propose_for_turn(ctx, run_dir: str, dataset, key: tuple[str, int], k: int, seed: int) -> list:
+    """``k`` fresh candidates for one turn from the run's model, best first."""
+    vlm, source, folder = models(ctx).entry(run_dir)
+    found = hosting.candidates_for(vlm, folder, dataset, [key], k=k, seed=seed, source=source)
+    return list(found.get(key) or [])
 
 
 # -- finished runs --------------------------------------------------------------------------------
@@ -202,6 +213,17 @@ def runs_with_models(ctx, view) -> pd.DataFrame:
                      "method": r.get("method"), "same_data": same})
     table = pd.DataFrame(rows, columns=["run_id", "label", "out_dir", "method", "same_data"])
     return table.sort_values("same_data", ascending=False, kind="stable") if len(table) else table
+
+
+def check_run(ctx, view, run_dir: str) -> str:
+    """``run_dir`` if it is a run this visitor sees that saved a model, else ``ValueError`` (never a
+    path typed by an API client: that would load any folder on the server)."""
+    runs = runs_with_models(ctx, view)
+    known = {str(Path(p).resolve()): p for p in runs["out_dir"]}
+    hit = known.get(str(Path(str(run_dir)).resolve()))
+    if hit is None:
+        raise ValueError(f"{Path(str(run_dir)).name!r} is not one of your finished runs with a saved model")
+    return hit
 
 
 def _fingerprint_of(folder: Path) -> str | None:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .context import Workspace
-from .hosting import gpu
 
 logger = logging.getLogger(__name__)
 
@@ -169,9 +168,9 @@ def audit_workspace(dataset, model_path: str | None, cache_dir: Path, *, p: floa
                      vlm_loader=lambda: vlm)
 
 
-@gpu(duration=300)
 def _audit(dataset, vlm, cfg, ground_truth, cache_dir, progress):
-    """Scoring (and proposing) runs on the GPU on ZeroGPU (``app/hosting.py``)."""
+    # Not a ZeroGPU call: run_audit holds the model and a progress callback, neither of which can be
+    # pickled into a GPU worker; on ZeroGPU it needs a scorer by model folder (app/zerogpu.score_on_gpu).
     from byorn.audit import run_audit
 
     return run_audit(dataset, vlm, cfg, ground_truth=ground_truth, cache_dir=cache_dir, progress=progress)

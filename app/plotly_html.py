@@ -54,7 +54,7 @@ const mapFigure = (p) => {
   const trace = {type: 'scattergl', mode: 'markers', x: state.x, y: state.y,
     marker: {size: p.size, color: state.c, colorscale: p.colorscale, cmin: p.cmin, cmax: p.cmax,
              colorbar: Object.assign({thickness: 12, len: 0.9}, p.colorbar || {}), line: {width: 0}},
-    unselected: {marker: {opacity: 0.12}}, selected: {marker: {opacity: 1}}};
+  };
   if (p.text) { trace.hovertext = p.text; trace.hoverinfo = 'text'; }
   else { trace.hoverinfo = 'none'; }
   const axis = {showticklabels: false, zeroline: false, showgrid: false, range: [-800, p.xy_max + 800]};
@@ -66,10 +66,26 @@ const mapFigure = (p) => {
   return {data: [trace], layout: layout};
 };
 
-const applySelection = () => {
-  const el = plot();
-  if (!el || !el._fullData || !state.isMap) return;
-  Plotly.restyle(el, {selectedpoints: [state.rows ? Array.from(state.rows) : null]}, [0]);
+const paintSelection = () => {  // selected points drawn on a canvas over the map (a restyle of 100k
+  const el = plot(), cv = root.querySelector('.byorn-sel');  // WebGL points takes ~1 s; this, milliseconds)
+  if (!el || !cv) return;
+  const w = el.clientWidth, h = el.clientHeight, dpr = window.devicePixelRatio || 1;
+  cv.style.left = el.offsetLeft + 'px'; cv.style.top = el.offsetTop + 'px';
+  cv.style.width = w + 'px'; cv.style.height = h + 'px';
+  if (cv.width !== Math.round(w * dpr) || cv.height !== Math.round(h * dpr)) { cv.width = Math.round(w * dpr); cv.height = Math.round(h * dpr); }
+  const g = cv.getContext('2d');
+  g.setTransform(dpr, 0, 0, dpr, 0, 0); g.clearRect(0, 0, w, h);
+  if (!state.isMap || !state.rows || !state.rows.length || !el._fullLayout || !el._fullLayout.xaxis) return;
+  const fl = el._fullLayout, s = fl._size, xa = fl.xaxis, ya = fl.yaxis;
+  g.save(); g.beginPath(); g.rect(s.l, s.t, s.w, s.h); g.clip();
+  g.fillStyle = 'rgba(255, 255, 255, 0.6)'; g.fillRect(s.l, s.t, s.w, s.h);  // dim the rest
+  const r = Math.max(1.5, (state.size || 4) * 0.6);
+  g.fillStyle = '#111827'; g.beginPath();
+  for (const i of state.rows) {
+    const px = s.l + xa.l2p(state.x[i]), py = s.t + ya.l2p(state.y[i]);
+    g.moveTo(px + r, py); g.arc(px, py, r, 0, 6.2832);
+  }
+  g.fill(); g.restore();
 };
 
 const draw = () => {
@@ -89,15 +105,18 @@ const draw = () => {
       state.n = p.n; state.x = decode(p.x, Uint16Array); state.y = decode(p.y, Uint16Array);
       state.c = decode(p.c, Uint8Array);
       if (state.rows && state.rows.length && state.rows[state.rows.length - 1] >= p.n) state.rows = null;
+      state.size = p.size;
       fig = mapFigure(p);
-      if (state.rows) fig.data[0].selectedpoints = Array.from(state.rows);
     }
   } else { fig = p; }
   const t0 = performance.now();
+  el.dataset.valueAt = String(Math.round(t0));  // when the figure arrived (for benchmarks/app_bench.py)
   Plotly.react(el, fig.data, fig.layout, {responsive: true, displaylogo: false, displayModeBar: false,
                                            scrollZoom: state.isMap, doubleClick: 'reset'}).then(() => {
     el.dataset.drawnMs = String(Math.round(performance.now() - t0));
+    el.dataset.drawnAt = String(Math.round(performance.now()));
     el.dataset.points = String(state.n || 0);
+    paintSelection();
   });
   if (!el.dataset.bound) { el.dataset.bound = '1'; bind(el); }
 };
@@ -146,16 +165,20 @@ const maskOf = (rows) => {
 };
 
 const select = (rows, how) => {
+  const t1 = performance.now();
   state.rows = rows && rows.length ? Uint32Array.from(rows) : null;
-  applySelection();
+  paintSelection();
   const el = plot();
   el.dataset.selected = String(rows ? rows.length : 0);
+  el.dataset.highlightMs = String(Math.round(performance.now() - t1));
   trigger('points_selected', {mask: rows && rows.length ? maskOf(rows) : '', count: rows ? rows.length : 0,
                               how: how, t_ms: Math.round(performance.now() - (state.t0 || performance.now()))});
 };
 
 const bind = (el) => {
-  el.byornSelect = (rows) => { state.rows = rows && rows.length ? Uint32Array.from(rows) : null; applySelection(); };
+  el.byornSelect = (rows) => { state.rows = rows && rows.length ? Uint32Array.from(rows) : null; paintSelection(); };
+  el.on('plotly_relayout', paintSelection);    // pan, zoom, reset: the points moved
+  el.on('plotly_relayouting', paintSelection);
   el.on('plotly_click', (ev) => {  // pan / zoom modes: plotly's own clicks
     if (!ev || !ev.points || !ev.points.length) return;
     const p = ev.points[0];
@@ -194,7 +217,10 @@ const bind = (el) => {
       let poly = pts.map(([cx, cy]) => a.toData(cx, cy));
       if (state.mode === 'box') { const [p0, p1] = [poly[0], poly[poly.length - 1]];
         poly = [[p0[0], p0[1]], [p1[0], p0[1]], [p1[0], p1[1]], [p0[0], p1[1]]]; }
-      select(inPolygon(poly), state.mode);
+      const t = performance.now(), rows = inPolygon(poly);
+      el.dataset.testMs = String(Math.round(performance.now() - t));
+      el.dataset.releaseAt = String(t);
+      select(rows, state.mode);
     };
     window.addEventListener('mousemove', move, true); window.addEventListener('mouseup', up, true);
   }, true);
@@ -230,6 +256,7 @@ CSS = """
 .byorn-plot-wrap { position: relative; }
 .byorn-lasso { position: absolute; left: 0; top: 0; width: 100%; height: 100%; pointer-events: none;
                display: none; overflow: visible; z-index: 5; }
+.byorn-sel { position: absolute; pointer-events: none; z-index: 4; }
 .byorn-lasso path { fill: rgba(37, 99, 235, 0.08); stroke: #2563eb; stroke-width: 1.5; stroke-dasharray: 4 3; }
 """
 
@@ -241,7 +268,7 @@ def clickable_plot(height: int = 560, elem_id: str | None = None, toolbar: bool 
         value="",
         html_template=(f"<div class='byorn-plot-wrap'>{bar}<div class='byorn-plot' "
                        f"style='width:100%;height:{height}px'></div>"
-                       "<svg class='byorn-lasso'><path d=''/></svg></div>"),
+                       "<canvas class='byorn-sel'></canvas><svg class='byorn-lasso'><path d=''/></svg></div>"),
         js_on_load=_JS,
         head=plotly_head(),
         elem_id=elem_id,

@@ -45,6 +45,10 @@ def start(ctx: AppContext, ui, view: View, run_dir: str, k: float, scope: str) -
     if not run_dir or run_dir == "reference model":
         raise gr.Error("Choose a finished run in 'propose with' first (the reference model's proposals are "
                        "in the audit already; 'regenerate' asks it again for one turn).")
+    try:
+        run_dir = candidates.check_run(ctx, view, run_dir)
+    except ValueError as e:
+        raise gr.Error(str(e)) from e
     ws = ctx.workspace(view)
     keys = keys_for(ctx, view, scope)
     if not keys:
@@ -54,7 +58,7 @@ def start(ctx: AppContext, ui, view: View, run_dir: str, k: float, scope: str) -
     name = candidates.run_source(run_dir)
 
     def work(progress, cancel):
-        return candidates.propose_with_run(str(run_dir), ws.dataset, keys, k, progress=progress, cancel=cancel)
+        return candidates.propose_with_run(ctx, str(run_dir), ws.dataset, keys, k, progress=progress, cancel=cancel)
 
     def done(found):
         candidates.book(ctx).put(ws, str(run_dir), found or {})

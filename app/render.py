@@ -22,7 +22,7 @@ CSS = """
 .byorn-card:hover, .byorn-card:focus { border-color: #2563eb; outline: none; box-shadow: 0 0 0 2px #bfdbfe; }
 .byorn-card img { width: 100%; aspect-ratio: 1; object-fit: contain; image-rendering: pixelated; background: #f3f4f6; }
 .byorn-card .txt { height: 96px; overflow: hidden; color: #374151; background: #f9fafb; padding: 4px; }
-.byorn-card .meta { display: flex; justify-content: space-between; gap: 4px; margin-top: 2px; }
+.byorn-card .meta { display: flex; flex-wrap: wrap; justify-content: space-between; gap: 2px 4px; margin-top: 2px; }
 .byorn-card .key { font-family: ui-monospace, monospace; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .byorn-badge { border-radius: 3px; padding: 0 4px; color: white; font-size: 0.7rem; white-space: nowrap; }
 .byorn-flag { background: #dc2626; }

@@ -24,9 +24,8 @@ from PIL import Image
 
 from byorn.decisions import Decision
 
-from . import bulk, candidates, similar, trigger
+from . import bulk, candidates, hosting, similar, trigger
 from .context import AppContext, Workspace
-from .hosting import gpu
 from .images import thumb_path
 from .render import conversation, file_url
 from .state import Proposal, View
@@ -292,13 +291,6 @@ def decide(ctx: AppContext, status: str, view: View, proposal: str, edit: str, a
     return show_sample(ctx, view, nxt)
 
 
-@gpu(duration=30)
-def _generate(vlm, dataset, keys, seed: int) -> dict:
-    from byorn.audit import propose_replacements
-
-    return propose_replacements(vlm, dataset, keys, temperature=0.7, seed=seed)
-
-
 def regenerate(ctx: AppContext, view: View, progress=gr.Progress()):
     """A new replacement for the open turn: from the reference model, or k candidates from the chosen run."""
     view = View.coerce(view)
@@ -312,12 +304,11 @@ def regenerate(ctx: AppContext, view: View, progress=gr.Progress()):
     if view.run:
         progress(0.1, desc="loading the run's model")
         try:
-            vlm, source = candidates.models(ctx).get(view.run)
+            source = candidates.run_source(view.run)
             progress(0.5, desc="sampling candidates")
-            found = candidates.propose_for(vlm, ws.dataset, [(sid, turn)], 4, seed)
+            cands = candidates.propose_for_turn(ctx, view.run, ws.dataset, (sid, turn), 4, seed)
         except Exception as e:  # the model failing must not take the page down
             raise gr.Error(f"The run's model could not propose replacements: {e}") from e
-        cands = found.get((sid, turn)) or []
         if not cands:
             raise gr.Error("The run's model proposed nothing for this turn.")
         candidates.book(ctx).put(ws, view.run, {(sid, turn): cands})
@@ -331,7 +322,8 @@ def regenerate(ctx: AppContext, view: View, progress=gr.Progress()):
         raise gr.Error(f"Could not load the reference model: {e}") from e
     progress(0.5, desc="sampling a replacement")
     try:
-        text = _generate(vlm, ws.dataset, [(sid, turn)], seed).get((sid, turn), "")
+        text = hosting.generate(vlm, ws.model_path, ws.dataset, [(sid, turn)], temperature=0.7,
+                                seed=seed).get((sid, turn), "")
     except Exception as e:  # the model failing must not take the page down
         raise gr.Error(f"The reference model could not generate a replacement: {e}") from e
     view.proposals[key] = Proposal(text, bulk.reference_source(ws))
@@ -412,7 +404,10 @@ def pick_candidate(ctx: AppContext, ui, view: View, choice) -> dict:
 def choose_proposer(ctx: AppContext, ui, view: View, choice: str) -> dict:
     """"propose with": the reference model, or a run folder."""
     view = View.coerce(view)
-    view.run = None if not choice or choice == REFERENCE else str(choice)
+    try:
+        view.run = None if not choice or choice == REFERENCE else candidates.check_run(ctx, view, choice)
+    except ValueError as e:
+        raise gr.Error(str(e)) from e
     return {ui.view: view, **candidate_outputs(ctx, ui, view)}
 
 

@@ -18,7 +18,7 @@ import gradio as gr
 
 from . import candidates
 from .context import AppContext
-from .hosting import gpu
+from . import hosting
 from .render import word_importances
 from .state import View
 
@@ -65,13 +65,6 @@ def model_choices(t, runs) -> dict:
     return {t.model: gr.Dropdown(choices=choices, value=default)}
 
 
-@gpu(duration=60)
-def _trigger_map(vlm, dataset, sample_id: str, turn: int, mode: str, folder: str):
-    from byorn.explain import TriggerMapCache
-
-    return TriggerMapCache(folder).get(vlm, dataset, sample_id, turn, mode=mode)
-
-
 def explain(ctx: AppContext, ui, view: View, choice: str, progress=gr.Progress()) -> dict:
     """Compute (or fetch) the trigger map of the open turn under the chosen model and show it."""
     from byorn.explain import overlay
@@ -86,12 +79,12 @@ def explain(ctx: AppContext, ui, view: View, choice: str, progress=gr.Progress()
     progress(0.1, desc="loading the model")
     try:
         if not choice or choice == REFERENCE:
-            vlm, mode, who = ws.vlm(), "fall", "the reference model"
+            vlm, mode, who, folder = ws.vlm(), "fall", "the reference model", ws.model_path
         else:
-            vlm, source = candidates.models(ctx).get(choice)
+            vlm, source, folder = candidates.models(ctx).entry(candidates.check_run(ctx, view, choice))
             mode, who = "rise", f"`{source}`"
         progress(0.3, desc="occluding patches and words")
-        tm = _trigger_map(vlm, ws.dataset, sid, turn, mode, str(ctx.data_dir / "trigger_maps"))
+        tm = hosting.trigger_map(vlm, folder, ws.dataset, sid, turn, ctx.data_dir / "trigger_maps", mode=mode)
     except Exception as e:  # the model or the sample failing must not take the page down
         raise gr.Error(f"Could not compute the trigger map: {e}") from e
     sample = ws.dataset.by_id(sid)
