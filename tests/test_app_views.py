@@ -259,3 +259,27 @@ def test_loss_figure_separates_bootstrapped_batches():
     names = [tr.name for tr in fig.data]
     assert names == ["loss (data batches)", "loss (bootstrapped batches)"]
     assert list(fig.data[1].x) == [2]
+
+
+def test_decision_cache_follows_the_store(tmp_path):
+    from app.context import DecisionCache
+    from app.synthetic import synthetic_workspace
+    from byorn.decisions import DecisionStore
+
+    ws = synthetic_workspace(50, multi_turn=0.5, seed=2)
+    ix, fp = ws.index, ws.fingerprint
+    store = DecisionStore(tmp_path / "d.sqlite")
+    cache = DecisionCache(store)
+    codes = cache.codes(fp, ix)
+    assert not codes.any() and cache.all(fp) == {}
+    sid, turn = ix.ids[5], int(ix.turns[5])
+    cache.set_many(fp, [Decision(sid, "dropped", turn=turn)])
+    assert cache.codes(fp, ix) is codes and codes[5] == 4  # updated in place, no reload
+    assert cache.all(fp)[(sid, turn)].status == "dropped"
+    # a write behind the cache's back (another process, the CLI) is read on the next look
+    DecisionStore(tmp_path / "d.sqlite").set(fp, ix.ids[7], "rejected", turn=int(ix.turns[7]))
+    fresh = cache.codes(fp, ix)
+    assert fresh[7] == 2 and fresh[5] == 4
+    assert (fresh == status_codes(ix, store.all(fp))).all()
+    cache.clear_many(fp, [(sid, turn)])
+    assert cache.codes(fp, ix)[5] == 0 and (sid, turn) not in cache.all(fp)
