@@ -57,9 +57,10 @@ const mapFigure = (p) => {
   };
   if (p.text) { trace.hovertext = p.text; trace.hoverinfo = 'text'; }
   else { trace.hoverinfo = 'none'; }
-  const axis = {showticklabels: false, zeroline: false, showgrid: false, range: [-800, p.xy_max + 800]};
+  state.home = [-800, p.xy_max + 800];
+  const axis = {showticklabels: false, zeroline: false, showgrid: false, range: state.home.slice()};
   const layout = {height: root.querySelector('.byorn-plot').clientHeight || 560,
-    margin: {l: 10, r: 10, t: 30, b: 10}, dragmode: state.mode === 'pan' || state.mode === 'zoom' ? state.mode : false,
+    margin: {l: 10, r: 10, t: 30, b: 10}, dragmode: state.mode === 'zoom' ? 'zoom' : false,
     hovermode: p.text ? 'closest' : false, uirevision: p.uirevision, paper_bgcolor: 'white', plot_bgcolor: 'white',
     title: {text: p.title, font: {size: 13}, x: 0.01}, xaxis: Object.assign({}, axis),
     yaxis: Object.assign({}, axis, {scaleanchor: undefined})};
@@ -112,7 +113,7 @@ const draw = () => {
   const t0 = performance.now();
   el.dataset.valueAt = String(Math.round(t0));  // when the figure arrived (for benchmarks/app_bench.py)
   Plotly.react(el, fig.data, fig.layout, {responsive: true, displaylogo: false, displayModeBar: false,
-                                           scrollZoom: state.isMap, doubleClick: 'reset'}).then(() => {
+                                           scrollZoom: false, doubleClick: false}).then(() => {
     el.dataset.drawnMs = String(Math.round(performance.now() - t0));
     el.dataset.drawnAt = String(Math.round(performance.now()));
     el.dataset.points = String(state.n || 0);
@@ -176,6 +177,7 @@ const select = (rows, how) => {
 };
 
 const bind = (el) => {
+  el.byornPixelOf = (i) => { const a = area(el); return a.toPx(state.x[i], state.y[i]); };  // for tests
   el.byornSelect = (rows) => { state.rows = rows && rows.length ? Uint32Array.from(rows) : null; paintSelection(); };
   el.on('plotly_relayout', paintSelection);    // pan, zoom, reset: the points moved
   el.on('plotly_relayouting', paintSelection);
@@ -187,16 +189,21 @@ const bind = (el) => {
   });
   const svg = root.querySelector('.byorn-lasso');
   const path = svg.querySelector('path');
+  const inside = (a, ev) => ev.clientX >= a.left && ev.clientX <= a.left + a.w && ev.clientY >= a.top && ev.clientY <= a.top + a.h;
   el.addEventListener('mousedown', (ev) => {
-    if (!state.isMap || !state.n || !(state.mode === 'lasso' || state.mode === 'box') || ev.button !== 0) return;
+    if (!state.isMap || !state.n || ev.button !== 0) return;
     const a = area(el);
-    if (ev.clientX < a.left || ev.clientX > a.left + a.w || ev.clientY < a.top || ev.clientY > a.top + a.h) return;
+    if (!inside(a, ev)) return;
+    if (state.mode === 'pan') { ev.stopPropagation(); ev.preventDefault(); panDrag(el, ev); return; }
+    if (!(state.mode === 'lasso' || state.mode === 'box')) return;
     ev.stopPropagation(); ev.preventDefault();  // our drag, not plotly's
     state.t0 = performance.now();
     const box = root.getBoundingClientRect(), start = [ev.clientX, ev.clientY], pts = [start];
     const local = ([cx, cy]) => `${cx - box.left},${cy - box.top}`;
     svg.style.display = 'block';
+    let far = 0;  // how far the drag went from its start (a lasso may end where it began)
     const move = (e) => {
+      far = Math.max(far, Math.hypot(e.clientX - start[0], e.clientY - start[1]));
       const last = pts[pts.length - 1];
       if (state.mode === 'box') { pts.length = 1; pts.push([e.clientX, e.clientY]);
         const [x0, y0] = start, [x1, y1] = [e.clientX, e.clientY];
@@ -207,8 +214,7 @@ const bind = (el) => {
     const up = (e) => {
       window.removeEventListener('mousemove', move, true); window.removeEventListener('mouseup', up, true);
       svg.style.display = 'none'; path.setAttribute('d', '');
-      const moved = Math.hypot(e.clientX - start[0], e.clientY - start[1]);
-      if (moved < 4) {  // a click: the nearest point within 8 px opens
+      if (far < 4) {  // a click: the nearest point within 8 px opens
         const row = nearest(el, e.clientX, e.clientY, 8);
         if (row >= 0) trigger('point_click', {row: row});
         return;
@@ -227,11 +233,55 @@ const bind = (el) => {
   root.querySelectorAll('.byorn-toolbar button').forEach(b => b.addEventListener('click', () => {
     const what = b.dataset.mode;
     if (what === 'clear') { select(null, 'clear'); return; }
-    if (what === 'reset') { Plotly.relayout(el, {'xaxis.autorange': true, 'yaxis.autorange': true}); return; }
+    if (what === 'reset') { commit(el, {'xaxis.range': state.home.slice(), 'yaxis.range': state.home.slice()}); return; }
     state.mode = what;
     root.querySelectorAll('.byorn-toolbar button[data-mode]').forEach(o => o.classList.toggle('on', o.dataset.mode === what));
-    Plotly.relayout(el, {dragmode: what === 'pan' || what === 'zoom' ? what : false});
+    Plotly.relayout(el, {dragmode: what === 'zoom' ? 'zoom' : false});
   }));
+  el.addEventListener('wheel', (ev) => {  // zoom around the cursor: previewed, drawn once it stops
+    if (!state.isMap || !state.n) return;
+    const a = area(el);
+    if (!inside(a, ev)) return;
+    ev.preventDefault();
+    const w = state.wheel || (state.wheel = {k: 1, px: ev.clientX - a.left, py: ev.clientY - a.top});
+    w.k = Math.min(50, Math.max(0.02, w.k * Math.exp(-ev.deltaY * 0.0015)));
+    const fl = el._fullLayout;
+    preview(el, `translate(${fl._size.l + w.px}px, ${fl._size.t + w.py}px) scale(${w.k}) translate(${-(fl._size.l + w.px)}px, ${-(fl._size.t + w.py)}px)`);
+    clearTimeout(state.wheelTimer);
+    state.wheelTimer = setTimeout(() => {
+      const xa = fl.xaxis, ya = fl.yaxis, cx = xa.p2l(w.px), cy = ya.p2l(w.py);
+      const [x0, x1] = xa.range, [y0, y1] = ya.range;
+      state.wheel = null;
+      commit(el, {'xaxis.range': [cx - (cx - x0) / w.k, cx + (x1 - cx) / w.k],
+                  'yaxis.range': [cy - (cy - y0) / w.k, cy + (y1 - cy) / w.k]});
+    }, 250);
+  }, {passive: false});
+};
+
+// Pan and wheel zoom move the drawn layers with a CSS transform while the gesture lasts (a WebGL
+// redraw of 100k points takes ~1 s on a CPU-rendered browser), then redraw once at the new ranges.
+const layers = (el) => [...el.querySelectorAll('canvas'), root.querySelector('.byorn-sel')].filter(Boolean);
+const preview = (el, transform) => layers(el).forEach(c => { c.style.transformOrigin = '0 0'; c.style.transform = transform; });
+const commit = (el, ranges) => {
+  const t = performance.now();
+  return Plotly.relayout(el, ranges).then(() => {
+    layers(el).forEach(c => { c.style.transform = ''; });
+    paintSelection();
+    el.dataset.redrawMs = String(Math.round(performance.now() - t));
+  });
+};
+const panDrag = (el, ev) => {
+  const start = [ev.clientX, ev.clientY];
+  let dx = 0, dy = 0;
+  const move = (e) => { dx = e.clientX - start[0]; dy = e.clientY - start[1]; preview(el, `translate(${dx}px, ${dy}px)`); };
+  const up = () => {
+    window.removeEventListener('mousemove', move, true); window.removeEventListener('mouseup', up, true);
+    if (Math.hypot(dx, dy) < 4) { preview(el, ''); const row = nearest(el, start[0], start[1], 8);
+      if (row >= 0) trigger('point_click', {row: row}); return; }
+    const fl = el._fullLayout, xa = fl.xaxis, ya = fl.yaxis, s = fl._size;
+    commit(el, {'xaxis.range': [xa.p2l(-dx), xa.p2l(s.w - dx)], 'yaxis.range': [ya.p2l(s.h - dy), ya.p2l(-dy)]});
+  };
+  window.addEventListener('mousemove', move, true); window.addEventListener('mouseup', up, true);
 };
 
 draw();

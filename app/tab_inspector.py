@@ -421,7 +421,7 @@ def refresh_runs(ctx: AppContext, ui, view: View, explain_with: str | None = Non
     current = view.run if view.run in values else REFERENCE
     view.run = None if current == REFERENCE else current
     explain = trigger.model_choices(i.trig, runs)
-    if explain_with and (explain_with in values or explain_with == trigger.REFERENCE):
+    if explain_with and explain_with != trigger.REFERENCE and explain_with in values:  # a run still listed
         explain[i.trig.model] = gr.Dropdown(choices=explain[i.trig.model].choices, value=explain_with)
     return {ui.view: view, i.propose_with: gr.Dropdown(choices=choices, value=current), **explain}
 
