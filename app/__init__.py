@@ -2,7 +2,12 @@
 
 :func:`build_app` lays out the tabs (``build_<tab>()`` in ``app/tab_*.py``)
 and wires their handlers to the shared :class:`~app.context.AppContext`;
-:func:`launch` starts the server with the app's CSS and optional password.
+:func:`launch` starts the server with the app's CSS, the Inspector's
+keyboard shortcuts (:data:`KEYS_JS`) and optional password.
+
+Per-session state is a :class:`~app.state.View` in ``gr.State``; handlers
+that update several components return ``{component: value}``; one handler
+bound to several triggers is wired once with ``gr.on``.
 """
 from __future__ import annotations
 
@@ -15,9 +20,12 @@ from types import SimpleNamespace
 import gradio as gr
 from starlette.middleware import Middleware
 
-from . import tab_compare, tab_export, tab_inspector, tab_overview, tab_start, tab_table, tab_train
+from . import (plotly_html, proposing, render, tab_compare, tab_export, tab_gallery, tab_inspector, tab_overview,
+               tab_start, tab_table, tab_train)
 from .context import TOKEN_RE, AppContext, new_view, new_visitor_token
+from .plots import color_choices
 from .security import LoginLimiter, LoginRateLimit
+from .state import View
 
 CSS = """
 .byorn-pixelated img { image-rendering: pixelated; image-rendering: crisp-edges; }
@@ -25,6 +33,37 @@ CSS = """
                 white-space: pre-wrap; padding: 6px 0; }
 .byorn-tokens .tok { border-radius: 3px; padding: 1px 0; }
 .byorn-legend { font-size: 0.8rem; opacity: 0.75; }
+""" + plotly_html.CSS + render.CSS
+
+KEYS_JS = r"""
+() => {
+  // The Inspector's keys.  Never while a text box, select or editable element has the focus
+  // (Esc leaves it), never with Ctrl / Alt / Meta, only while the Inspector tab is shown.
+  const click = (sel) => { const b = document.querySelector(sel); if (b && !b.disabled) { b.click(); return true; } return false; };
+  document.addEventListener('keydown', (e) => {
+    const t = e.target, tag = ((t && t.tagName) || '').toLowerCase();
+    const typing = tag === 'input' || tag === 'textarea' || tag === 'select' || (t && t.isContentEditable);
+    if (typing) {
+      if (e.key === 'Escape') t.blur();
+      if (e.key === 'Enter' && (e.ctrlKey || e.metaKey) && t.closest && t.closest('#edit-box')) {
+        e.preventDefault(); t.dispatchEvent(new Event('change', {bubbles: true}));
+        setTimeout(() => click('#edit-btn'), 50);
+      }
+      return;
+    }
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const panel = document.querySelector('#inspector-panel');
+    if (!panel || panel.offsetParent === null) return;
+    const k = e.key.toLowerCase();
+    const act = {a: '#approve-btn', r: '#reject-btn', d: '#drop-btn', n: '#next-btn', arrowright: '#next-btn',
+                 j: '#next-btn', p: '#prev-btn', arrowleft: '#prev-btn', k: '#prev-btn'}[k];
+    if (act) { if (click(act)) e.preventDefault(); return; }
+    if (k === 'e') { const box = document.querySelector('#edit-box textarea');
+      if (box) { e.preventDefault(); box.focus(); box.select(); } return; }
+    if (/^[1-9]$/.test(k)) { const opts = document.querySelectorAll('#candidates input[type=radio]');
+      const o = opts[parseInt(k, 10) - 1]; if (o) { e.preventDefault(); o.click(); } }
+  });
+}
 """
 
 
@@ -32,8 +71,10 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     """The whole app over the shared context (the default workspace opens first)."""
     ui = SimpleNamespace()
     can_decide = ctx.store_problem is None
+    default = ctx.workspaces.get(ctx.default_key)
+    gr.set_static_paths([str(ctx.images.folder)])  # thumbnails and image files, served as they are
     with gr.Blocks(title="BYORn Studio", analytics_enabled=False) as demo:
-        ui.view = gr.State(new_view(ctx.workspaces.get(ctx.default_key)))
+        ui.view = gr.State(new_view(default))
         # Who this browser is, kept in its localStorage across reloads (private sessions only).
         ui.visitor = gr.BrowserState(None, storage_key="byorn-visitor", secret=_browser_secret(ctx))
         gr.Markdown("# BYORn Studio · backdoor audit for vision-language fine-tuning data")
@@ -42,7 +83,9 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab("Data", id="data") as ui.tab_data:
                 ui.start = tab_start.build_start()
             with gr.Tab("Overview", id="overview") as ui.tab_overview:
-                ui.overview = tab_overview.build_overview()
+                ui.overview = tab_overview.build_overview(_colour_choices(default))
+            with gr.Tab("Gallery", id="gallery") as ui.tab_gallery:
+                ui.gallery = tab_gallery.build_gallery()
             with gr.Tab("Table", id="table") as ui.tab_table:
                 ui.table = tab_table.build_table(can_decide)
             with gr.Tab("Inspector", id="inspector") as ui.tab_inspector:
@@ -55,6 +98,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 ui.export = tab_export.build_export()
 
         tab_overview.wire_overview(ui, ctx)
+        tab_gallery.wire_gallery(ui, ctx)
         tab_table.wire_table(ui, ctx)
         tab_inspector.wire_inspector(ui, ctx)
         tab_train.wire_train(ui, ctx)
@@ -67,13 +111,22 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         # and any running training job.
         visitor = demo.load(partial(attach_visitor, ctx), [ui.visitor, ui.view], [ui.visitor, ui.view],
                             api_visibility="private")
-        load = visitor.then(partial(tab_start.describe_view, ctx), [ui.view], [ui.view, ui.start.current],
-                            api_name="page_load")
-        for fn, inputs, outputs in refreshers:
+        visitor.then(partial(tab_start.describe_view, ctx), [ui.view], [ui.view, ui.start.current],
+                     api_name="page_load")
+        # The overview (the first thing seen) on its own, in parallel with the visitor -> table ->
+        # inspector chain (the table sets the order the inspector walks).
+        (overview_fn, overview_in, overview_out), *rest = refreshers
+        demo.load(partial(_without_view, overview_fn), overview_in, overview_out[1:], api_visibility="private")
+        load = visitor
+        for fn, inputs, outputs in rest:
             load = load.then(fn, inputs, outputs, api_visibility="private")
+        load.then(**tab_inspector.extras_event(ui, ctx))
         visitor.then(partial(tab_train.poll, ctx), [ui.view],
                      [ui.train.status, ui.train.curve, ui.train.evals, ui.train.timer],
                      api_visibility="private")
+        p = ui.inspector.prop  # a running proposal job: re-attach its progress
+        visitor.then(partial(proposing.poll, ctx, ui), [ui.view],
+                     [p.status, p.timer, ui.inspector.cands, ui.inspector.cand_note], api_visibility="private")
     demo.ui = ui  # for tests and scripts
     return demo
 
@@ -86,16 +139,35 @@ def _refreshers(ui, ctx: AppContext) -> list:
          tab_overview.overview_outputs(ui)),
         (partial(tab_table.refresh_table, ctx), [ui.view, *tab_table.filter_inputs(ui)],
          [ui.view, ui.table.table, ui.table.counts]),
-        (partial(tab_inspector.show_first, ctx), [ui.view], tab_inspector.outputs(ui)),
+        (partial(_show_first, ctx, ui), [ui.view], tab_inspector.outputs(ui)),
     ]
 
 
-def attach_visitor(ctx: AppContext, token, view: dict):
+def _without_view(fn, *args):
+    """``fn``'s outputs after the view (a handler that leaves the view as it is)."""
+    return fn(*args)[1:]
+
+
+def _show_first(ctx: AppContext, ui, view: View) -> dict:
+    return tab_inspector.to_outputs(ui, tab_inspector.show_first(ctx, view))
+
+
+def _colour_choices(ws) -> list[str]:
+    """"colour by": the default workspace's columns, and the audit table's standard ones."""
+    choices = color_choices(ws.index) if ws is not None else []
+    for c in ("score", "flag", "decision", "ground truth", "score_max", "sample_score", "n_tokens", "turn"):
+        if c not in choices:
+            choices.append(c)
+    return choices
+
+
+def attach_visitor(ctx: AppContext, token, view: View):
     """On page load: this browser's visitor token (made on the first visit), kept in the view."""
+    view = View.coerce(view)
     if not ctx.private_sessions:
         return token, view
     token = token if isinstance(token, str) and TOKEN_RE.match(token) else new_visitor_token()
-    view["owner"] = token
+    view.owner = token
     return token, view
 
 
@@ -132,6 +204,7 @@ def launch(demo: gr.Blocks, ctx: AppContext, login_limiter: LoginLimiter | None 
         app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(LoginRateLimit, limiter=limiter)]
         kwargs["app_kwargs"] = app_kwargs
     kwargs.setdefault("css", CSS)
+    kwargs.setdefault("js", KEYS_JS)
     kwargs.setdefault("footer_links", ["api", "gradio"])
     # Uploads above this are refused by the server with a message (zip contents are
     # checked again, uncompressed, by byorn.data.io.extract_upload).

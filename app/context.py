@@ -10,10 +10,16 @@ Shared by every visitor (explicit objects, created once in :func:`make_context`)
 - the one :class:`~app.jobs.TrainingJob`;
 - :class:`~app.images.ImageFiles`, the finished image files the Inspector serves.
 
-Per user (``gr.State``, a plain dict made by :func:`new_view`): which workspace
-they look at, their threshold, the current filter order, the sample open in
-the inspector, unsaved regenerated replacements, and (with private sessions)
-the visitor token that owns their training runs.
+Per user (``gr.State``): a :class:`~app.state.View` made by :func:`new_view`
+(which workspace they look at, their threshold, the current filter and its
+order, the map selection, the turn open in the inspector, unsaved proposed
+replacements, and with private sessions the visitor token that owns their
+training runs).
+
+Decisions are read through :class:`DecisionCache`: ``store.all`` of 100k
+decisions takes ~0.6 s, too slow for every event, so the app keeps them in
+memory, with one status code per table row, and reloads only when the store
+file changed behind its back (another process, the CLI).
 
 Deployment settings (environment, read by :func:`make_context`):
 
@@ -45,17 +51,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 
-from byorn.decisions import Decision, DecisionStore, DecisionStoreError
+from byorn.decisions import STATUSES, Decision, DecisionStore, DecisionStoreError
 
 from .images import ImageFiles
+from .index import TableIndex, status_codes
 from .jobs import TrainingJob
+from .state import DEFAULT_PERCENTILE, View
 from .views import join_decisions, threshold_at, with_threshold
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_PERCENTILE = 0.6
 
 
 @dataclass
@@ -73,12 +80,49 @@ class Workspace:
     test_triggered: Any = None
     target: str | None = None
     vlm_loader: Callable[[], Any] | None = None
+    embeddings: Any = None            # (N, D) per-row embeddings (None: from ``audit``)
     _vlm: Any = None
     _vlm_lock: threading.Lock = field(default_factory=threading.Lock)
+    _index: TableIndex | None = None
+    _clusters: Any = None
+    _lazy_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def fingerprint(self) -> str:
         return self.meta.get("dataset_fingerprint") or self.dataset.fingerprint()
+
+    @property
+    def index(self) -> TableIndex:
+        """Column arrays of the audit table (built on first use, shared by every session)."""
+        with self._lazy_lock:
+            if self._index is None:
+                self._index = TableIndex(self.table)
+            return self._index
+
+    def joint_embeddings(self):
+        """(N, D) embeddings of the rows for nearest neighbours (None when the audit kept none)."""
+        with self._lazy_lock:
+            if self.embeddings is None and self.audit is not None:
+                get = getattr(self.audit, "joint_embeddings", None)
+                self.embeddings = get() if get is not None else None
+            return self.embeddings
+
+    def cluster_labels(self):
+        """A cluster label per row (``byorn.neighbors.clusters`` on the joint map), computed once."""
+        if self._clusters is None:
+            from byorn.neighbors import clusters
+
+            x, y = "umap_joint_x", "umap_joint_y"
+            if x in self.table.columns and self.table[x].notna().all():
+                points = self.table[[x, y]].to_numpy(dtype="float64")
+            else:
+                points = self.joint_embeddings()
+            if points is None:
+                raise ValueError("this audit has neither a map nor embeddings to cluster")
+            labels = clusters(points)
+            with self._lazy_lock:
+                self._clusters = labels
+        return self._clusters
 
     def vlm(self):
         """The reference model, loaded on first use (shared, loaded once)."""
@@ -211,54 +255,67 @@ class AppContext:
     private_sessions: bool = False           # each visitor sees only their own (and shared) runs
     store_problem: str | None = None         # why deciding is off (None: it is on)
     images: ImageFiles = field(default_factory=ImageFiles)
+    cache: "DecisionCache | None" = None     # made from ``store`` when not given
+    extras: dict = field(default_factory=dict)  # shared helpers of the tabs (candidates, run models)
+
+    def __post_init__(self) -> None:
+        if self.cache is None:
+            self.cache = DecisionCache(self.store)
 
     # -- per-user view over the shared things ----------------------------
-    def workspace(self, view: dict) -> Workspace:
-        ws = self.workspaces.get(view.get("ws") or self.default_key)
+    def workspace(self, view: View) -> Workspace:
+        ws = self.workspaces.get(view.ws or self.default_key)
         if ws is None:  # evicted (many uploads since): fall back to the default
             ws = self.workspaces.get(self.default_key)
-            view.update(new_view(ws), owner=view.get("owner"))
+            fresh = new_view(ws)
+            for name in ("ws", "threshold", "percentile"):
+                setattr(view, name, getattr(fresh, name))
+            view.order, view.current, view.selection, view.bulk, view.proposals = fresh.order, None, None, None, {}
         return ws
 
     def decisions(self, ws: Workspace) -> dict[tuple[str, int], Decision]:
-        """Every decision on this workspace's data, by ``(sample_id, turn)``."""
+        """Every decision on this workspace's data, by ``(sample_id, turn)`` (do not modify it)."""
         with store_errors():
-            return self.store.all(ws.fingerprint)
+            return self.cache.all(ws.fingerprint)
+
+    def status_codes(self, ws: Workspace) -> np.ndarray:
+        """One status code per row of ``ws.table`` (``STATUSES`` order, 0 = pending)."""
+        with store_errors():
+            return self.cache.codes(ws.fingerprint, ws.index)
 
     def decision(self, ws: Workspace, sample_id: str, turn: int = 0) -> Decision | None:
-        with store_errors():
-            return self.store.get(ws.fingerprint, sample_id, turn)
+        return self.decisions(ws).get((sample_id, int(turn)))
 
     def decide_many(self, ws: Workspace, items: Iterable[Decision]) -> list[Decision]:
         """Save decisions (one transaction: all or none); a store problem is a message for the user."""
         with store_errors():
-            return self.store.set_many(ws.fingerprint, items)
+            return self.cache.set_many(ws.fingerprint, items)
 
     def clear_many(self, ws: Workspace, keys: Iterable[tuple[str, int]]) -> int:
         with store_errors():
-            return self.store.clear_many(ws.fingerprint, keys)
+            return self.cache.clear_many(ws.fingerprint, keys)
 
-    def view_table(self, view: dict) -> pd.DataFrame:
-        """The audit table with this user's threshold and everyone's decisions."""
+    def view_table(self, view: View) -> pd.DataFrame:
+        """The audit table with this user's threshold and everyone's decisions (a copy: small tables only)."""
         ws = self.workspace(view)
-        return join_decisions(with_threshold(ws.table, view["threshold"]), self.decisions(ws))
+        return join_decisions(with_threshold(ws.table, view.threshold), self.decisions(ws))
 
     # -- visitors (private sessions) ---------------------------------------
-    def owner(self, view: dict) -> str:
+    def owner(self, view: View) -> str:
         """Who this session is, for run ownership: ``"local"`` without private sessions."""
         if not self.private_sessions:
             return "local"
-        if not TOKEN_RE.match(str(view.get("owner") or "")):
-            view["owner"] = new_visitor_token()  # an API client without a browser: this session
-        return view["owner"]
+        if not TOKEN_RE.match(str(view.owner or "")):
+            view.owner = new_visitor_token()  # an API client without a browser: this session
+        return view.owner
 
-    def run_folder(self, view: dict, name: str, shared: bool) -> Path:
+    def run_folder(self, view: View, name: str, shared: bool) -> Path:
         """Where a new run of this visitor goes (module docstring)."""
         if not self.private_sessions or shared:
             return self.runs_dir / name
         return self.runs_dir / "visitors" / visitor_folder(self.owner(view)) / name
 
-    def run_roots(self, view: dict) -> list[Path]:
+    def run_roots(self, view: View) -> list[Path]:
         """Folders whose runs this visitor sees: shared runs, then their own."""
         if not self.private_sessions:
             return [self.runs_dir]
@@ -274,18 +331,117 @@ def store_errors() -> Iterator[None]:
         raise gr.Error(f"Decisions: {e}") from e
 
 
-def new_view(ws: Workspace | None) -> dict:
+def new_view(ws: Workspace | None, owner: str | None = None) -> View:
     """Fresh per-user state for a workspace."""
     if ws is None:
-        return {"ws": None, "threshold": float("inf"), "percentile": DEFAULT_PERCENTILE,
-                "order": [], "current": None, "proposals": {}, "selection": [], "bulk": None}
-    return {"ws": ws.key, "threshold": ws.default_threshold(),
-            "percentile": float(ws.meta.get("p", DEFAULT_PERCENTILE)),
-            "order": [], "current": None, "proposals": {}, "selection": [], "bulk": None}
+        return View(owner=owner)
+    return View(ws=ws.key, threshold=ws.default_threshold(),
+                percentile=float(ws.meta.get("p", DEFAULT_PERCENTILE)), owner=owner)
+
+
+class DecisionCache:
+    """Decisions of each fingerprint in memory, with a status code per table row, kept in step with the store.
+
+    Reads reload from the store only when its file changed (size, mtime and
+    inode of the database and its WAL file) since the cache last saw it.  The
+    app's own writes go through :meth:`set_many` / :meth:`clear_many`, which
+    update the cached decisions and codes in place instead of reloading,
+    provided nothing else wrote since the last read (else: reload next time).
+    One lock serialises the writes of all sessions (SQLite does anyway).
+    """
+
+    def __init__(self, store):
+        self.store = store
+        self._lock = threading.RLock()
+        self._entries: dict[str, dict] = {}  # fp -> {"sig", "decisions", "codes": {id(index): (index, codes)}}
+
+    def _signature(self):
+        path = getattr(self.store, "path", None)
+        if path is None or isinstance(self.store, UnavailableStore):
+            return ("unavailable",)
+        sig = []
+        for p in (Path(path), Path(f"{path}-wal")):
+            try:
+                st = p.stat()
+                sig.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                sig.append(None)
+        return tuple(sig)
+
+    def _entry(self, fp: str) -> dict:
+        sig = self._signature()
+        entry = self._entries.get(fp)
+        if entry is None or entry["sig"] != sig:
+            entry = {"sig": sig, "decisions": self.store.all(fp), "codes": {}}
+            self._entries[fp] = entry
+        return entry
+
+    def all(self, fp: str) -> dict:
+        with self._lock:
+            return self._entry(fp)["decisions"]
+
+    def codes(self, fp: str, index: TableIndex) -> np.ndarray:
+        with self._lock:
+            entry = self._entry(fp)
+            hit = entry["codes"].get(id(index))
+            if hit is None or hit[0] is not index:
+                hit = (index, status_codes(index, entry["decisions"]))
+                entry["codes"][id(index)] = hit
+            return hit[1]
+
+    def _write(self, fp: str, write: Callable[[], Any], apply: Callable[[dict, dict, Any], None]):
+        with self._lock:
+            before = self._signature()
+            result = write()
+            after = self._signature()
+            for key, entry in list(self._entries.items()):
+                if entry["sig"] != before:
+                    self._entries.pop(key)      # someone else wrote meanwhile: reload on next read
+                elif key == fp:
+                    apply(entry["decisions"], entry["codes"], result)
+                    entry["sig"] = after
+                else:
+                    entry["sig"] = after        # our write touched only ``fp``'s rows
+            return result
+
+    def set_many(self, fp: str, items: Iterable[Decision]) -> list[Decision]:
+        code_of = {s: i for i, s in enumerate(STATUSES)}
+
+        def apply(decisions, codes, saved):
+            for d in saved:
+                decisions[d.key] = d
+                for index, arr in codes.values():
+                    pos = index.turn_pos.get(d.key)
+                    if pos is not None:
+                        arr[pos] = code_of[d.status]
+
+        items = list(items)
+        return self._write(fp, lambda: self.store.set_many(fp, items), apply)
+
+    def clear_many(self, fp: str, keys: Iterable[tuple[str, int]]) -> int:
+        keys = [(str(s), int(t)) for s, t in keys]
+
+        def apply(decisions, codes, _n):
+            for key in keys:
+                decisions.pop(key, None)
+                for index, arr in codes.values():
+                    pos = index.turn_pos.get(key)
+                    if pos is not None:
+                        arr[pos] = 0
+
+        return self._write(fp, lambda: self.store.clear_many(fp, keys), apply)
 
 
 def data_dir_from_env() -> Path:
-    return Path(os.environ.get("BYORN_DATA_DIR", "./byorn_data")).expanduser().resolve()
+    """``BYORN_DATA_DIR``; unset: the hosting default (``/data/byorn`` with persistent storage on a
+    Space, from ``app/zerogpu.py``), else ``./byorn_data``."""
+    raw = os.environ.get("BYORN_DATA_DIR")
+    if not raw:
+        from .hosting import default_data_dir
+
+        default = default_data_dir()
+        raw = str(default) if default else "./byorn_data"
+    return Path(raw).expanduser().resolve()
 
 
 def _env_flag(name: str, default: bool) -> bool:

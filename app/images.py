@@ -79,3 +79,20 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def thumbnail(image: Image.Image, size: int = 128) -> Image.Image:
+    """Small images as they are (the page scales them up crisply); larger ones down to ``size`` px."""
+    image = image.convert("RGB")
+    if max(image.size) > size:
+        image = image.copy()
+        image.thumbnail((size, size))
+    return image
+
+
+def thumb_path(files: ImageFiles, ws_key: str, sample, index: int = 0) -> str | None:
+    """A finished thumbnail file of image ``index`` of ``sample`` (None: the sample has no such image)."""
+    if index >= len(sample.images):
+        return None
+    ref = sample.images[index]
+    return files.path(("thumb", ws_key, sample.id, index), lambda: thumbnail(ref.load()))

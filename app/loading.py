@@ -156,14 +156,21 @@ def audit_workspace(dataset, model_path: str | None, cache_dir: Path, *, p: floa
                     score: str = "mean", propose: bool = True, ground_truth: dict | None = None,
                     progress: Progress | None = None) -> Workspace:
     """Audit ``dataset`` with the model (cached by fingerprint + model identity)."""
-    from byorn.audit import AuditConfig, run_audit
+    from byorn.audit import AuditConfig
 
     vlm = load_model(model_path)
     cfg = AuditConfig(p=p, score=score, propose=propose)
-    audit = run_audit(dataset, vlm, cfg, ground_truth=ground_truth, cache_dir=cache_dir,
-                      progress=progress)
+    audit = _audit(dataset, vlm, cfg, ground_truth, cache_dir, progress)
     meta = dict(audit.meta)
     key = f"{meta.get('dataset_fingerprint') or dataset.fingerprint()}:{vlm.identity}:{p}:{score}"
     return Workspace(key=key, name=f"{dataset.name} ({len(dataset)} samples)", dataset=dataset,
                      table=audit.table, meta=meta, audit=audit, model_path=model_path or None,
                      vlm_loader=lambda: vlm)
+
+
+def _audit(dataset, vlm, cfg, ground_truth, cache_dir, progress):
+    # Not a ZeroGPU call: run_audit holds the model and a progress callback, neither of which can be
+    # pickled into a GPU worker; on ZeroGPU it needs a scorer by model folder (app/zerogpu.score_on_gpu).
+    from byorn.audit import run_audit
+
+    return run_audit(dataset, vlm, cfg, ground_truth=ground_truth, cache_dir=cache_dir, progress=progress)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from .context import AppContext
 from .plots import tradeoff_figure
+from .state import View
 
 SHOWN = {"run_id": "run", "method": "method", "epochs": "epochs", "lr": "lr", "lora": "LoRA",
          "seed": "seed", "clean_value": "clean metric", "asr": "ASR", "wall_s": "time (s)",
@@ -25,7 +26,7 @@ def build_compare() -> SimpleNamespace:
     return SimpleNamespace(**{k: v for k, v in locals().items()})
 
 
-def load_runs(ctx: AppContext, view: dict) -> pd.DataFrame:
+def load_runs(ctx: AppContext, view: View) -> pd.DataFrame:
     """The runs this visitor sees: shared ones and their own (every run without private sessions)."""
     lister = ctx.list_runs
     if lister is None:
@@ -37,7 +38,8 @@ def load_runs(ctx: AppContext, view: dict) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
 
 
-def refresh_compare(ctx: AppContext, view: dict):
+def refresh_compare(ctx: AppContext, view: View):
+    view = View.coerce(view)
     try:
         runs = load_runs(ctx, view)
     except Exception as e:  # a broken run folder must not take the tab down

@@ -1,19 +1,27 @@
-"""Overview tab: score histogram with the threshold, counts, clickable sample map."""
+"""Overview tab: score histogram with the threshold, counts, the WebGL sample map and its selection.
+
+The map draws every row (assistant turn) of the audit table; a click opens
+the row in the Inspector, a lasso or box selection becomes "the map
+selection" (kept in the view), which the Table, the Gallery, the Export tab
+and the bulk decision below can use.
+"""
 from __future__ import annotations
 
 from functools import partial
 from types import SimpleNamespace
 
 import gradio as gr
+import numpy as np
 
-from . import tab_inspector
+from . import bulk, tab_inspector
 from .context import AppContext
-from .plotly_html import clickable_plot
-from .plots import COLOR_BY, EMBEDDINGS, figure_json, histogram_figure, map_figure
-from .views import counts_markdown, threshold_at
+from .plotly_html import clickable_plot, selection_sink
+from .plots import EMBEDDINGS, histogram_figure, map_payload, payload_json, rows_from_mask, selection_payload
+from .state import View
+from .views import counts_of, counts_text, threshold_at, unit_of
 
 
-def build_overview() -> SimpleNamespace:
+def build_overview(color_choices: list[str]) -> SimpleNamespace:
     title = gr.Markdown(elem_id="overview-title")
     with gr.Row():
         mode = gr.Radio(["percentile", "value"], value="percentile", label="set the threshold by",
@@ -23,14 +31,22 @@ def build_overview() -> SimpleNamespace:
         value = gr.Number(label="threshold value (score)", scale=1, elem_id="threshold-value")
         apply_btn = gr.Button("apply threshold", scale=1, elem_id="apply-threshold")
     counts = gr.Markdown(elem_id="overview-counts")
-    # Drawn by the same page-wide plotly.js as the map: a gr.Plot would load a second copy (~1.5 s).
     histogram = clickable_plot(330, elem_id="histogram")
     with gr.Row():
         embedding = gr.Radio(list(EMBEDDINGS), value="joint", label="map of the embedding of", scale=1)
-        color_by = gr.Radio(list(COLOR_BY), value="ground truth", label="colour by", scale=2)
-    gr.Markdown("Click a point to open it in the Inspector; draw a box or lasso to count a region.")
-    sample_map = clickable_plot(560, elem_id="sample-map")
+        color_by = gr.Dropdown(color_choices, value="ground truth" if "ground truth" in color_choices else "score",
+                               label="colour by (any numeric column of the audit table)", scale=1,
+                               elem_id="color-by")
+    gr.Markdown("Click a point to open it in the Inspector. Draw a lasso or a box to select a region "
+                "(pan / zoom from the map's toolbar, scroll to zoom); the selection can be decided in bulk "
+                "below, browsed in the Gallery, filtered in the Table and exported.")
+    sample_map = clickable_plot(560, elem_id="sample-map", toolbar=True)
+    sink = selection_sink()
     selection = gr.Markdown(elem_id="selection-counts")
+    with gr.Row():
+        to_gallery = gr.Button("show the selection in the Gallery", size="sm", elem_id="selection-gallery")
+        clear_btn = gr.Button("clear the selection", size="sm", elem_id="selection-clear")
+    sel_bulk = bulk.build_bulk("Bulk decision over the map selection", "selection")
     return SimpleNamespace(**{k: v for k, v in locals().items()})
 
 
@@ -39,47 +55,101 @@ def overview_outputs(ui) -> list:
     return [ui.view, o.title, o.counts, o.histogram, o.sample_map, o.percentile, o.value]
 
 
-def refresh_overview(ctx: AppContext, view: dict, embedding: str, color_by: str):
+def refresh_overview(ctx: AppContext, view: View, embedding: str, color_by: str):
+    """Title, counts, histogram, map and threshold widgets for this user's workspace and threshold."""
+    view = View.coerce(view)
     ws = ctx.workspace(view)
-    table = ctx.view_table(view)
-    title = (f"### {ws.name}\n{len(table)} samples · dataset `{ws.fingerprint}` · "
+    ix, codes = ws.index, ctx.status_codes(ws)
+    unit = unit_of(ix)
+    n_samples = len(ws.dataset)
+    size = f"{n_samples} samples" + (f", {ix.n} assistant turns" if ix.multi_turn else "")
+    title = (f"### {ws.name}\n{size} · dataset `{ws.fingerprint}` · "
              f"model `{ws.meta.get('model_identity', '?')}`")
-    return (view, title, counts_markdown(table), figure_json(histogram_figure(table, view["threshold"])),
-            figure_json(map_figure(table, embedding, color_by)),
-            view["percentile"] if view.get("percentile") is not None else gr.Slider(),
-            round(view["threshold"], 4))
+    try:
+        fig = map_payload(ix, codes, view.threshold, embedding or "joint", color_by or "score")
+    except ValueError as e:
+        raise gr.Error(str(e)) from e
+    return (view, title, counts_text(counts_of(ix, codes, view.threshold), unit=unit),
+            payload_json(histogram_figure(ix, view.threshold)), payload_json(fig),
+            view.percentile if view.percentile is not None else gr.Slider(), round(view.threshold, 4))
 
 
-def set_threshold(ctx: AppContext, view: dict, mode: str, percentile: float, value: float | None,
+def set_threshold(ctx: AppContext, view: View, mode: str, percentile: float, value: float | None,
                   embedding: str, color_by: str):
     """Move this user's split threshold (by percentile or by score value)."""
+    view = View.coerce(view)
     ws = ctx.workspace(view)
     if mode == "value":
         if value is None:
             raise gr.Error("Type a threshold value, or set it by percentile.")
-        view["threshold"], view["percentile"] = float(value), None
+        view.threshold, view.percentile = float(value), None
     else:
         if percentile is None or not 0.0 <= float(percentile) <= 1.0:
             raise gr.Error("The percentile must be between 0 and 1.")
-        view["percentile"] = float(percentile)
-        view["threshold"] = threshold_at(ws.table["score"], float(percentile))
+        view.percentile = float(percentile)
+        view.threshold = threshold_at(ws.index.score, float(percentile))
     return refresh_overview(ctx, view, embedding, color_by)
 
 
-def open_point(ctx: AppContext, view: dict, evt: gr.EventData):
-    sample_id = getattr(evt, "sample_id", None) or (evt._data or {}).get("sample_id")
-    if not sample_id:
-        raise gr.Error("The clicked point carried no sample id.")
-    return (*tab_inspector.show_sample(ctx, view, sample_id), gr.Tabs(selected="inspector"))
+def open_point(ctx: AppContext, ui, view: View, evt: gr.EventData):
+    """A map click: open that row (``{row}`` from the map; ``{sample_id}`` from API clients)."""
+    data = evt._data or {}
+    view = View.coerce(view)
+    ws = ctx.workspace(view)
+    row = data.get("row")
+    if row is not None and 0 <= int(row) < ws.index.n:
+        name = ws.index.keys[int(row)]
+    else:
+        name = data.get("sample_id") or data.get("key")
+    if not name:
+        raise gr.Error("The clicked point carried no row.")
+    return {**tab_inspector.open_in_inspector(ctx, ui, view, str(name), walk=None), ui.tabs: gr.Tabs(selected="inspector")}
 
 
-def count_selection(ctx: AppContext, view: dict, evt: gr.EventData):
-    ids = list(getattr(evt, "ids", None) or (evt._data or {}).get("ids") or [])
-    view["selection"] = ids
-    if not ids:
-        return view, ""
-    table = ctx.view_table(view)
-    return view, counts_markdown(table[table["id"].isin(set(ids))], "Selection")
+def selection_summary(ctx: AppContext, view: View) -> str:
+    ws = ctx.workspace(view)
+    if not view.has_selection:
+        return ""
+    ix = ws.index
+    c = counts_of(ix, ctx.status_codes(ws), view.threshold, view.selection)
+    how = f" · by {view.selection_label}" if view.selection_label else ""
+    return counts_text(c, "Selection", unit=unit_of(ix)) + how
+
+
+def select_points(ctx: AppContext, ui, view: View, evt: gr.EventData):
+    """A lasso / box selection on the map (a bitmask over the rows; API clients may send ``ids``)."""
+    data = evt._data or {}
+    view = View.coerce(view)
+    ws = ctx.workspace(view)
+    if data.get("mask") is not None:
+        rows = rows_from_mask(str(data.get("mask") or ""), ws.index.n)
+    else:
+        rows = ws.index.positions_of(data.get("ids") or data.get("keys") or [])
+    return set_selection(ctx, ui, view, rows, str(data.get("how") or "map"), draw=False)
+
+
+def set_selection(ctx: AppContext, ui, view: View, rows: np.ndarray | None, label: str, draw: bool = True) -> dict:
+    """Make ``rows`` this user's map selection; ``draw``: also highlight them on the map."""
+    o = ui.overview
+    view.selection = None if rows is None or not len(rows) else np.asarray(rows, dtype=np.int64)
+    view.selection_label = label if view.has_selection else ""
+    view.bulk = None
+    out = {ui.view: view, o.selection: selection_summary(ctx, view), **bulk.hidden(o.sel_bulk)}
+    if draw:
+        ws = ctx.workspace(view)
+        out[o.sink] = selection_payload(view.selection, ws.index.n, rev=_rev(), label=view.selection_label)
+    return out
+
+
+_counter = iter(range(1, 1 << 62))
+
+
+def _rev() -> int:
+    return next(_counter)  # a fresh value each time, so the browser always redraws the selection
+
+
+def clear_selection(ctx: AppContext, ui, view: View):
+    return set_selection(ctx, ui, View.coerce(view), None, "")
 
 
 def wire_overview(ui, ctx: AppContext) -> None:
@@ -89,18 +159,34 @@ def wire_overview(ui, ctx: AppContext) -> None:
                       [ui.view, o.mode, o.percentile, o.value, o.embedding, o.color_by], outs,
                       api_name="set_threshold")
     refresh = partial(refresh_overview, ctx)
-    for comp in (o.embedding, o.color_by):
-        comp.input(refresh, [ui.view, o.embedding, o.color_by], outs, api_visibility="private")
+    gr.on([o.embedding.input, o.color_by.input], refresh, [ui.view, o.embedding, o.color_by], outs,
+          api_visibility="private")
     ui.tab_overview.select(refresh, [ui.view, o.embedding, o.color_by], outs, api_name="refresh_overview")
 
     # Named closures, not partials: gradio finds the EventData parameter by type hint.
-    def on_point_click(view: dict, evt: gr.EventData):
-        return open_point(ctx, view, evt)
+    def on_point_click(view: View, evt: gr.EventData):
+        return open_point(ctx, ui, view, evt)
 
-    def on_points_selected(view: dict, evt: gr.EventData):
-        return count_selection(ctx, view, evt)
+    def on_points_selected(view: View, evt: gr.EventData):
+        return select_points(ctx, ui, view, evt)
 
+    sel_outs = [ui.view, o.selection, o.sink, *bulk.outputs(o.sel_bulk)]
     o.sample_map.point_click(on_point_click, [ui.view], [*tab_inspector.outputs(ui), ui.tabs],
-                             api_name="map_click")
-    o.sample_map.points_selected(on_points_selected, [ui.view], [ui.view, o.selection],
-                                 api_name="map_select")
+                             api_name="map_click").then(**tab_inspector.extras_event(ui, ctx))
+    o.sample_map.points_selected(on_points_selected, [ui.view], sel_outs, api_name="map_select",
+                                 show_progress="hidden")
+    o.clear_btn.click(partial(clear_selection, ctx, ui), [ui.view], sel_outs, api_name="clear_selection")
+    bulk.wire_bulk(o.sel_bulk, ui, ctx, scope="selection", api_prefix="selection_bulk",
+                   after=[(partial(_after_bulk, ctx, ui), [ui.view, o.embedding, o.color_by],
+                           [o.selection, o.counts, o.sample_map])])
+
+
+def _after_bulk(ctx: AppContext, ui, view: View, embedding: str, color_by: str) -> dict:
+    """After a bulk decision: the selection's counts, the totals, and the map (its colours may be decisions)."""
+    view = View.coerce(view)
+    o = ui.overview
+    _, _, counts, _, fig, _, _ = refresh_overview(ctx, view, embedding, color_by)
+    out = {o.selection: selection_summary(ctx, view), o.counts: counts}
+    if color_by == "decision":
+        out[o.sample_map] = fig
+    return out

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from .context import AppContext, new_view, store_errors
+from .state import View
 from .loading import OpenError, allowed_server_path, audit_workspace, load_user_dataset
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def build_start() -> SimpleNamespace:
     return SimpleNamespace(**{k: v for k, v in locals().items()})
 
 
-def describe(ctx: AppContext, view: dict) -> str:
+def describe(ctx: AppContext, view: View) -> str:
     ws = ctx.workspace(view)
     with store_errors():
         n_dec = sum(ctx.store.counts(ws.fingerprint).values())
@@ -60,12 +61,12 @@ def describe(ctx: AppContext, view: dict) -> str:
             f"{n_dec} review decisions saved")
 
 
-def open_demo(ctx: AppContext, view: dict):
-    view = {**new_view(ctx.workspaces.get(ctx.default_key)), "owner": view.get("owner")}
+def open_demo(ctx: AppContext, view: View):
+    view = new_view(ctx.workspaces.get(ctx.default_key), owner=View.coerce(view).owner)
     return view, describe(ctx, view), "Opened the embedded demo.", gr.Tabs(selected="overview")
 
 
-def open_data(ctx: AppContext, view: dict, upload, path, model_path, p, score, propose,
+def open_data(ctx: AppContext, view: View, upload, path, model_path, p, score, propose,
               progress=gr.Progress()):
     """Load, audit (with a progress bar) and switch this user to the new data."""
     path, model_path = (path or "").strip() or None, (model_path or "").strip() or None
@@ -89,8 +90,8 @@ def open_data(ctx: AppContext, view: dict, upload, path, model_path, p, score, p
         raise gr.Error(f"The audit failed ({type(e).__name__}: {e}). Check the data and the model "
                        "folder; the demo and your decisions are untouched.") from e
     ctx.workspaces.add(ws)
-    view = {**new_view(ws), "owner": view.get("owner")}  # the visitor stays who they are
-    msg = f"Opened and audited **{ws.name}**: {int(ws.table['score'].gt(view['threshold']).sum())} flagged."
+    view = new_view(ws, owner=View.coerce(view).owner)  # the visitor stays who they are
+    msg = f"Opened and audited **{ws.name}**: {int(ws.table['score'].gt(view.threshold).sum())} flagged."
     return view, describe(ctx, view), msg, gr.Tabs(selected="overview")
 
 
@@ -110,7 +111,8 @@ def wire_start(ui, ctx: AppContext, after_open: list) -> None:
                        api_visibility="private")
 
 
-def describe_view(ctx: AppContext, view: dict):
+def describe_view(ctx: AppContext, view: View):
+    view = View.coerce(view)
     """On page load: the view (reset if its workspace is gone) and what is open."""
     ctx.workspace(view)
     return view, describe(ctx, view)

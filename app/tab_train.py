@@ -27,8 +27,10 @@ import pandas as pd
 from byorn.train import TrainConfig
 
 from .context import AppContext, Workspace
+from .hosting import training_message
 from .jobs import RUNNING, JobBusy
 from .plots import loss_figure
+from .state import View
 from .views import with_threshold
 
 METHODS = {"BYORn (bootstrap replacements)": "byorn", "BYORn-F (drop flagged)": "byorn-f",
@@ -42,6 +44,9 @@ def build_train(private_sessions: bool = False) -> SimpleNamespace:
     gr.Markdown("Fine-tune the reference model on the open dataset. **Your review decisions are "
                 "used**: approved / edited samples train on their new text, rejected ones as "
                 "clean, dropped ones are left out; pending flagged ones follow the method.")
+    blocked = training_message()  # e.g. a ZeroGPU Space: training needs a dedicated GPU there
+    gr.Markdown(f"**Training is not available on this server.** {blocked}", visible=bool(blocked),
+                elem_id="train-blocked")
     d = TrainConfig()  # the form starts at the library's measured defaults
     with gr.Row():
         method = gr.Radio(list(METHODS), value="BYORn (bootstrap replacements)", label="method",
@@ -63,7 +68,7 @@ def build_train(private_sessions: bool = False) -> SimpleNamespace:
         eval_max = gr.Number(value=EVAL_MAX, precision=0, label="test samples per evaluation (0 = all)", scale=1,
                              elem_id="eval-max")
     with gr.Row():
-        start_btn = gr.Button("start training", variant="primary", elem_id="train-start")
+        start_btn = gr.Button("start training", variant="primary", elem_id="train-start", interactive=not blocked)
         cancel_btn = gr.Button("cancel", variant="stop", elem_id="train-cancel")
         share = gr.Checkbox(value=False, visible=private_sessions, elem_id="train-share",
                             label="share this run with every visitor (its curve, metrics and model)")
@@ -133,13 +138,17 @@ def library_trainer(ws: Workspace, settings: dict, decisions: dict, table: pd.Da
                  callbacks=callbacks, cancel=cancel, copy_model=False)
 
 
-def start_training(ctx: AppContext, view: dict, *raw):
+def start_training(ctx: AppContext, view: View, *raw):
     """Check the form, then start the run (``raw``: the settings, then "share this run")."""
     *raw, share = raw
+    view = View.coerce(view)
+    blocked = training_message()
+    if blocked:
+        raise gr.Error(blocked)
     ws = ctx.workspace(view)
     settings = settings_from(*raw)
-    decisions = ctx.decisions(ws)
-    table = with_threshold(ws.table, view["threshold"])
+    decisions = dict(ctx.decisions(ws))  # a snapshot: the run must not see later decisions change
+    table = with_threshold(ws.table, view.threshold)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = ctx.run_folder(view, f"{stamp}-{settings['method']}", shared=bool(share))
     trainer = ctx.trainer or library_trainer
@@ -148,7 +157,7 @@ def start_training(ctx: AppContext, view: dict, *raw):
         label += " (no test sets with this data: no clean metric / ASR)"
 
     def runner(callbacks, cancel):
-        return trainer(ws, settings, decisions, table, view["threshold"], callbacks, cancel, out_dir)
+        return trainer(ws, settings, decisions, table, view.threshold, callbacks, cancel, out_dir)
 
     try:
         ctx.job.start(runner, label=label, owner=ctx.owner(view), shared=bool(share) or not ctx.private_sessions)
@@ -160,7 +169,8 @@ def start_training(ctx: AppContext, view: dict, *raw):
     return (*poll(ctx, view)[:-1], gr.Timer(active=True))
 
 
-def cancel_training(ctx: AppContext, view: dict):
+def cancel_training(ctx: AppContext, view: View):
+    view = View.coerce(view)
     snap = ctx.job.snapshot()
     if snap["status"] == RUNNING and ctx.private_sessions and snap["owner"] != ctx.owner(view):
         raise gr.Error("This run was started by another visitor: only they can cancel it.")
@@ -169,19 +179,19 @@ def cancel_training(ctx: AppContext, view: dict):
     return poll(ctx, view)
 
 
-def _visible(ctx: AppContext, view: dict, snap: dict) -> bool:
+def _visible(ctx: AppContext, view: View, snap: dict) -> bool:
     """Whether this visitor may see the job's details (its own run, or a shared one)."""
     return not ctx.private_sessions or snap["shared"] or snap["owner"] == ctx.owner(view)
 
 
-def poll(ctx: AppContext, view: dict | None = None):
+def poll(ctx: AppContext, view: View | None = None):
     """Status, curve, evaluations, and the timer (on only while a run goes).
 
     Another visitor's private run shows as "a run is going" and its progress only.
     """
     snap = ctx.job.snapshot()
     running = snap["status"] == RUNNING
-    if snap["status"] != "idle" and not _visible(ctx, view if view is not None else {}, snap):
+    if snap["status"] != "idle" and not _visible(ctx, View.coerce(view), snap):
         status = (f"Another visitor's training run is going: step {snap['step']} / {snap['total_steps'] or '?'}. "
                   "Yours can start when it ends." if running else "No training run of yours yet.")
         return status, loss_figure([], []), evals_table([]), gr.Timer(active=running)

@@ -17,8 +17,11 @@ import pandas as pd
 from byorn.decisions import STATUSES, Decision
 from byorn.scoring import percentile_threshold, split_by_value
 
+from .index import TableIndex, status_names
+from .state import Filter
+
 FLAG_CHOICES = ("all", "flagged", "not flagged")
-SORT_CHOICES = ("score", "score_max", "id", "decision")
+SORT_CHOICES = ("score", "score_max", "sample_score", "id", "decision")
 TABLE_COLUMNS = ["id", "score", "flagged", "decision", "instruction", "response"]
 TABLE_LIMIT = 500  # rows sent to the browser; filters narrow the rest
 SNIPPET = 90
@@ -45,13 +48,138 @@ def join_decisions(table: pd.DataFrame, decisions: Mapping[tuple[str, int], Deci
                    turn: int = 0) -> pd.DataFrame:
     """A copy with ``decision`` / ``decision_text`` columns (``pending`` where none).
 
-    ``decisions`` are keyed by ``(sample_id, turn)``; the table shows ``turn``'s.
+    ``decisions`` are keyed by ``(sample_id, turn)``; each row gets its own
+    turn's (a table without a ``turn`` column: turn ``turn``).
     """
     out = table.copy()
-    found = [decisions.get((i, turn)) for i in out["id"]]
+    turns = out["turn"].astype(int).tolist() if "turn" in out.columns else [turn] * len(out)
+    found = [decisions.get((i, k)) for i, k in zip(out["id"], turns)]
     out["decision"] = [d.status if d is not None else "pending" for d in found]
     out["decision_text"] = [d.text if d is not None else None for d in found]
     return out
+
+
+# -- fast paths over a TableIndex (100k rows): arrays of row positions, no table copies ------------
+PAGE_SIZE = 50
+
+
+def parse_bound(text, name: str) -> float | None:
+    """A score bound typed in a box: a number, or empty for none (``ValueError`` naming the box)."""
+    if text is None or (isinstance(text, float) and math.isnan(text)) or str(text).strip() == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"'{name}' must be a number or empty, got {text!r}") from None
+
+
+def filter_rows(index: TableIndex, codes: np.ndarray, threshold: float, f: Filter,
+                selection: np.ndarray | None = None) -> np.ndarray:
+    """Row positions matching every criterion of ``f``, in ``f``'s sort order.
+
+    ``codes``: a status code per row (:func:`app.index.status_codes`);
+    ``selection``: the map selection's rows (used when ``f.in_selection``).
+    """
+    if f.flag not in FLAG_CHOICES:
+        raise ValueError(f"flag filter must be one of {FLAG_CHOICES}, got {f.flag!r}")
+    mask = np.ones(index.n, dtype=bool)
+    score = index.score
+    if f.score_min is not None:
+        mask &= score >= float(f.score_min)
+    if f.score_max is not None:
+        mask &= score <= float(f.score_max)
+    if f.flag != "all":
+        mask &= (score > threshold) == (f.flag == "flagged")
+    if f.decisions:
+        unknown = set(f.decisions) - set(STATUSES)
+        if unknown:
+            raise ValueError(f"unknown decision filter {sorted(unknown)}")
+        mask &= np.isin(codes, [STATUSES.index(s) for s in f.decisions])
+    if f.in_selection:
+        inside = np.zeros(index.n, dtype=bool)
+        if selection is not None:
+            inside[selection] = True
+        mask &= inside
+    if f.search and f.search.strip():
+        needle = f.search.strip().lower()
+        text = index.search_text()
+        cand = np.flatnonzero(mask)  # search only what the cheap masks left
+        hit = text.iloc[cand].str.contains(needle, regex=False).to_numpy(dtype=bool)
+        mask[:] = False
+        mask[cand[hit]] = True
+    return sort_rows(index, codes, np.flatnonzero(mask), f.sort_by, f.descending)
+
+
+def sort_rows(index: TableIndex, codes: np.ndarray, rows: np.ndarray, by: str = "score",
+              descending: bool = True) -> np.ndarray:
+    """``rows`` sorted by ``by``; ties keep table order (stable)."""
+    if by not in SORT_CHOICES:
+        raise ValueError(f"sort key must be one of {SORT_CHOICES}, got {by!r}")
+    if by == "id":
+        values = index.key_rank()[rows]
+    elif by == "decision":
+        values = codes[rows].astype(np.int64)
+    elif by == "score":
+        values = index.score[rows]
+    else:
+        values = index.numeric(by)[rows] if by in index.table.columns else index.score[rows]
+    values = np.nan_to_num(values.astype(np.float64), nan=-np.inf)
+    order = np.argsort(-values if descending else values, kind="stable")
+    return rows[order]
+
+
+def page_of(rows: np.ndarray, page: int, size: int = PAGE_SIZE) -> tuple[np.ndarray, int, int]:
+    """(rows of page ``page`` clamped into range, that page, number of pages)."""
+    pages = max(1, -(-len(rows) // size))
+    page = min(max(int(page), 0), pages - 1)
+    return rows[page * size:(page + 1) * size], page, pages
+
+
+def page_frame(index: TableIndex, codes: np.ndarray, threshold: float, rows: np.ndarray) -> pd.DataFrame:
+    """The Table tab's rows for ``rows`` (one page): short snippets, decision, flag (and truth, turn)."""
+    t = index.table.iloc[rows]
+    score = index.score[rows]
+    out = pd.DataFrame({"id": index.keys[rows].astype(str)})
+    if index.multi_turn:
+        out["turn"] = [f"{k + 1}/{n}" for k, n in zip(index.turns[rows], index.n_turns[rows])]
+    out["score"] = np.round(score, 3)
+    out["flagged"] = np.where(score > threshold, "yes", "")
+    out["decision"] = status_names(codes[rows])
+    out["instruction"] = [_snip(x) for x in t["instruction"]]
+    out["response"] = [_snip(x) for x in t["response"]]
+    if index.truth is not None:
+        out["poisoned (truth)"] = np.where(index.truth[rows], "yes", "")
+    return out
+
+
+def counts_of(index: TableIndex, codes: np.ndarray, threshold: float, rows: np.ndarray | None = None) -> dict:
+    """:func:`counts` over ``rows`` (all rows when None), from the arrays."""
+    sel = slice(None) if rows is None else rows
+    score, c = index.score[sel], codes[sel]
+    out = {"samples": int(len(score)), "flagged": int((score > threshold).sum())}
+    tally = np.bincount(c.astype(np.int64), minlength=len(STATUSES))
+    for i, status in enumerate(STATUSES):
+        out[status] = int(tally[i])
+    if index.truth is not None:
+        gt = index.truth[sel]
+        out["poisoned (truth)"] = int(gt.sum())
+        out["poisoned and flagged"] = int((gt & (score > threshold)).sum())
+    return out
+
+
+def counts_text(c: dict, title: str = "", unit: str = "samples") -> str:
+    """Counts as one markdown line (``unit``: "samples", or "turns" for conversations)."""
+    parts = [f"**{c['samples']}** {unit}", f"**{c['flagged']}** flagged"]
+    parts += [f"{c[s]} {s}" for s in STATUSES if s != "pending" and c.get(s)]
+    if "poisoned (truth)" in c:
+        parts.append(f"{c['poisoned (truth)']} poisoned (truth), {c['poisoned and flagged']} of them flagged")
+    prefix = f"{title}: " if title else ""
+    return prefix + " · ".join(parts)
+
+
+def unit_of(index: TableIndex) -> str:
+    """What a row is called on the page: a sample, or for conversations an assistant turn."""
+    return "turns" if index.multi_turn else "samples"
 
 
 def has_ground_truth(table: pd.DataFrame) -> bool:
@@ -138,14 +266,7 @@ def counts(table: pd.DataFrame) -> dict[str, int]:
 
 
 def counts_markdown(table: pd.DataFrame, title: str = "") -> str:
-    c = counts(table)
-    parts = [f"**{c['samples']}** samples", f"**{c['flagged']}** flagged"]
-    parts += [f"{c[s]} {s}" for s in STATUSES if s != "pending" and c.get(s)]
-    if "poisoned (truth)" in c:
-        n_gt = c["poisoned (truth)"]
-        parts.append(f"{n_gt} poisoned (truth), {c['poisoned and flagged']} of them flagged")
-    prefix = f"{title}: " if title else ""
-    return prefix + " · ".join(parts)
+    return counts_text(counts(table), title)
 
 
 # -- inspector ---------------------------------------------------------------

@@ -1,19 +1,36 @@
-"""App speed: time to the first interactive view, and select / decide response times.
+"""App speed at 100k samples and on the demo: first view, events, map interaction, gallery, trigger map.
 
-    .venv/bin/python benchmarks/app_bench.py [--sizes demo,10000] [--repeats 20]
-    .venv/bin/python benchmarks/app_bench.py --bundle-ab   # full vs basic plotly.js, demo
+    .venv/bin/python benchmarks/app_bench.py                      # everything (a few minutes)
+    .venv/bin/python benchmarks/app_bench.py --parts big --n 100000
+    .venv/bin/python benchmarks/app_bench.py --parts demo
 
-"demo" is the embedded demo (skipped when its assets are missing); a number is
-a synthetic audit table of that many samples (app/synthetic.py).  The first
-view is timed in Debian chromium (Playwright) from navigation until the sample
-map is drawn (plotly.js parsed, overview, counts and map filled); the events
-are timed through gradio_client (a full round trip through the queue).
-Results go to benchmarks/app_results.json; see benchmarks/APP.md.
+``big``: a synthetic audit of ``--n`` samples, 30 % of them conversations of
+2-3 exchanges (``app/synthetic.py``; ~1.45 rows per sample), built before the
+server starts (the "cached audit"):
+
+* first interactive view, in Debian chromium (Playwright): navigation until
+  the WebGL map is drawn, with the timeline (plotly.js in, map data in, drawn);
+* events through the Gradio queue (``gradio_client`` / HTTP, a full round
+  trip): open a turn, decide, filter, page, map selection (a bitmask of the
+  poisoned blob), bulk preview over it, gallery page;
+* map interaction in the browser: frame intervals while panning and while
+  drawing a lasso (``requestAnimationFrame``), and from releasing the lasso to
+  the selection's counts on the page (through the server).
+
+``demo``: the embedded demo: first view; the gallery of 200 thumbnails (from
+the tab click until every image has loaded, cold then warm); a trigger map of
+one poisoned sample (reference model, cold cache); candidates (k=4) for 320
+flagged turns with a run's model (the embedded model saved as a run).
+
+Results go to benchmarks/app_results.json; see benchmarks/APP.md.  Nothing
+here asserts a speed: the machine is shared, so the load average is recorded.
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import math
 import os
 import platform
 import statistics
@@ -28,128 +45,296 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
+MAP = "#sample-map .byorn-plot"
 
 
-def workspace(size: str):
-    if size == "demo":
-        from app.loading import demo_workspace
-        return demo_workspace()
-    from app.synthetic import synthetic_workspace
-    return synthetic_workspace(int(size))
-
-
-_PLOTLY_MS = """() => { const e = performance.getEntriesByType('resource')
-  .find(r => r.name.includes('plotly')); return e ? Math.round(e.responseEnd) : null; }"""
-
-
-def first_view_s(url: str, repeats: int = 3) -> tuple[list[float], list[int]]:
-    """Seconds from navigation to the drawn overview, and ms until plotly.js was downloaded."""
-    from playwright.sync_api import sync_playwright
-
-    times, plotly_ms = [], []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        for _ in range(repeats):
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            t0 = time.perf_counter()
-            page.goto(url)
-            page.wait_for_selector("#sample-map .byorn-plot .main-svg", timeout=120_000)
-            page.wait_for_function("(() => { const e = document.querySelector('#overview-counts');"
-                                   " return !!e && e.innerText.includes('flagged'); })()", timeout=120_000)
-            times.append(time.perf_counter() - t0)
-            plotly_ms.append(page.evaluate(_PLOTLY_MS))
-            page.close()
-        browser.close()
-    return times, plotly_ms
-
-
-def event_ms(url: str, ws, repeats: int) -> dict[str, float]:
-    from gradio_client import Client
-
-    c = Client(url, verbose=False)
-    c.predict(api_name="/page_load")
-    ids = ws.table.sort_values("score", ascending=False)["id"].tolist()[:repeats]
-    out: dict[str, list[float]] = {"select_sample": [], "approve": [], "filter_table": [], "set_threshold": []}
-    for sid in ids:
-        t = time.perf_counter()
-        _, _, _, _, proposal, edit, _ = c.predict(sid, api_name="/select_sample")
-        out["select_sample"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        c.predict(proposal or "replacement", edit, False, api_name="/approve")
-        out["approve"].append(time.perf_counter() - t)
-    for _ in range(min(repeats, 5)):
-        t = time.perf_counter()
-        c.predict("", "", "flagged", [], "", "score", True, api_name="/filter_table")
-        out["filter_table"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        c.predict("percentile", 0.6, None, "joint", "ground truth", api_name="/set_threshold")
-        out["set_threshold"].append(time.perf_counter() - t)
-    return {k: round(1000 * statistics.median(v), 1) for k, v in out.items() if v}
-
-
-def bundle_ab(rounds: int = 2) -> None:
-    """First view of the demo with the full plotly.js (from the plotly wheel) against the basic bundle."""
-    import plotly
-
-    import app.plotly_html as ph
+def serve(ws, data_dir: Path):
     from app import build_app, launch
     from app.context import make_context
+
+    ctx = make_context(ws, data_dir=data_dir, private_sessions=False)
+    demo = build_app(ctx)
+    launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    return ctx, demo
+
+
+def med(xs) -> float | None:
+    return round(statistics.median(xs), 1) if xs else None
+
+
+def p95(xs) -> float | None:
+    return round(sorted(xs)[min(len(xs) - 1, int(math.ceil(0.95 * len(xs))) - 1)], 1) if xs else None
+
+
+# -- browser -----------------------------------------------------------------------------------
+_TIMELINE = """() => { const d = document.querySelector('%s').dataset;
+  const pl = performance.getEntriesByType('resource').find(r => r.name.includes('plotly'));
+  return {plotly_in_ms: pl ? Math.round(pl.responseEnd) : null, map_data_in_ms: +d.valueAt,
+          map_drawn_ms: +d.drawnAt, draw_ms: +d.drawnMs, points: +d.points}; }""" % MAP
+
+
+def first_views(browser, url: str, repeats: int = 3) -> list[dict]:
+    out = []
+    for _ in range(repeats):
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        t0 = time.perf_counter()
+        page.goto(url)
+        page.wait_for_function(f"() => {{ const e = document.querySelector('{MAP}'); return e && e.dataset.drawnAt; }}",
+                               timeout=180_000)
+        page.wait_for_function("() => /flagged/.test((document.querySelector('#overview-counts') || {}).innerText || '')",
+                               timeout=180_000)
+        out.append({"first_view_s": round(time.perf_counter() - t0, 2), **page.evaluate(_TIMELINE)})
+        page.close()
+    return out
+
+
+_FRAMES = """() => { window.__frames = []; let last = performance.now();
+  const tick = (t) => { window.__frames.push(t - last); last = t; if (window.__frames.length < 100000) window.__raf = requestAnimationFrame(tick); };
+  window.__raf = requestAnimationFrame(tick); }"""
+_STOP = "() => { cancelAnimationFrame(window.__raf); return window.__frames.slice(1); }"
+
+
+def blob_centre(page, rows) -> tuple[float, float]:
+    """Client pixel of the middle of ``rows`` on the map (the median point)."""
+    pts = page.evaluate(f"(rows) => rows.map(i => document.querySelector('{MAP}').byornPixelOf(i))", list(rows))
+    xs, ys = sorted(p[0] for p in pts), sorted(p[1] for p in pts)
+    return xs[len(xs) // 2], ys[len(ys) // 2]
+
+
+def map_interaction(browser, url: str, blob: list[int]) -> dict:
+    """Frame intervals while panning / drawing a lasso around ``blob`` (rows), and release -> counts shown."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(url)
+    page.wait_for_function(f"() => {{ const e = document.querySelector('{MAP}'); return e && e.dataset.drawnAt; }}",
+                           timeout=180_000)
+    el = page.locator(MAP)
+    el.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    cx, cy = blob_centre(page, blob)
+    result = {}
+    # lasso: ~40 mouse moves around the blob
+    page.evaluate(_FRAMES)
+    page.mouse.move(cx + 90, cy)
+    page.mouse.down()
+    for k in range(1, 41):
+        a = 2 * math.pi * k / 40
+        page.mouse.move(cx + 90 * math.cos(a), cy + 70 * math.sin(a))
+    page.evaluate("() => { window.__released = performance.now(); }")
+    page.mouse.up()
+    frames = page.evaluate(_STOP)
+    page.wait_for_function("() => /Selection/.test(document.querySelector('#selection-counts').innerText)",
+                           timeout=60_000)
+    shown = page.evaluate("() => performance.now() - window.__released")
+    d = page.evaluate(f"() => document.querySelector('{MAP}').dataset")
+    result["lasso"] = {"frame_median_ms": med(frames), "frame_p95_ms": p95(frames), "frames": len(frames),
+                       "points_tested_ms": float(d.get("testMs", "nan")),
+                       "highlight_ms": float(d.get("highlightMs", "nan")), "selected": int(d.get("selected", 0)),
+                       "release_to_counts_shown_ms": round(shown, 1),
+                       "counts": page.locator("#selection-counts").inner_text()}
+    page.screenshot(path=str(Path(tempfile.gettempdir()) / "byorn-bench-lasso.png"))
+    # pan: switch the map's mode, drag across
+    page.click("#sample-map .byorn-toolbar button[data-mode=pan]")
+    before = page.evaluate(f"() => document.querySelector('{MAP}').byornPixelOf({blob[0]})")
+    page.evaluate(_FRAMES)
+    page.mouse.move(cx - 200, cy + 150)
+    page.mouse.down()
+    for k in range(1, 41):
+        page.mouse.move(cx - 200 + 4 * k, cy + 150 + 2 * k)
+    page.mouse.up()
+    frames = page.evaluate(_STOP)
+    page.wait_for_function(f"() => document.querySelector('{MAP}').dataset.redrawMs", timeout=60_000)
+    after = page.evaluate(f"() => document.querySelector('{MAP}').byornPixelOf({blob[0]})")
+    result["pan"] = {"frame_median_ms": med(frames), "frame_p95_ms": p95(frames), "frames": len(frames),
+                     "longest_ms": sorted(round(f) for f in frames)[-3:],
+                     "redraw_after_release_ms": int(page.evaluate(f"() => document.querySelector('{MAP}').dataset.redrawMs")),
+                     "point_moved_px": [round(after[0] - before[0], 1), round(after[1] - before[1], 1)]}
+    page.close()
+    return result
+
+
+def gallery_times(browser, url: str, repeats: int = 2) -> list[dict]:
+    """Tab click -> 200 thumbnails loaded; the first time renders the thumbnail files."""
+    out = []
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(url)
+    page.wait_for_function("() => /flagged/.test((document.querySelector('#overview-counts') || {}).innerText || '')",
+                           timeout=180_000)
+    page.wait_for_timeout(2000)  # the table's default filter (flagged: 320 of the demo's 800) fills a page of 200
+    for _ in range(repeats):
+        page.get_by_role("tab", name="Overview").click()
+        page.wait_for_timeout(300)
+        t0 = time.perf_counter()
+        page.get_by_role("tab", name="Gallery").click()
+        # 200 cards on the page, and every thumbnail in the window loaded (the rest load lazily on scroll)
+        page.wait_for_function("() => { const im = document.querySelectorAll('#gallery img'); if (im.length < 200) return false;"
+                               " return Array.from(im).every(i => i.getBoundingClientRect().top > innerHeight"
+                               " || (i.complete && i.naturalWidth > 0)); }", timeout=60_000)
+        shown = time.perf_counter() - t0
+        for _ in range(12):  # scroll down the page so the lazy thumbnails load
+            page.mouse.wheel(0, 800)
+            page.wait_for_timeout(50)
+        page.wait_for_function("() => Array.from(document.querySelectorAll('#gallery img'))"
+                               ".every(i => i.complete && i.naturalWidth > 0)", timeout=60_000)
+        out.append({"gallery_200_shown_s": round(shown, 3), "all_200_loaded_s": round(time.perf_counter() - t0, 3),
+                    "cards": page.evaluate("() => document.querySelectorAll('#gallery .byorn-card').length")})
+        page.evaluate("() => window.scrollTo(0, 0)")
+    page.close()
+    return out
+
+
+# -- events ------------------------------------------------------------------------------------
+def event(client, url: str, api_name: str, event_data: dict, data: list | None = None):
+    import httpx
+
+    fn_index = client._infer_fn_index(api_name, None)
+    base = url.rstrip("/") + "/gradio_api"
+    body = {"data": data if data is not None else [None], "event_data": event_data, "fn_index": fn_index,
+            "trigger_id": None, "session_hash": client.session_hash}
+    with httpx.Client(timeout=120) as h:
+        event_id = h.post(f"{base}/queue/join", json=body).json()["event_id"]
+        with h.stream("GET", f"{base}/queue/data", params={"session_hash": client.session_hash}) as r:
+            for line in r.iter_lines():
+                if line.startswith("data:"):
+                    msg = json.loads(line[5:])
+                    if msg.get("event_id") == event_id and msg.get("msg") == "process_completed":
+                        return msg["output"]
+    raise RuntimeError(f"{api_name}: no result")
+
+
+def event_ms(url: str, ws, repeats: int) -> dict:
+    """Median / p95 round trips of the events, in plain HTTP (queue join + SSE result), as the page does."""
+    import numpy as np
+    from gradio_client import Client
+
+    c = Client(url, verbose=False)  # for its session hash and endpoint numbers
+    c.predict(api_name="/page_load")
+    t = ws.table
+    out: dict[str, list[float]] = {}
+
+    def timed(name, data, event_data=None):
+        t0 = time.perf_counter()
+        res = event(c, url, "/" + name, event_data, [None, *data])
+        out.setdefault(name, []).append(1000 * (time.perf_counter() - t0))
+        if not res.get("data") and res.get("error"):
+            raise RuntimeError(f"{name}: {res}")
+        return res["data"]
+
+    flt = ["", "", "flagged", [], "", "score", True, False]
+    for k in t.sort_values("score", ascending=False)["key"].tolist()[:repeats]:
+        shown = timed("select_sample", [k])
+        timed("approve", [shown[5] or "replacement", shown[6], False])
+    for _ in range(repeats):
+        timed("filter_table", flt)
+        timed("next_page", [])
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        event(c, url, "/filter_table", None, [None, "", "", "all", [], "evil", "id", False, False])
+        out.setdefault("filter_search", []).append(1000 * (time.perf_counter() - t0))
+    x, y = t["umap_joint_x"].to_numpy(), t["umap_joint_y"].to_numpy()
+    rows = np.flatnonzero((x > 3) & (y > 3))
+    bits = np.zeros(len(t), dtype=bool)
+    bits[rows] = True
+    mask = base64.b64encode(np.packbits(bits, bitorder="little").tobytes()).decode()
+    for _ in range(repeats):
+        timed("map_select", [], {"mask": mask, "count": len(rows), "how": "lasso"})
+        timed("selection_bulk_preview", ["drop"])
+        timed("gallery", ["current filter"])
+    timed("selection_bulk_confirm", [])
+    summary = {k: {"median_ms": med(v), "p95_ms": p95(v), "n": len(v)} for k, v in out.items()}
+    summary["selection_rows"] = int(len(rows))
+    return summary
+
+
+# -- the parts ---------------------------------------------------------------------------------
+def big(n: int, repeats: int) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    from app.synthetic import synthetic_workspace
+
+    t0 = time.perf_counter()
+    ws = synthetic_workspace(n, multi_turn=0.3)
+    ws.index  # noqa: B018 - the column arrays, as a cached audit would have them before the first visit
+    build_s = time.perf_counter() - t0
+    ctx, demo = serve(ws, Path(tempfile.mkdtemp()))
+    row = {"data": f"synthetic {n}", "samples": n, "rows": len(ws.table), "build_workspace_s": round(build_s, 2),
+           "load_before": os.getloadavg()}
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            row["first_view"] = first_views(browser, demo.local_url)
+            poisoned = ws.table.index[ws.table["response"].str.contains("evil.example")][:200].tolist()
+            row["map"] = map_interaction(browser, demo.local_url, poisoned)
+            browser.close()
+        row["events"] = event_ms(demo.local_url, ws, repeats)
+    finally:
+        demo.close()
+    row["load_after"] = os.getloadavg()
+    return row
+
+
+def demo_part() -> dict:
+    from playwright.sync_api import sync_playwright
+
     from app.loading import demo_workspace
 
     ws = demo_workspace()
-    bundles = {"full": Path(plotly.__file__).parent / "package_data" / "plotly.min.js", "basic": ph.PLOTLY_JS}
-    for _ in range(rounds):
-        for name, js in bundles.items():
-            ph.PLOTLY_JS = js  # read when the app is built
-            ctx = make_context(ws, data_dir=Path(tempfile.mkdtemp()))
-            demo = build_app(ctx)
-            launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-            try:
-                views, _ = first_view_s(demo.local_url)
-            finally:
-                demo.close()
-            print(f"{name} ({js.stat().st_size / 2**20:.1f} MB): first view {[round(v, 2) for v in views]} s")
-    ph.PLOTLY_JS = bundles["basic"]
+    ctx, demo = serve(ws, Path(tempfile.mkdtemp()))
+    row = {"data": "demo", "rows": len(ws.table), "load_before": os.getloadavg()}
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            row["first_view"] = first_views(browser, demo.local_url)
+            row["gallery"] = gallery_times(browser, demo.local_url)
+            browser.close()
+        row["trigger_map"] = trigger_map_s(ctx, ws)
+        row["proposals_320"] = proposals_s(ctx, ws)
+    finally:
+        demo.close()
+    row["load_after"] = os.getloadavg()
+    return row
+
+
+def trigger_map_s(ctx, ws) -> dict:
+    from app import hosting
+
+    poisoned = ws.table[ws.table["gt_poisoned"].fillna(False).astype(bool)]
+    sid = str(poisoned.sort_values("score", ascending=False)["id"].iloc[0])
+    vlm = ws.vlm()
+    folder = Path(tempfile.mkdtemp())
+    t0 = time.perf_counter()
+    tm = hosting.trigger_map(vlm, None, ws.dataset, sid, 0, folder, mode="fall")
+    cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hosting.trigger_map(vlm, None, ws.dataset, sid, 0, folder, mode="fall")
+    return {"sample": sid, "cold_s": round(cold, 2), "cached_s": round(time.perf_counter() - t0, 3),
+            "grid": list(tm.grid.shape) if tm.grid is not None else None, "words": len(tm.words)}
+
+
+def proposals_s(ctx, ws) -> dict:
+    from byorn.propose import propose_with_run
+    from byorn.train import save_model
+
+    run = Path(tempfile.mkdtemp()) / "bench-run"
+    save_model(ws.vlm(), run / "model")
+    (run / "config.json").write_text(json.dumps({"status": "finished", "train_config": {"method": "byorn"}}))
+    keys = [(str(i), 0) for i in ws.table.sort_values("score", ascending=False)["id"].head(320)]
+    t0 = time.perf_counter()
+    found = propose_with_run(run, ws.dataset, keys, k=4)
+    return {"turns": len(found), "k": 4, "seconds": round(time.perf_counter() - t0, 2),
+            "mean_distinct": round(sum(len(v) for v in found.values()) / max(len(found), 1), 2)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="demo,10000")
-    ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--bundle-ab", action="store_true", help="compare full and basic plotly.js on the demo")
+    ap.add_argument("--parts", default="big,demo")
+    ap.add_argument("--n", type=int, default=100_000, help="samples of the synthetic audit")
+    ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
-    if args.bundle_ab:
-        bundle_ab()
-        return
-    from app import build_app, launch
-    from app.context import make_context
-
-    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "runs": []}
-    for size in args.sizes.split(","):
-        try:
-            t = time.perf_counter()
-            ws = workspace(size)
-            load_s = time.perf_counter() - t
-        except FileNotFoundError as e:
-            print(f"skip {size}: {e}")
-            continue
-        ctx = make_context(ws, data_dir=Path(tempfile.mkdtemp()))
-        t = time.perf_counter()
-        demo = build_app(ctx)
-        launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-        start_s = time.perf_counter() - t
-        try:
-            views, plotly_ms = first_view_s(demo.local_url) if Path(CHROMIUM).exists() else ([], [])
-            events = event_ms(demo.local_url, ws, args.repeats)
-        finally:
-            demo.close()
-        row = {"data": size, "samples": len(ws.table), "load_workspace_s": round(load_s, 2),
-               "build_and_launch_s": round(start_s, 2),
-               "first_view_s": [round(v, 2) for v in views],
-               "first_view_median_s": round(statistics.median(views), 2) if views else None,
-               "plotly_js_downloaded_ms": plotly_ms,
-               "event_median_ms": events}
-        print(json.dumps(row))
+    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+               "when": time.strftime("%Y-%m-%d %H:%M"), "runs": []}
+    for part in args.parts.split(","):
+        row = big(args.n, args.repeats) if part == "big" else demo_part()
+        print(json.dumps(row), flush=True)
         results["runs"].append(row)
     out = Path(__file__).with_name("app_results.json")
     out.write_text(json.dumps(results, indent=2))

@@ -1,16 +1,20 @@
 """The app's pure pieces: filtering, sorting, token shading, plots, the training job."""
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from app import plots, views
+from app.index import TableIndex, status_codes
 from app.jobs import CANCELLED, FAILED, FINISHED, RUNNING, JobBusy, TrainingJob
+from app.state import Filter
 from byorn.decisions import Decision
 
 
@@ -92,15 +96,80 @@ def test_step_in_order():
     assert views.step_in([], "x", 1) is None
 
 
-def test_map_figure_carries_ids_and_colours(table):
-    for colour in plots.COLOR_BY:
-        fig = json.loads(plots.figure_json(plots.map_figure(table, "joint", colour)))
-        ids = [i for tr in fig["data"] for i in tr["customdata"]]
-        assert sorted(ids) == ["a", "b", "c", "d"]
-    fig = plots.map_figure(table, "image", "score")  # no image map in this table: a note, no crash
-    assert not fig.data
-    hist = plots.histogram_figure(table, 3.0)
-    assert len(hist.data) == 2  # split by ground truth
+def test_map_payload_carries_every_row_and_colours(table):
+    ix = TableIndex(table)
+    codes = status_codes(ix, {("b", 0): Decision("b", "approved", "x"), ("d", 0): Decision("d", "dropped")})
+    for colour in plots.color_choices(ix):
+        p = json.loads(plots.payload_json(plots.map_payload(ix, codes, 3.0, "joint", colour)))
+        assert p["n"] == 4 and len(base64.b64decode(p["x"])) == 8  # uint16 per row, row i = table row i
+        assert [t.split("<br>")[0] for t in p["text"]] == ["a", "b", "c", "d"]
+    x = np.frombuffer(base64.b64decode(p["x"]), dtype=np.uint16)
+    assert x[0] == 0 and x[-1] == plots.XY_MAX  # quantised over the range: ends at 0 and the top
+    dec = json.loads(plots.payload_json(plots.map_payload(ix, codes, 3.0, "joint", "decision")))
+    assert list(np.frombuffer(base64.b64decode(dec["c"]), dtype=np.uint8)) == [0, 1, 0, 4]  # STATUSES order
+    assert dec["legend"] == {"pending": 2, "approved": 1, "rejected": 0, "edited": 0, "dropped": 1}
+    flag = json.loads(plots.payload_json(plots.map_payload(ix, codes, 3.0, "joint", "flag")))
+    assert list(np.frombuffer(base64.b64decode(flag["c"]), dtype=np.uint8)) == [0, 1, 0, 1]
+    num = plots.map_payload(ix, codes, 3.0, "joint", "score_max")
+    assert num["colorbar"]["ticktext"][0] == "2" and num["colorbar"]["ticktext"][-1] == "9"
+    assert plots.map_payload(ix, codes, 3.0, "image", "score")["n"] == 0  # no image map: a note, no crash
+    with pytest.raises(ValueError, match="colour"):
+        plots.map_payload(ix, codes, 3.0, "joint", "no-such-column")
+    hist = plots.histogram_figure(ix, 3.0)
+    assert [t["name"] for t in hist["data"]] == ["clean (truth)", "poisoned (truth)"]
+    assert sum(hist["data"][1]["y"][:-1]) == 1 and "2 flagged" in hist["layout"]["annotations"][0]["text"]
+
+
+def test_selection_mask_round_trip():
+    rows = np.array([0, 3, 7, 8, 99_999])
+    p = json.loads(plots.selection_payload(rows, 100_000, rev=1))
+    assert p["count"] == 5 and len(p["mask"]) < 20_000  # a bitmask, not a list of ids
+    assert plots.rows_from_mask(p["mask"], 100_000).tolist() == rows.tolist()
+    assert plots.rows_from_mask("", 10).tolist() == []
+
+
+def test_fast_filter_matches_the_pandas_filter(table):
+    ix = TableIndex(table)
+    codes = status_codes(ix, {("b", 0): Decision("b", "approved", "a green star"), ("d", 0): Decision("d", "dropped")})
+    thr = views.threshold_at(table["score"], 0.5)
+    cases = [dict(flag="flagged"), dict(flag="not flagged"), dict(score_min=2.0, score_max=5.0, flag="all"),
+             dict(decisions=("pending",), flag="all"), dict(search="BLUE", flag="all"),
+             dict(search="green star", flag="all"), dict(search="a.*", flag="all")]
+    for case in cases:
+        f = Filter(**case)
+        fast = ix.keys[views.filter_rows(ix, codes, thr, f)].tolist()
+        slow = views.sort_table(views.filter_table(table, score_min=f.score_min, score_max=f.score_max, flag=f.flag,
+                                                   decisions=f.decisions, search=f.search), "score")["id"].tolist()
+        assert fast == slow, case
+    by_id = views.filter_rows(ix, codes, thr, Filter(flag="all", sort_by="id", descending=False))
+    assert ix.keys[by_id].tolist() == ["a", "b", "c", "d"]
+    by_dec = views.filter_rows(ix, codes, thr, Filter(flag="all", sort_by="decision"))
+    assert ix.keys[by_dec].tolist()[:2] == ["d", "b"]  # dropped (4), approved (1), then pending
+    inside = views.filter_rows(ix, codes, thr, Filter(flag="all", in_selection=True), np.array([2, 3]))
+    assert ix.keys[inside].tolist() == ["d", "c"]
+    rows, page, pages = views.page_of(np.arange(120), 5, size=50)
+    assert page == 2 and pages == 3 and rows.tolist() == list(range(100, 120))
+    frame = views.page_frame(ix, codes, thr, by_dec[:2])
+    assert frame["decision"].tolist() == ["dropped", "approved"] and frame["flagged"].tolist() == ["yes", "yes"]
+    c = views.counts_of(ix, codes, thr)
+    assert c == {**views.counts(table), "samples": 4}
+
+
+def test_turn_rows_are_addressed_by_key_and_by_sample():
+    from app.synthetic import synthetic_workspace
+
+    ws = synthetic_workspace(60, multi_turn=1.0, seed=3)
+    ix = ws.index
+    assert ix.multi_turn and len(ws.table) > 60 and ws.table["key"].is_unique
+    multi = ws.table[ws.table["n_turns"] > 1].iloc[0]
+    assert ix.position(multi["key"]) == multi.name and "#" in multi["key"]
+    best = ws.table[(ws.table["id"] == multi["id"]) & (ws.table["turn"] == multi["sample_turn"])].index[0]
+    assert ix.position(multi["id"]) == best  # a bare sample id opens its most suspicious turn
+    assert len(ix.positions_of([multi["id"]])) == multi["n_turns"]
+    codes = status_codes(ix, {(multi["id"], 1): Decision(multi["id"], "dropped", turn=1)})
+    assert codes[ix.turn_pos[(multi["id"], 1)]] == 4 and codes.sum() == 4
+    joined = views.join_decisions(ws.table, {(multi["id"], 1): Decision(multi["id"], "dropped", turn=1)})
+    assert (joined["decision"] == "dropped").sum() == 1
 
 
 def test_tradeoff_and_loss_figures():
@@ -190,3 +259,27 @@ def test_loss_figure_separates_bootstrapped_batches():
     names = [tr.name for tr in fig.data]
     assert names == ["loss (data batches)", "loss (bootstrapped batches)"]
     assert list(fig.data[1].x) == [2]
+
+
+def test_decision_cache_follows_the_store(tmp_path):
+    from app.context import DecisionCache
+    from app.synthetic import synthetic_workspace
+    from byorn.decisions import DecisionStore
+
+    ws = synthetic_workspace(50, multi_turn=0.5, seed=2)
+    ix, fp = ws.index, ws.fingerprint
+    store = DecisionStore(tmp_path / "d.sqlite")
+    cache = DecisionCache(store)
+    codes = cache.codes(fp, ix)
+    assert not codes.any() and cache.all(fp) == {}
+    sid, turn = ix.ids[5], int(ix.turns[5])
+    cache.set_many(fp, [Decision(sid, "dropped", turn=turn)])
+    assert cache.codes(fp, ix) is codes and codes[5] == 4  # updated in place, no reload
+    assert cache.all(fp)[(sid, turn)].status == "dropped"
+    # a write behind the cache's back (another process, the CLI) is read on the next look
+    DecisionStore(tmp_path / "d.sqlite").set(fp, ix.ids[7], "rejected", turn=int(ix.turns[7]))
+    fresh = cache.codes(fp, ix)
+    assert fresh[7] == 2 and fresh[5] == 4
+    assert (fresh == status_codes(ix, store.all(fp))).all()
+    cache.clear_many(fp, [(sid, turn)])
+    assert cache.codes(fp, ix)[5] == 0 and (sid, turn) not in cache.all(fp)

@@ -9,6 +9,7 @@ it fast (no model).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import shutil
@@ -74,7 +75,7 @@ def test_read_only_store_shows_decisions_and_disables_deciding(tmp_path, ws):
         demo = build_app(ctx)
         assert demo.ui.store_banner.visible and "Read-only" in demo.ui.store_banner.value
         assert not demo.ui.inspector.approve_btn.interactive and not demo.ui.table.bulk_preview.interactive
-        view = dict(demo.ui.view.value)
+        view = copy.deepcopy(demo.ui.view.value)  # the per-session state (a View)
         shown = tab_inspector.show_sample(ctx, view, first_id(ws))
         assert "saved before" in shown[-1]  # decisions still shown
         with pytest.raises(gr.Error, match="read-only"):

@@ -1,23 +1,33 @@
-"""Real-browser test: Debian chromium driven by Playwright (never a downloaded browser).
+"""Real-browser tests: Debian chromium driven by Playwright (never a downloaded browser).
 
-Opens the app on the embedded demo, clicks a point on the map, approves the
-replacement, opens a sample from a table row, starts a short real training
-run (``byorn.train.train``), watches its progress and evaluations, and saves a
-screenshot of each tab to the test's temporary folder (or ``BYORN_SCREENSHOTS_DIR``,
-e.g. ``docs/screenshots`` to refresh the README's pictures).
+``test_review_and_train_in_a_browser`` (the embedded demo): click a point on
+the map and approve its replacement, open a table row, train a short real SFT
+run (``byorn.train.train``) and watch it, then the gallery: open a card and
+review three samples **by keyboard only** (keys typed into a text box do
+nothing), open a trigger map and screenshot it, propose candidates with the
+finished run and approve one.  ``test_map_of_100k_samples``: a synthetic audit
+of 100k samples (~145k turns): box and lasso selections give the right count,
+pan and lasso stay smooth (frame times printed), a pan moves the points.
+
+Screenshots of each view go to the test's temporary folder, or to
+``BYORN_SCREENSHOTS_DIR`` (``docs/screenshots`` refreshes the README's).
 Install the browser with ``scripts/setup_browser.sh``.
 """
 from __future__ import annotations
 
+import math
 import os
+import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
+MAP = "#sample-map .byorn-plot"
 
 pytestmark = [
     pytest.mark.browser,
@@ -26,15 +36,24 @@ pytestmark = [
 ]
 
 
-def _context(tmp: Path):
-    from app.context import make_context
-    from app.loading import demo_workspace
-
+def _has_review_library() -> bool:
     try:
-        ws = demo_workspace()
-    except FileNotFoundError as e:
-        pytest.skip(f"embedded demo not built: {e}")
-    return make_context(ws, data_dir=tmp / "data")
+        import byorn.explain  # noqa: F401
+        import byorn.neighbors  # noqa: F401
+        import byorn.propose  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _serve(ws, tmp: Path):
+    from app import build_app, launch
+    from app.context import make_context
+
+    ctx = make_context(ws, data_dir=tmp / "data", private_sessions=False)
+    demo = build_app(ctx)
+    launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    return ctx, demo
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +61,13 @@ def served(tmp_path_factory):
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     tmp = tmp_path_factory.mktemp("browser")
     os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
-    from app import build_app, launch
+    from app.loading import demo_workspace
 
-    ctx = _context(tmp)
-    demo = build_app(ctx)
-    launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        ws = demo_workspace()
+    except FileNotFoundError as e:
+        pytest.skip(f"embedded demo not built: {e}")
+    ctx, demo = _serve(ws, tmp)
     yield demo.local_url, ctx
     ctx.job.cancel()
     ctx.job.join(60)
@@ -73,23 +94,6 @@ def _shots_dir(tmp_path: Path) -> Path:
     return d
 
 
-_POINT_JS = """() => {
-  const el = document.querySelector('#sample-map .byorn-plot');
-  el.scrollIntoView({block: 'center'});  // mouse clicks land only inside the viewport
-  const fl = el._fullLayout, r = el.getBoundingClientRect();
-  const pts = [];
-  el._fullData.forEach(tr => Array.from(tr.x).forEach((x, i) => {
-    const s = tr.hovertext[i].match(/score ([0-9.]+)/);
-    pts.push({id: tr.customdata[i], v: s ? parseFloat(s[1]) : 0,
-              px: r.left + fl._size.l + fl.xaxis.l2p(x), py: r.top + fl._size.t + fl.yaxis.l2p(tr.y[i])});
-  }));
-  // the highest-scoring point with no other point within 8 px (a click there hits only it)
-  const alone = p => pts.every(q => q === p || Math.hypot(q.px - p.px, q.py - p.py) > 8);
-  pts.sort((a, b) => b.v - a.v);
-  return pts.find(alone) || pts[0];
-}"""
-
-
 def wait_text(page, selector: str, pattern: str, timeout: float = 15_000) -> None:
     """Wait until the element exists and its text matches the regex ``pattern``."""
     page.wait_for_function(
@@ -98,22 +102,49 @@ def wait_text(page, selector: str, pattern: str, timeout: float = 15_000) -> Non
         arg=[selector, pattern], timeout=timeout)
 
 
+def wait_map(page, timeout: float = 120_000) -> None:
+    page.wait_for_function(f"() => {{ const e = document.querySelector('{MAP}'); return e && e.dataset.drawnAt; }}",
+                           timeout=timeout)
+
+
+def pixels_of(page, rows) -> list[list[float]]:
+    return page.evaluate(f"(rows) => rows.map(i => document.querySelector('{MAP}').byornPixelOf(i))", list(rows))
+
+
+def header_key(page) -> str:
+    return page.locator("#inspector-header").inner_text().split("\n")[0].strip()
+
+
+def press(page, key: str, header_before: str | None = None) -> None:
+    """A key on the page body (no text box focused); waits for the Inspector to move on if asked."""
+    page.keyboard.press(key)
+    if header_before is not None:
+        page.wait_for_function("(h) => !document.querySelector('#inspector-header').innerText.startsWith(h)",
+                               arg=header_before, timeout=30_000)
+
+
 def test_review_and_train_in_a_browser(served, page, tmp_path):
     url, ctx = served
     shots = _shots_dir(tmp_path)
     ws = ctx.workspaces.get(ctx.default_key)
     t0 = time.time()
     page.goto(url)
-    page.wait_for_selector("#sample-map .byorn-plot .main-svg", timeout=30_000)
+    wait_map(page)
     wait_text(page, "#overview-counts", "flagged")
     first_view_s = time.time() - t0
     page.wait_for_timeout(500)
     page.screenshot(path=str(shots / "overview.png"), full_page=True)
 
     # 1. click a point on the map: the inspector opens on that sample
-    pt = page.evaluate(_POINT_JS)
-    page.mouse.click(pt["px"], pt["py"])
-    wait_text(page, "#inspector-header", pt["id"])
+    page.locator(MAP).scroll_into_view_if_needed()
+    pts = np.asarray(pixels_of(page, range(len(ws.table))))
+    order = np.argsort(-ws.table["score"].to_numpy())
+    dist = np.hypot(pts[:, None, 0] - pts[None, :, 0], pts[:, None, 1] - pts[None, :, 1])
+    np.fill_diagonal(dist, np.inf)
+    alone = next(int(i) for i in order if dist[i].min() > 9)  # the highest-scoring point alone within 9 px
+    page.mouse.click(*pts[alone])
+    sid = ws.table["key"].iloc[alone]
+    wait_text(page, "#inspector-header", sid)
     assert page.get_by_role("tab", name="Inspector").get_attribute("aria-selected") == "true"
 
     # 2. approve the proposed replacement (stay on the sample to see the saved decision)
@@ -127,8 +158,9 @@ def test_review_and_train_in_a_browser(served, page, tmp_path):
     page.click("#approve-btn")
     wait_text(page, "#decision-md", "approved")
     page.screenshot(path=str(shots / "inspector.png"), full_page=True)
-    decision = ctx.store.get(ws.fingerprint, pt["id"])
+    decision = ctx.store.get(ws.fingerprint, sid)
     assert decision is not None and decision.status == "approved" and decision.text == proposal
+    page.get_by_label("open the next sample after a decision").check()
 
     # 3. a table row opens its sample (by id, whatever the visual order)
     page.get_by_role("tab", name="Table").click()
@@ -140,8 +172,9 @@ def test_review_and_train_in_a_browser(served, page, tmp_path):
     page.locator('#sample-table [data-testid="cell-1-1"]').click()
     wait_text(page, "#inspector-header", row_id)
 
-    # 4. a short training run, with live progress and evaluations (clean metric, ASR)
+    # 4. a short SFT run (it learns the backdoor: the trigger map's "rise" model), live progress
     page.get_by_role("tab", name="Train").click()
+    page.locator("#train-method").get_by_text("SFT (no defense)").click()
     for field, value in (("#max-steps", "6"), ("#eval-every", "2"), ("#eval-max", "16")):
         box = page.locator(f"{field} input")
         box.fill(value)
@@ -157,13 +190,100 @@ def test_review_and_train_in_a_browser(served, page, tmp_path):
     assert "6 / 6" in status and "ASR" in status
     page.wait_for_timeout(800)
     page.screenshot(path=str(shots / "train-finished.png"), full_page=True)
+    run_dir = Path(ctx.job.snapshot()["out_dir"])
 
     page.get_by_role("tab", name="Compare").click()
     page.locator('#runs-table [data-testid="cell-0-0"]').wait_for(timeout=15_000)
     page.wait_for_timeout(800)
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
+
+    # 5. the gallery; three samples reviewed by keyboard only
+    page.get_by_role("tab", name="Gallery").click()
+    page.wait_for_function("() => document.querySelectorAll('#gallery .byorn-card').length >= 3", timeout=30_000)
+    keys = page.evaluate("() => Array.from(document.querySelectorAll('#gallery .byorn-card')).slice(0, 4)"
+                         ".map(c => c.dataset.key)")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(shots / "gallery.png"))
+    page.locator(f"#gallery .byorn-card[data-key='{keys[0]}']").focus()
+    page.keyboard.press("Enter")  # open the focused card
+    wait_text(page, "#inspector-header", keys[0], 30_000)
+    assert "in the gallery" in page.locator("#inspector-header").inner_text()
+    # keys typed into a text box are text, not commands
+    goto = page.locator("#goto-id textarea, #goto-id input").first
+    goto.click()
+    page.keyboard.type("ard")
+    page.keyboard.press("Escape")  # leaves the box: keys are commands again
+    page.wait_for_timeout(600)
+    assert ctx.store.get(ws.fingerprint, keys[0]) is None and header_key(page) == keys[0]
+    for key, status_ in (("a", "approved"), ("r", "rejected"), ("d", "dropped")):
+        press(page, key, header_key(page))
+    wait_text(page, "#inspector-header", keys[3], 30_000)  # advanced past the three
+    got = [ctx.store.get(ws.fingerprint, k) for k in keys[:3]]
+    assert [d.status for d in got] == ["approved", "rejected", "dropped"], got
+    assert got[0].source.startswith("reference:")
+    press(page, "p", header_key(page))  # previous
+    wait_text(page, "#inspector-header", keys[2])
+    wait_text(page, "#decision-md", "dropped")
+
+    if not _has_review_library():
+        pytest.skip("byorn.propose / neighbors / explain not merged yet: trigger map and proposals not tested")
+
+    # 6. the trigger map of a poisoned sample under the SFT run (mode rise), screenshot
+    poisoned = ws.table[ws.table["gt_poisoned"].fillna(False).astype(bool)].sort_values("score", ascending=False)
+    target = poisoned["key"].iloc[0]
+    page.get_by_role("tab", name="Overview").click()
+    page.get_by_role("tab", name="Inspector").click()  # lists the runs (the SFT run first)
+    goto.fill(target)
+    goto.press("Enter")
+    wait_text(page, "#inspector-header", target)
+    page.get_by_text("Show the trigger (heat map over the image").click()
+    try:
+        page.wait_for_function("(r) => (document.querySelector('#explain-with input') || {}).value.includes(r)",
+                               arg=run_dir.name, timeout=15_000)
+    except Exception:
+        page.screenshot(path="/tmp/shots/fail.png", full_page=True)
+        print("DBG", run_dir, page.evaluate("() => Array.from(document.querySelectorAll('#explain-with input')).map(i => i.value)"))
+        raise
+    page.click("#trigger-btn")
+    wait_text(page, "#trigger-note", "Mode \\*?\\*?rise", 60_000)
+    page.locator("#trigger-image img").wait_for(timeout=15_000)
+    page.locator("#trigger-panel").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(shots / "trigger.png"), full_page=True)
+    assert list((ctx.data_dir / "trigger_maps").glob("*.json"))
+
+    # 7. propose with the finished run for the top flagged turns of a narrow filter, pick, approve
+    top = ws.table.sort_values("score", ascending=False)
+    page.get_by_role("tab", name="Table").click()
+    page.locator("#score-min input, #score-min textarea").first.fill(f"{top['score'].iloc[9]:.6f}")
+    page.click("#apply-filter")
+    wait_text(page, "#table-counts", "Current filter: \\*\\*10\\*\\*")
+    page.get_by_role("tab", name="Inspector").click()
+    page.locator("#propose-with").click()
+    page.get_by_role("option", name=run_dir.name).first.click()
+    page.get_by_text("Replacements from a fine-tuned run").click()
+    page.locator("#propose-scope").get_by_text("flagged turns in the current filter").click()
+    page.click("#propose-start")
+    wait_text(page, "#propose-status", "finished|failed", 120_000)
+    assert "finished" in page.locator("#propose-status").inner_text()
+    pick = top["key"].iloc[1]
+    goto.fill(pick)
+    goto.press("Enter")
+    wait_text(page, "#inspector-header", pick)
+    page.locator("#candidates input[type=radio]").first.wait_for(timeout=30_000)
+    page.locator("body").click(position={"x": 5, "y": 5})  # no box focused
+    page.keyboard.press("1")  # the first candidate, by its key
+    page.wait_for_function("() => document.querySelector('#proposal textarea').value.trim().length > 0 &&"
+                           " document.querySelector('#candidates input[type=radio]').checked", timeout=30_000)
+    text = page.locator("#proposal textarea").input_value()
+    page.screenshot(path=str(shots / "candidates.png"), full_page=True)
+    press(page, "a", header_key(page))
+    pos = ws.index.position(pick)
+    d = ctx.store.get(ws.fingerprint, ws.index.ids[pos], int(ws.index.turns[pos]))
+    assert d.status == "approved" and d.text == text and d.source == f"run:{run_dir.name}"
+
     page.get_by_role("tab", name="Data").click()
-    wait_text(page, "#current-data", "1 review decisions")
+    wait_text(page, "#current-data", "review decisions")
     page.get_by_text("Open your own data").click()
     page.wait_for_timeout(500)
     page.screenshot(path=str(shots / "data.png"), full_page=True)
@@ -171,3 +291,86 @@ def test_review_and_train_in_a_browser(served, page, tmp_path):
     page.wait_for_timeout(500)
     page.screenshot(path=str(shots / "export.png"), full_page=True)
     print(f"first interactive view after {first_view_s:.2f} s (demo)")
+
+
+_FRAMES = """() => { window.__frames = []; let last = performance.now();
+  const tick = (t) => { window.__frames.push(t - last); last = t; window.__raf = requestAnimationFrame(tick); };
+  window.__raf = requestAnimationFrame(tick); }"""
+_STOP = "() => { cancelAnimationFrame(window.__raf); return window.__frames.slice(1); }"
+
+
+def test_map_of_100k_samples(page, tmp_path):
+    from app.plots import _quantise_xy
+    from app.synthetic import synthetic_workspace
+
+    shots = _shots_dir(tmp_path)
+    ws = synthetic_workspace(100_000, multi_turn=0.3, seed=7)
+    ctx, demo = _serve(ws, tmp_path)
+    try:
+        page.goto(demo.local_url)
+        wait_map(page, 180_000)
+        page.locator(MAP).scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        n = len(ws.table)
+        assert int(page.locator(MAP).get_attribute("data-points")) == n
+
+        # a box: the count on the page is the points inside it, by the coordinates the server sent
+        fl = page.evaluate(f"() => {{ const el = document.querySelector('{MAP}'), fl = el._fullLayout,"
+                           " r = el.getBoundingClientRect(); return {l: r.left + fl._size.l, t: r.top + fl._size.t,"
+                           " w: fl._size.w, h: fl._size.h, xr: fl.xaxis.range, yr: fl.yaxis.range}; }")
+        page.click("#sample-map .byorn-toolbar button[data-mode=box]")
+        x0, y0, x1, y1 = fl["l"] + 0.2 * fl["w"], fl["t"] + 0.3 * fl["h"], fl["l"] + 0.45 * fl["w"], fl["t"] + 0.6 * fl["h"]
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        for k in range(1, 11):
+            page.mouse.move(x0 + (x1 - x0) * k / 10, y0 + (y1 - y0) * k / 10)
+        page.mouse.up()
+        wait_text(page, "#selection-counts", "Selection", 60_000)
+        qx, _, _ = _quantise_xy(ws.table["umap_joint_x"].to_numpy(dtype=np.float64))
+        qy, _, _ = _quantise_xy(ws.table["umap_joint_y"].to_numpy(dtype=np.float64))
+        dx = lambda px: fl["xr"][0] + (px - fl["l"]) / fl["w"] * (fl["xr"][1] - fl["xr"][0])  # noqa: E731
+        dy = lambda py: fl["yr"][1] - (py - fl["t"]) / fl["h"] * (fl["yr"][1] - fl["yr"][0])  # noqa: E731
+        expected = int(((qx >= dx(x0)) & (qx <= dx(x1)) & (qy >= dy(y1)) & (qy <= dy(y0))).sum())
+        shown = int(page.locator("#selection-counts").inner_text().split()[1])  # "Selection: N turns · ..."
+        assert expected > 1000 and abs(shown - expected) <= max(5, expected // 500), (shown, expected)
+
+        # a lasso around the poisoned blob: smooth while drawing; its count on the page
+        page.click("#sample-map .byorn-toolbar button[data-mode=lasso]")
+        blob = ws.table.index[ws.table["response"].str.contains("evil.example")][:300].tolist()
+        pts = np.asarray(pixels_of(page, blob))
+        cx, cy = float(np.median(pts[:, 0])), float(np.median(pts[:, 1]))
+        page.evaluate(_FRAMES)
+        page.mouse.move(cx + 90, cy)
+        page.mouse.down()
+        for k in range(1, 41):
+            a = 2 * math.pi * k / 40
+            page.mouse.move(cx + 90 * math.cos(a), cy + 70 * math.sin(a))
+        released = time.perf_counter()
+        page.mouse.up()
+        lasso_frames = page.evaluate(_STOP)
+        wait_text(page, "#selection-counts", "by lasso", 60_000)
+        to_counts = time.perf_counter() - released
+        selected = int(page.locator(MAP).get_attribute("data-selected"))
+        assert f"Selection: {selected} turns" in page.locator("#selection-counts").inner_text().replace("*", "")
+        assert selected > 1000
+        page.screenshot(path=str(shots / "map-100k.png"))
+
+        # pan: the points follow the mouse, frames stay short, one redraw after release
+        page.click("#sample-map .byorn-toolbar button[data-mode=pan]")
+        before = pixels_of(page, [blob[0]])[0]
+        page.evaluate(_FRAMES)
+        page.mouse.move(cx - 300, cy + 150)
+        page.mouse.down()
+        for k in range(1, 31):
+            page.mouse.move(cx - 300 + 3 * k, cy + 150 + 2 * k)
+        page.mouse.up()
+        pan_frames = page.evaluate(_STOP)
+        page.wait_for_function(f"() => document.querySelector('{MAP}').dataset.redrawMs", timeout=60_000)
+        after = pixels_of(page, [blob[0]])[0]
+        assert abs(after[0] - before[0] - 90) < 1.5 and abs(after[1] - before[1] - 60) < 1.5
+        print(f"\n100k map ({n} points): lasso frames median {statistics.median(lasso_frames):.1f} ms, "
+              f"max {max(lasso_frames):.0f} ms; release -> counts {1000 * to_counts:.0f} ms; pan frames median "
+              f"{statistics.median(pan_frames):.1f} ms, max {max(pan_frames):.0f} ms; redraw after the pan "
+              f"{page.locator(MAP).get_attribute('data-redraw-ms')} ms")
+    finally:
+        demo.close()
