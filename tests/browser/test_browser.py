@@ -96,10 +96,15 @@ def _shots_dir(tmp_path: Path) -> Path:
 
 def wait_text(page, selector: str, pattern: str, timeout: float = 15_000) -> None:
     """Wait until the element exists and its text matches the regex ``pattern``."""
-    page.wait_for_function(
-        "([sel, pat]) => { const el = document.querySelector(sel);"
-        " return !!el && new RegExp(pat).test(el.innerText); }",
-        arg=[selector, pattern], timeout=timeout)
+    try:
+        page.wait_for_function(
+            "([sel, pat]) => { const el = document.querySelector(sel);"
+            " return !!el && new RegExp(pat).test(el.innerText); }",
+            arg=[selector, pattern], timeout=timeout)
+    except Exception as e:
+        now = page.evaluate("(sel) => { const el = document.querySelector(sel); return el ? el.innerText : null; }",
+                            selector)
+        raise AssertionError(f"{selector} never matched {pattern!r}; it reads {now!r}") from e
 
 
 def wait_map(page, timeout: float = 120_000) -> None:
@@ -215,8 +220,10 @@ def test_review_and_train_in_a_browser(served, page, tmp_path):
     page.keyboard.press("Escape")  # leaves the box: keys are commands again
     page.wait_for_timeout(600)
     assert ctx.store.get(ws.fingerprint, keys[0]) is None and header_key(page) == keys[0]
-    for key, status_ in (("a", "approved"), ("r", "rejected"), ("d", "dropped")):
-        press(page, key, header_key(page))
+    for i, key in enumerate("ard"):  # approve, reject, drop: each on the sample it was meant for
+        wait_text(page, "#inspector-header", f"^{keys[i]}", 30_000)
+        page.wait_for_timeout(300)  # the sample's own handlers have settled
+        press(page, key, keys[i])
     wait_text(page, "#inspector-header", keys[3], 30_000)  # advanced past the three
     got = [ctx.store.get(ws.fingerprint, k) for k in keys[:3]]
     assert [d.status for d in got] == ["approved", "rejected", "dropped"], got
@@ -237,13 +244,9 @@ def test_review_and_train_in_a_browser(served, page, tmp_path):
     goto.press("Enter")
     wait_text(page, "#inspector-header", target)
     page.get_by_text("Show the trigger (heat map over the image").click()
-    try:
-        page.wait_for_function("(r) => (document.querySelector('#explain-with input') || {}).value.includes(r)",
-                               arg=run_dir.name, timeout=15_000)
-    except Exception:
-        page.screenshot(path="/tmp/shots/fail.png", full_page=True)
-        print("DBG", run_dir, page.evaluate("() => Array.from(document.querySelectorAll('#explain-with input')).map(i => i.value)"))
-        raise
+    # the run's entry may appear a moment after the panel opens
+    page.wait_for_function("(r) => ((document.querySelector('#explain-with input') || {}).value || '').includes(r)",
+                           arg=run_dir.name, timeout=15_000)
     page.click("#trigger-btn")
     wait_text(page, "#trigger-note", "Mode \\*?\\*?rise", 60_000)
     page.locator("#trigger-image img").wait_for(timeout=15_000)
@@ -255,12 +258,14 @@ def test_review_and_train_in_a_browser(served, page, tmp_path):
     # 7. propose with the finished run for the top flagged turns of a narrow filter, pick, approve
     top = ws.table.sort_values("score", ascending=False)
     page.get_by_role("tab", name="Table").click()
-    page.locator("#score-min input, #score-min textarea").first.fill(f"{top['score'].iloc[9]:.6f}")
+    bound = math.floor(float(top["score"].iloc[9]) * 1e6) / 1e6  # rounded down: the 10th row stays in
+    page.locator("#score-min input, #score-min textarea").first.fill(f"{bound:.6f}")
     page.click("#apply-filter")
-    wait_text(page, "#table-counts", "Current filter: \\*\\*10\\*\\*")
+    wait_text(page, "#table-counts", "Current filter: (\\*\\*)?10(\\*\\*)? samples")
     page.get_by_role("tab", name="Inspector").click()
-    page.locator("#propose-with").click()
-    page.get_by_role("option", name=run_dir.name).first.click()
+    box = page.locator("#propose-with input").first
+    box.click()
+    page.get_by_role("option", name=run_dir.name).first.click(timeout=15_000)
     page.get_by_text("Replacements from a fine-tuned run").click()
     page.locator("#propose-scope").get_by_text("flagged turns in the current filter").click()
     page.click("#propose-start")
@@ -273,8 +278,11 @@ def test_review_and_train_in_a_browser(served, page, tmp_path):
     page.locator("#candidates input[type=radio]").first.wait_for(timeout=30_000)
     page.locator("body").click(position={"x": 5, "y": 5})  # no box focused
     page.keyboard.press("1")  # the first candidate, by its key
-    page.wait_for_function("() => document.querySelector('#proposal textarea').value.trim().length > 0 &&"
-                           " document.querySelector('#candidates input[type=radio]').checked", timeout=30_000)
+    # the proposal box then holds exactly that candidate's text (its label reads "1. <text> · NLL x")
+    page.wait_for_function("""() => { const r = document.querySelector('#candidates input[type=radio]');
+        const lab = r && r.closest('label'); const box = document.querySelector('#proposal textarea');
+        const m = lab && lab.innerText.match(/^1\\.\\s(.*?)\\s+·\\s*NLL/s);
+        return !!(r && r.checked && m && box && box.value.trim() === m[1].trim()); }""", timeout=30_000)
     text = page.locator("#proposal textarea").input_value()
     page.screenshot(path=str(shots / "candidates.png"), full_page=True)
     press(page, "a", header_key(page))
