@@ -73,10 +73,14 @@ def build_demo(folder: Path = DEMO_DIR, *, n_train: int = 800, n_test: int = 200
     target = Target()
     pr = poison(make_captions(n_train, seed, "train"), get_attack(attack), rate=rate, target=target,
                 seed=seed, test=make_captions(n_test, seed, "test"))
-    vlm = VLM.load()
-    audit = run_audit(pr.train, vlm, AuditConfig(seed=seed))
-    audit.save(folder / "audit")
+    from .data.io import load_dataset
+
     save_hf_dataset(pr.train, folder / "train")
+    vlm = VLM.load()
+    # Audit the data as it loads from disk: its fingerprint is of the saved files, which is
+    # what load_demo compares (an audit of the in-memory set would read as stale).
+    audit = run_audit(load_dataset(folder / "train", name="demo"), vlm, AuditConfig(seed=seed))
+    audit.save(folder / "audit")
     save_hf_dataset(make_captions(n_test, seed, "test"), folder / "test_clean")
     save_hf_dataset(pr.triggered_test, folder / "test_triggered")
     (folder / "ground_truth.json").write_text(json.dumps(pr.mask, indent=1))

@@ -1,4 +1,5 @@
-from byorn.demo import load_demo
+from byorn.audit import Audit
+from byorn.demo import DEMO_DIR, load_demo
 from byorn.metrics import detection_metrics
 
 
@@ -15,3 +16,10 @@ def test_shipped_demo_is_consistent_with_data_and_model():
     assert t[["umap_joint_x", "umap_joint_y"]].notna().all().all()
     assert len(demo.test_triggered) > 0 and demo.target in demo.dataset.by_id(
         next(i for i, p in demo.ground_truth.items() if p)).response
+
+
+def test_shipped_audit_is_current():
+    """The app starts on the shipped audit, not a recomputed one (scripts/build_demo.py after data changes)."""
+    demo = load_demo()
+    shipped = Audit.load(DEMO_DIR / "audit")
+    assert shipped.meta["dataset_fingerprint"] == demo.dataset.fingerprint()
