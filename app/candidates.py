@@ -23,11 +23,11 @@ from typing import Any, Callable
 import pandas as pd
 
 from . import hosting
+from .jobs import CANCELLED, FAILED, FINISHED, IDLE, RUNNING, BackgroundJob
 
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, int]
-IDLE, RUNNING, FINISHED, CANCELLED, FAILED = "idle", "running", "finished", "cancelled", "failed"
 
 
 def run_source(run_dir: str | Path) -> str:
@@ -91,15 +91,12 @@ class RunModels:
             return hit
 
 
-class ProposalJob:
+class ProposalJob(BackgroundJob):
     """At most one proposal run at a time, in a thread; progress read by each page's timer."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._cancel = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._state: dict[str, Any] = {"status": IDLE, "label": "", "done": 0, "total": 0, "error": None,
-                                       "started_at": None, "finished_at": None, "owner": None, "n_found": 0}
+        super().__init__({"status": IDLE, "label": "", "done": 0, "total": 0, "error": None,
+                          "started_at": None, "finished_at": None, "owner": None, "n_found": 0})
 
     def start(self, work: Callable[[Callable, threading.Event], dict], label: str, total: int,
               on_done: Callable[[dict], None], owner: str | None = None) -> None:
@@ -108,12 +105,9 @@ class ProposalJob:
             if self._state["status"] == RUNNING:
                 raise RuntimeError(f"Candidates are being proposed already ({self._state['label']}, "
                                    f"{self._state['done']}/{self._state['total']}); wait or cancel it.")
-            self._cancel = threading.Event()
             self._state = {"status": RUNNING, "label": label, "done": 0, "total": int(total), "error": None,
                            "started_at": time.time(), "finished_at": None, "owner": owner, "n_found": 0}
-            self._thread = threading.Thread(target=self._run, args=(work, on_done, self._cancel),
-                                            name="byorn-propose", daemon=True)
-            self._thread.start()
+            self._launch(self._run, (work, on_done), "byorn-propose")
 
     def _progress(self, *args) -> None:
         """``progress(done, total)`` (or ``(fraction, message)``) from the library."""
@@ -134,28 +128,6 @@ class ProposalJob:
             return
         self._update(status=CANCELLED if cancel.is_set() else FINISHED, n_found=len(results or {}),
                      finished_at=time.time())
-
-    def _update(self, **changes) -> None:
-        with self._lock:
-            self._state.update(changes)
-
-    def cancel(self) -> bool:
-        with self._lock:
-            if self._state["status"] != RUNNING:
-                return False
-            self._cancel.set()
-            return True
-
-    def join(self, timeout: float | None = None) -> bool:
-        t = self._thread
-        if t is not None:
-            t.join(timeout)
-        return not self.running
-
-    @property
-    def running(self) -> bool:
-        with self._lock:
-            return self._state["status"] == RUNNING
 
     def snapshot(self) -> dict:
         with self._lock:

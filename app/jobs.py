@@ -61,14 +61,55 @@ def _get(state, name: str, default=None):
     return default if value is None else value
 
 
-class TrainingJob:
-    """Holds at most one running training thread and its progress."""
+class BackgroundJob:
+    """One background thread at a time, with its state dict under a lock, cancel and join.
 
-    def __init__(self) -> None:
+    Subclasses keep their own state fields and say how the thread's work reports.
+    """
+
+    def __init__(self, state: dict[str, Any]) -> None:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
-        self._state: dict[str, Any] = self._fresh(IDLE, "")
+        self._state: dict[str, Any] = state
+
+    def _launch(self, target: Callable, args: tuple, name: str) -> None:
+        """Start ``target(*args, cancel_event)`` in a daemon thread (call under ``self._lock``)."""
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=target, args=(*args, self._cancel), name=name, daemon=True)
+        self._thread.start()
+
+    def cancel(self) -> bool:
+        """Ask the running job to stop at its next check; False when none runs."""
+        with self._lock:
+            if self._state["status"] != RUNNING:
+                return False
+            self._cancel.set()
+            self._state["label"] += " (cancelling…)" if "cancelling" not in self._state["label"] else ""
+            return True
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread; True when no job is going afterwards."""
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+        return not self.running
+
+    @property
+    def running(self) -> bool:
+        with self._lock:
+            return self._state["status"] == RUNNING
+
+    def _update(self, **changes: Any) -> None:
+        with self._lock:
+            self._state.update(changes)
+
+
+class TrainingJob(BackgroundJob):
+    """Holds at most one running training thread and its progress."""
+
+    def __init__(self) -> None:
+        super().__init__(self._fresh(IDLE, ""))
 
     @staticmethod
     def _fresh(status: str, label: str) -> dict[str, Any]:
@@ -95,34 +136,10 @@ class TrainingJob:
                               f"step {self._state['step']}/{self._state['total_steps'] or '?'}). "
                               "Watch it here, or cancel it first.")
             run_no = self._state["run_no"] + 1
-            self._cancel = threading.Event()
             self._state = self._fresh(RUNNING, label)
             self._state.update(run_no=run_no, started_at=time.time(), owner=owner, shared=bool(shared))
-            self._thread = threading.Thread(target=self._run, args=(runner, self._cancel),
-                                            name=f"byorn-train-{run_no}", daemon=True)
-            self._thread.start()
+            self._launch(self._run, (runner,), f"byorn-train-{run_no}")
         return run_no
-
-    def cancel(self) -> bool:
-        """Ask the running job to stop after its current step; False when none runs."""
-        with self._lock:
-            if self._state["status"] != RUNNING:
-                return False
-            self._cancel.set()
-            self._state["label"] += " (cancelling…)" if "cancelling" not in self._state["label"] else ""
-            return True
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the thread; True when no run is going afterwards."""
-        t = self._thread
-        if t is not None:
-            t.join(timeout)
-        return not self.running
-
-    @property
-    def running(self) -> bool:
-        with self._lock:
-            return self._state["status"] == RUNNING
 
     def snapshot(self) -> dict[str, Any]:
         """A deep copy of the progress, safe to read while the run goes on."""
@@ -148,8 +165,7 @@ class TrainingJob:
                      finished_at=time.time(), eta_s=0.0)
 
     def _update(self, **changes: Any) -> None:
-        with self._lock:
-            self._state.update({k: v for k, v in changes.items() if v is not None or k == "eta_s"})
+        super()._update(**{k: v for k, v in changes.items() if v is not None or k == "eta_s"})
 
     def _record_step(self, state) -> None:
         step, loss = _get(state, "step", 0), _get(state, "loss")
