@@ -33,8 +33,20 @@ from .plots import loss_figure
 from .state import View
 from .views import with_threshold
 
-METHODS = {"BYORn (bootstrap replacements)": "byorn", "BYORn-F (drop flagged)": "byorn-f",
-           "SFT (no defense)": "sft"}
+_LABELS = {"byorn": "BYORn (bootstrap replacements)", "byorn-f": "BYORn-F (drop flagged)",
+           "onion": "ONION (remove outlier words)", "bye": "BYE (attention entropy, retrain)",
+           "sft": "SFT (no defense)"}
+
+
+def _methods() -> dict[str, str]:
+    """Form label -> registered defense name; every defense of the registry (a new one included)."""
+    from byorn.defenses import DEFENSES
+
+    order = [n for n in _LABELS if n in DEFENSES] + sorted(n for n in DEFENSES if n not in _LABELS)
+    return {_LABELS.get(n, f"{n} ({DEFENSES[n].summary})" if DEFENSES[n].summary else n): n for n in order}
+
+
+METHODS = _methods()
 POLL_S = 1.0
 EVAL_EVERY = 25  # live clean metric and ASR about every 25 steps
 EVAL_MAX = 100   # test samples per evaluation: keeps each evaluation to seconds

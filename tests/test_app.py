@@ -261,6 +261,24 @@ def test_train_start_second_start_cancel_and_compare(served, client):
         client.predict("SFT (no defense)", 1, 8, 1e-3, False, 1.5, 0.7, 0, 3, 2, 4, api_name="/train_start")
 
 
+def test_every_defense_is_offered_and_onion_runs_from_the_train_tab(served, client):
+    from app.tab_train import METHODS
+    from byorn.defenses import DEFENSES
+
+    assert set(METHODS.values()) == set(DEFENSES) >= {"sft", "byorn-f", "byorn", "onion", "bye"}
+    ctx = served.ctx
+    assert wait_until_idle(ctx, 120)
+    label = next(k for k, v in METHODS.items() if v == "onion")
+    client.predict(label, 1, 8, 1e-3, False, 0.99, 0.7, 0, 2, 0, 4, api_name="/train_start")
+    assert wait_until_idle(ctx, 300)
+    snap = ctx.job.snapshot()
+    assert snap["status"] == "finished", snap.get("error")
+    config = json.loads((Path(snap["out_dir"]) / "config.json").read_text())
+    assert config["train_config"]["method"] == "onion"
+    runs, _ = client.predict(api_name="/list_runs")
+    assert "onion" in {dict(zip(runs["headers"], r))["method"] for r in runs["data"]}
+
+
 def _llava_zip(ws, tmp_path: Path, n: int = 12) -> Path:
     from byorn.data import VLDataset
     from byorn.data.io import save_llava_json
