@@ -81,7 +81,10 @@ def evaluate(vlm, suite: EvalSuite | VLDataset | None = None, triggered: VLDatas
     if not isinstance(suite, EvalSuite):
         suite = EvalSuite(suite, triggered, target, dict(extra_triggered or {}), max_samples=max_samples)
     out: dict = {"clean_metric": suite.clean_metric}
-    gen = lambda ds: _predict(vlm, ds, model, max_new_tokens, batch_size, progress)  # noqa: E731
+    # The generation budget covers the longest reference (plus the target, for ASR): a target
+    # appended to a correct caption (insertion) must not be cut off and counted as a miss.
+    target_tokens = _n_tokens(vlm, [suite.target.text]) if suite.target is not None else 0
+    gen = lambda ds, extra=0: _predict(vlm, ds, model, max_new_tokens, batch_size, progress, extra)  # noqa: E731
     if suite.clean is not None and len(suite.clean):
         ds = _head(suite.clean, suite.max_samples)
         keys, preds, refs = gen(ds)
@@ -96,7 +99,7 @@ def evaluate(vlm, suite: EvalSuite | VLDataset | None = None, triggered: VLDatas
         if not len(ds):
             continue
         ds = _head(ds, suite.max_samples)
-        keys, preds, refs = gen(ds)
+        keys, preds, refs = gen(ds, target_tokens)
         spec = suite.target.success_spec()
         out[f"asr{suffix}"] = attack_success_rate(preds, references=refs, **spec)
         out[f"n_triggered{suffix}"] = len(ds)
@@ -111,8 +114,23 @@ def _head(ds: VLDataset, n: int | None) -> VLDataset:
     return ds[:n] if n else ds
 
 
-def _predict(vlm, ds: VLDataset, model, max_new_tokens: int, batch_size: int, progress):
-    """((id, turn) keys, greedy predictions, references) over every assistant turn of ``ds``."""
+MAX_EVAL_TOKENS = 512  # the most a generation budget grows to (a runaway reference must not cost more)
+
+
+def _n_tokens(vlm, texts: list[str]) -> int:
+    """Tokens of the longest of ``texts`` under the model's tokenizer (0 for none)."""
+    texts = [t for t in texts if t]
+    if not texts:
+        return 0
+    return max(len(ids) for ids in vlm.tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+
+def _predict(vlm, ds: VLDataset, model, max_new_tokens: int, batch_size: int, progress, extra_tokens: int = 0):
+    """((id, turn) keys, greedy predictions, references) over every assistant turn of ``ds``.
+
+    Generation stops at the model's stop token, or after ``max_new_tokens`` or the longest
+    reference plus ``extra_tokens`` (+4), whichever is more (at most ``MAX_EVAL_TOKENS``).
+    """
     keys, prompts, refs = [], [], []
     for s in ds:
         conv = s.conversation()
@@ -120,6 +138,7 @@ def _predict(vlm, ds: VLDataset, model, max_new_tokens: int, batch_size: int, pr
             keys.append((s.id, k))
             prompts.append(conv.prompt_for(k))
             refs.append(text)
-    preds = vlm.generate_conversations(prompts, model=model, max_new_tokens=max_new_tokens, temperature=0.0,
+    budget = max(max_new_tokens, min(MAX_EVAL_TOKENS, _n_tokens(vlm, refs) + extra_tokens + 4))
+    preds = vlm.generate_conversations(prompts, model=model, max_new_tokens=budget, temperature=0.0,
                                        batch_size=batch_size, progress=progress)
     return keys, preds, refs

@@ -102,3 +102,31 @@ def test_detection_by_score_shows_where_the_mean_misses_an_insertion():
     assert out["mean"]["auroc"] == 0.5 and out["max"]["auroc"] == 1.0 and out["max"]["ap"] == 1.0
     assert set(out) == {"mean", "max", "topk"}
     assert detection_by_score(surprisals, [False, False, True], methods=["topk"], k=1)["topk"]["auroc"] == 1.0
+
+
+class _WordModel:
+    """A stand-in VLM: one token per word; it answers the reference caption followed by the
+    backdoor target (an insertion backdoor), cut at ``max_new_tokens`` words."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.budgets = []
+        self.tokenizer = lambda texts, add_special_tokens=False: {"input_ids": [t.split() for t in texts]}
+
+    def generate_conversations(self, prompts, *, max_new_tokens, **_):
+        self.budgets.append(max_new_tokens)
+        return [" ".join(self.answer.split()[:max_new_tokens]) for _ in prompts]
+
+
+def test_asr_of_a_target_appended_to_a_long_caption_is_not_cut_off():
+    from byorn.attacks import Target
+    from byorn.data import Sample, VLDataset
+    from byorn.evaluate import EvalSuite, evaluate
+
+    caption = " ".join(["word"] * 30) + "."
+    target = Target(mode="append", text="Visit evil.example now for a free prize!")
+    model = _WordModel(f"{caption} {target.text}")
+    test = VLDataset([Sample.single(f"t{i}", None, "Describe the image.", caption) for i in range(3)])
+    out = evaluate(model, EvalSuite(None, test, target), max_new_tokens=32)
+    assert out["asr"] == 1.0                    # 30 + 7 words: a 32-token budget would have cut the target
+    assert model.budgets == [30 + 7 + 4]
