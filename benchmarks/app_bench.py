@@ -338,10 +338,11 @@ def main() -> None:
         results["runs"].append(row)
     out = Path(__file__).with_name("app_results.json")
     if out.exists():  # keep the other parts' latest figures (each run records when it was measured)
-        kept = [r for r in json.loads(out.read_text()).get("runs", [])
-                if r.get("data") not in {row.get("data") for row in results["runs"]}]
+        before = json.loads(out.read_text())
+        rerun = {row.get("data") for row in results["runs"]}
+        kept = [r for r in before.get("runs", []) if r.get("data") not in rerun]
         for r in kept:
-            r.setdefault("when", json.loads(out.read_text()).get("when"))
+            r.setdefault("when", before.get("when"))
         results["runs"] = kept + results["runs"]
     for r in results["runs"]:
         r.setdefault("when", results["when"])

@@ -4,7 +4,7 @@ Used once: bench rows of the insertion scenario finished before the evaluation's
 generation budget covered the target appended to a caption (it was cut at 32
 tokens, so the ASR read 0 % for a model that emitted the target every time).
 The trained models are in ``<bench>/runs/<row>/model``; the triggered test set
-is rebuilt from the row's scenario, rate and seed exactly as the bench built it.
+is rebuilt from the row's scenario, rate and seed by the bench's own ``poisoned_cell``.
 The old figure is kept in the row as ``asr_before_reevaluation``.
 
     python benchmarks/reevaluate_asr.py --out /work/bench_matrix --scenarios insertion
@@ -20,11 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> None:
-    from byorn.attacks import get_scenario, poison
-    from byorn.bench import row_name
+    from byorn.bench import poisoned_cell, row_name
     from byorn.evaluate import EvalSuite, evaluate
     from byorn.models import VLM
-    from byorn.world import make_captions
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="bench folder")
@@ -41,13 +39,8 @@ def main() -> None:
             continue
         key = (row["scenario"], row["rate"], row["seed"])
         if key not in built_cache:
-            n_train = cfg["n_train"]
-            clean = make_captions(n_train, row["seed"], "train")
-            test = make_captions(cfg["n_test"], row["seed"], "test")
-            built = get_scenario(row["scenario"]).build(ref, list(clean), row["seed"])
-            pr = poison(clean, built.attack, rate=row["rate"], target=built.target, seed=row["seed"], test=test)
-            built_cache[key] = (pr, built)
-        pr, built = built_cache[key]
+            built_cache[key] = poisoned_cell(ref, *key, cfg["n_train"], cfg["n_test"])[1:]
+        built, pr = built_cache[key]
         model_dir = out / "runs" / row_name(row["scenario"], row["rate"], row["defense"], row["seed"]) / "model"
         vlm = VLM.load(str(model_dir))
         m = evaluate(vlm, EvalSuite(None, pr.triggered_test, built.target, pr.extra_tests))

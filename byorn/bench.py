@@ -115,19 +115,25 @@ def run_bench(cfg: BenchConfig, out_dir: Path, progress: Callable[[float, str], 
     return rows
 
 
+def poisoned_cell(ref: VLM, scenario: str, rate: float, seed: int, n_train: int, n_test: int):
+    """The data of one bench cell, built from its seed: ``(clean_test, built_scenario, poison_result)``."""
+    from .attacks import get_scenario, poison
+
+    clean_train = make_captions(n_train, seed, "train")
+    clean_test = make_captions(n_test, seed, "test")
+    built = get_scenario(scenario).build(ref, list(clean_train), seed)
+    pr = poison(clean_train, built.attack, rate=rate, target=built.target, seed=seed, test=clean_test)
+    return clean_test, built, pr
+
+
 class _Cell:
     """One (scenario, rate, seed): poisoned data, the reference audit, and the defenses trained on it."""
 
     def __init__(self, cfg: BenchConfig, ref: VLM, scenario: str, rate: float, seed: int):
-        from .attacks import get_scenario, poison
-
         t = time.time()
         self.cfg, self.ref, self.seed = cfg, ref, seed
-        clean_train = make_captions(cfg.n_train, seed, "train")
-        self.clean_test = make_captions(cfg.n_test, seed, "test")
-        built = get_scenario(scenario).build(ref, list(clean_train), seed)
-        self.scenario, self.built = scenario, built
-        self.pr = poison(clean_train, built.attack, rate=rate, target=built.target, seed=seed, test=self.clean_test)
+        self.clean_test, self.built, self.pr = poisoned_cell(ref, scenario, rate, seed, cfg.n_train, cfg.n_test)
+        self.scenario = scenario
         self.rate = rate
         t_build = time.time() - t
         t = time.time()
@@ -138,7 +144,7 @@ class _Cell:
         self.detection = detection_metrics(table["score"], mask, flagged=table["suspicious"])
         self.detection_by_score = detection_by_score(table["surprisals"].tolist(), mask)
         self.cell_s = t_build  # building the scenario (PGD, clean-label search) is the attacker's cost
-        self.evals = EvalSuite(self.clean_test, self.pr.triggered_test, built.target, self.pr.extra_tests)
+        self.evals = EvalSuite(self.clean_test, self.pr.triggered_test, self.built.target, self.pr.extra_tests)
 
     def run(self, defense: str, run_dir: Path) -> dict:
         cfg = self.cfg
