@@ -123,7 +123,7 @@ def test_over_long_and_unreadable_samples_are_named_or_skipped(vlm, small_world,
     assert "tokens, above the limit" in a.meta["skipped"][train[0].id]
     assert "missing.png" in a.meta["skipped"][train[1].id]
     assert a.table["id"].tolist() == ds.ids()[2:]
-    capped = run_audit(VLDataset(list(train)[:10]), vlm, AuditConfig(maps=False, propose=False, max_length=52,
+    capped = run_audit(VLDataset(list(train)[:10]), vlm, AuditConfig(maps=False, propose=False, max_length=44,
                                                                         too_long="skip"))
     # a configurable cap below the model's limit
     assert 0 < len(capped.meta["skipped"]) < 10 and len(capped.meta["skipped"]) == 10 - len(capped.table)

@@ -12,7 +12,7 @@ edit — is representable).  The processor and model save with
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from ..world import IMAGE_SIZE
 
@@ -47,17 +47,27 @@ _GENERAL_TEXT = (
 
 @dataclass
 class TinyConfig:
-    """Sizes of the embedded model (about 1.5 M parameters at the defaults)."""
+    """Sizes of the embedded model (about 2.4 M parameters at the defaults)."""
 
-    vocab_size: int = field(default=640, metadata={"help": "BPE vocabulary size incl. specials"})
+    vocab_size: int = field(default=640, metadata={"help": "BPE vocabulary size incl. specials (an upper bound)"})
     image_size: int = field(default=IMAGE_SIZE, metadata={"help": "input image side in pixels"})
-    patch_size: int = field(default=8, metadata={"help": "ViT patch side in pixels"})
-    vision_hidden: int = field(default=128, metadata={"help": "CLIP hidden size"})
-    vision_layers: int = field(default=3, metadata={"help": "CLIP encoder layers"})
-    text_hidden: int = field(default=128, metadata={"help": "Llama hidden size"})
+    patch_size: int = field(default=8, metadata={"help": "ViT patch side in pixels (32 / 8 = 4x4 image tokens)"})
+    vision_hidden: int = field(default=192, metadata={"help": "CLIP hidden size"})
+    vision_layers: int = field(default=4, metadata={"help": "CLIP encoder layers"})
+    text_hidden: int = field(default=160, metadata={"help": "Llama hidden size"})
     text_layers: int = field(default=4, metadata={"help": "Llama decoder layers"})
     heads: int = field(default=4, metadata={"help": "attention heads (both towers)"})
-    max_positions: int = field(default=128, metadata={"help": "max sequence length"})
+    max_positions: int = field(default=256, metadata={"help": "max sequence length"})
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) < 1:
+                raise ValueError(f"{f.name} must be >= 1, got {getattr(self, f.name)}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
+        for name in ("vision_hidden", "text_hidden"):
+            if getattr(self, name) % self.heads:
+                raise ValueError(f"{name} {getattr(self, name)} must be a multiple of heads {self.heads}")
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -71,7 +81,10 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=[PAD, BOS, EOS, UNK, IMAGE],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(list(texts) + [_GENERAL_TEXT] * 3, trainer)
+    # The chat template's words too, so that "USER:" and "ASSISTANT:" are single
+    # tokens rather than a dozen characters in every sequence.
+    template = [f"USER: {t}\nASSISTANT: " for t in texts[:200]]
+    tok.train_from_iterator(list(texts) + template + [_GENERAL_TEXT] * 3, trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK,
         extra_special_tokens={"image_token": IMAGE}, padding_side="right")
