@@ -377,6 +377,7 @@ _DOT_AREA_NAMES = tuple(dot_area(x, y) for y in (0, IMAGE_SIZE // 2 - 1, IMAGE_S
 LABELS: tuple[str, ...] = (
     tuple(f"{where}: {v}" for where in _SLOT_NAMES for v in (*COLORS, *SHAPES, *SIZES))
     + tuple(f"{c} dot {area}" for area in _DOT_AREA_NAMES for c in DOT_COLORS))
+_LABEL_INDEX = {name: i for i, name in enumerate(LABELS)}
 
 
 def scene_labels(scene: Scene) -> np.ndarray:
@@ -388,13 +389,12 @@ def scene_labels(scene: Scene) -> np.ndarray:
     with the language model, its features collapse to one constant that the
     language model learns to ignore.
     """
-    index = {name: i for i, name in enumerate(LABELS)}
     y = np.zeros(len(LABELS), np.float32)
     for o in scene.objects:
         for v in (o.color, o.shape, o.size):
-            y[index[f"{o.where}: {v}"]] = 1.0
+            y[_LABEL_INDEX[f"{o.where}: {v}"]] = 1.0
     for color, x, yy in scene.dots:
-        y[index[f"{color} dot {dot_area(x, yy)}"]] = 1.0
+        y[_LABEL_INDEX[f"{color} dot {dot_area(x, yy)}"]] = 1.0
     return y
 
 

@@ -147,10 +147,9 @@ def probe(vlm: VLM, seed: int, n_eval: int) -> dict:
                       for s, p in zip(examples, outs)]}
 
 
-def pixels(images) -> torch.Tensor:
-    """The processor's normalisation of 32 px RGB images: (x / 255 - 0.5) / 0.5."""
-    arr = np.stack([np.asarray(im.convert("RGB"), np.float32) for im in images]) / 127.5 - 1.0
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+def pixels(vlm: VLM, images) -> torch.Tensor:
+    """``pixel_values`` of ``images`` as the model's own processor makes them."""
+    return vlm.processor.image_processor(images, return_tensors="pt")["pixel_values"]
 
 
 def pretrain_vision(vlm: VLM, args: argparse.Namespace) -> dict:
@@ -160,7 +159,7 @@ def pretrain_vision(vlm: VLM, args: argparse.Namespace) -> dict:
     n_patch = (tower.config.image_size // tower.config.patch_size) ** 2
     head = torch.nn.Linear(n_patch * tower.config.hidden_size, len(LABELS))
     images, labels = make_vision_pretrain(args.vision_n, args.seed)
-    x, y = pixels(images), torch.from_numpy(labels)
+    x, y = pixels(vlm, images), torch.from_numpy(labels)
     held_images, held_labels = make_vision_pretrain(1000, args.seed + 1000)
     params = list(tower.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=args.vision_lr, weight_decay=0.01)
@@ -181,7 +180,7 @@ def pretrain_vision(vlm: VLM, args: argparse.Namespace) -> dict:
             log.info("vision step %d/%d loss %.4f", step + 1, args.vision_steps, loss.item())
     tower.eval()
     with torch.no_grad():
-        pred = head(features(pixels(held_images))) > 0
+        pred = head(features(pixels(vlm, held_images))) > 0
     truth = torch.from_numpy(held_labels) > 0.5
     exact = float((pred == truth).all(1).float().mean())  # every attribute of the image right
     recall = float((pred & truth).sum() / truth.sum())

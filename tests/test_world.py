@@ -186,7 +186,7 @@ def test_shipped_reference_model_describes_what_it_sees(vlm):
     assert len(set(described)) > 20
 
 
-def test_pretraining_curriculum_starts_with_short_answers():
+def test_pretraining_curriculum_starts_with_short_answers(vlm):
     import importlib.util
     import pathlib
 
@@ -202,5 +202,5 @@ def test_pretraining_curriculum_starts_with_short_answers():
     assert all(data[i].meta["kind"] in script.SHORT_KINDS for b in first for i in b)
     later = [i for _ in range(40) for i in next(gen)]
     assert {data[i].meta["kind"] for i in later} >= {"describe", "list"}  # then the whole mix
-    px = script.pixels([data[0].image])
+    px = script.pixels(vlm, [data[0].image])  # what the vision stage trains on: the processor's own
     assert px.shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE) and -1.0 <= float(px.min()) and float(px.max()) <= 1.0
