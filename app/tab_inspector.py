@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from byorn.decisions import Decision
@@ -171,8 +172,14 @@ def header_markdown(ws: Workspace, view: View, pos: int) -> str:
     if ix.n_turns[pos] > 1:
         turn = f" · assistant turn **{int(ix.turns[pos]) + 1} of {int(ix.n_turns[pos])}**"
     return (f"### `{html.escape(key)}`  \n{where}{turn} · score **{score:.3f}** "
-            f"(max token {float(row.get('score_max', float('nan'))):.2f}) · "
+            f"(max token {float(row.get('score_max', float('nan'))):.2f}{_grounding(row)}) · "
             f"{'**flagged**' if score > view.threshold else 'not flagged'}{truth}")
+
+
+def _grounding(row) -> str:
+    """", grounding -0.85" when the audit scored with blank images too (negative: the image supports it)."""
+    g = row.get("grounding") if hasattr(row, "get") else None
+    return "" if g is None or pd.isna(g) else f", grounding {float(g):+.2f}"
 
 
 def tokens_html(ctx: AppContext, ws: Workspace, view: View, pos: int, sample) -> str:

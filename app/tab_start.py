@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from byorn.scoring import SCORE_METHODS
+
 from .context import AppContext, new_view, store_errors
 from .state import View
 from .loading import OpenError, allowed_server_path, audit_workspace, load_user_dataset
@@ -46,7 +48,9 @@ def build_start() -> SimpleNamespace:
                                         elem_id="model-path")
         with gr.Row():
             p = gr.Slider(0.0, 0.99, value=0.6, step=0.01, label="percentile p for the split")
-            score = gr.Dropdown(["mean", "max", "topk"], value="mean", label="score (mean / max / top-k token NLL)")
+            score = gr.Dropdown(list(SCORE_METHODS), value="mean", elem_id="score-method",
+                                label="score (mean / max / top-k token NLL; grounding: NLL with the image minus "
+                                      "with a blank one, scores twice)")
             propose = gr.Checkbox(value=True, label="propose replacements (slower)")
         open_btn = gr.Button("open and audit", variant="primary", elem_id="open-data")
     status = gr.Markdown(elem_id="open-status")

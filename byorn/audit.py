@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 
 from .batching import token_chunks
-from .data import DataError, VLDataset
+from .data import Conversation, DataError, VLDataset
 from .maps import FIT_MAX, MAP_KINDS, compute_maps
 from .models import VLM
-from .scoring import SCORE_METHODS, aggregate, split_by_percentile, split_by_value
+from .scoring import GROUNDED_METHODS, SCORE_METHODS, aggregate, blank_image, split_by_percentile, split_by_value
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ COLUMNS = [
     "umap_response_x", "umap_response_y", "umap_image_x", "umap_image_y",
     "umap_joint_x", "umap_joint_y", "gt_poisoned",
 ]
+GROUNDING_COLUMNS = ["grounding", "surprisals_blank"]  # only in audits with a blank-image pass
 EMBED_DIM = 256  # embeddings are projected to at most this many dimensions (seeded, JL-style)
 
 
@@ -56,6 +57,9 @@ class AuditConfig:
 
     p: float = field(default=0.6, metadata={"help": "split percentile: turns above it are suspicious (paper: 0.6)"})
     score: str = field(default="mean", metadata={"help": f"score aggregate, one of {SCORE_METHODS}"})
+    grounding: bool = field(default=False, metadata={
+        "help": "also score every turn with blank images (column surprisals_blank), as the grounding scores "
+                "need; implied by them; doubles the scoring time"})
     topk: int = field(default=3, metadata={"help": "k for the topk score"})
     batch_size: int = field(default=64, metadata={"help": "scoring / generation batch size"})
     max_batch_tokens: int | None = field(default=32_768, metadata={
@@ -92,6 +96,11 @@ class AuditConfig:
         for name in ("max_batch_tokens", "max_length"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or unset, got {getattr(self, name)}")
+
+    @property
+    def blank_pass(self) -> bool:
+        """Whether every turn is also scored with its images blanked."""
+        return self.grounding or self.score in GROUNDED_METHODS
 
     def cache_fields(self) -> dict:
         """The settings that change the audit's content (not how it is computed)."""
@@ -138,8 +147,9 @@ class Audit:
         if not table_path.exists():
             raise FileNotFoundError(f"{folder} holds no audit.parquet: not an audit folder")
         table = pd.read_parquet(table_path)
-        for col in ("tokens", "surprisals"):
-            table[col] = table[col].map(list)
+        for col in ("tokens", "surprisals", "surprisals_blank"):
+            if col in table.columns:
+                table[col] = table[col].map(list)
         table = _with_turn_columns(table)
         meta = json.loads((folder / "audit.json").read_text()) if (folder / "audit.json").exists() else {}
         emb = None
@@ -260,9 +270,16 @@ class _EncodeBatch:
             return [], skipped, truncated
         groups = token_chunks(batch.lengths, self.cfg.max_batch_tokens)
         if len(groups) == 1:
-            return [(samples, batch)], skipped, truncated
-        return [([samples[j] for j in g], self.vlm.encode([convs[j] for j in g], max_length=self.cfg.max_length))
-                for g in groups], skipped, truncated
+            return [(samples, batch, self._blank(convs))], skipped, truncated
+        return [([samples[j] for j in g], self.vlm.encode([convs[j] for j in g], max_length=self.cfg.max_length),
+                 self._blank([convs[j] for j in g])) for g in groups], skipped, truncated
+
+    def _blank(self, convs: list[Conversation]):
+        """The same conversations with every image blanked, encoded (None unless the config asks for it)."""
+        if not self.cfg.blank_pass:
+            return None
+        return self.vlm.encode([Conversation(c.turns, [blank_image(im) for im in c.images]) for c in convs],
+                               max_length=self.cfg.max_length)
 
 
 def _score_shard(dataset: VLDataset, indices: list[int], vlm: VLM, cfg: AuditConfig, proj: np.ndarray | None,
@@ -278,11 +295,13 @@ def _score_shard(dataset: VLDataset, indices: list[int], vlm: VLM, cfg: AuditCon
     for chunks, skip, cut in loader:
         skipped.update(skip)
         truncated.update(cut)
-        for samples, batch in chunks:
+        for samples, batch, blank in chunks:
             out = vlm.score_batch(batch, embed=cfg.maps)
             scores, emb = out if cfg.maps else (out, None)
-            for s, turn_scores in zip(samples, scores):  # a truncated sample has fewer turn scores
-                rows.extend(_row(s, k, ts) for k, ts in enumerate(turn_scores))
+            blank_scores = vlm.score_batch(blank) if blank is not None else [None] * len(samples)
+            for s, turn_scores, turn_blank in zip(samples, scores, blank_scores):  # truncated: fewer turns
+                rows.extend(_row(s, k, ts, turn_blank[k] if turn_blank is not None else None)
+                            for k, ts in enumerate(turn_scores))
             if cfg.maps:
                 emb_r.append(emb["response"] @ proj if proj is not None else emb["response"])
                 emb_i.append(emb["image"] @ proj if proj is not None else emb["image"])
@@ -295,10 +314,13 @@ def _score_shard(dataset: VLDataset, indices: list[int], vlm: VLM, cfg: AuditCon
     return pd.DataFrame(rows), emb, skipped, truncated
 
 
-def _row(sample, k: int, ts) -> dict:
-    return {"id": sample.id, "turn": k, "n_turns": sample.n_turns, "instruction": sample.user_text_before(k),
-            "response": sample.assistant_texts()[k], "n_tokens": len(ts.tokens), "tokens": list(ts.tokens),
-            "surprisals": [float(x) for x in ts.surprisals]}
+def _row(sample, k: int, ts, blank=None) -> dict:
+    row = {"id": sample.id, "turn": k, "n_turns": sample.n_turns, "instruction": sample.user_text_before(k),
+           "response": sample.assistant_texts()[k], "n_tokens": len(ts.tokens), "tokens": list(ts.tokens),
+           "surprisals": [float(x) for x in ts.surprisals]}
+    if blank is not None:
+        row["surprisals_blank"] = [float(x) for x in blank.surprisals]
+    return row
 
 
 class _Shards:
@@ -427,7 +449,10 @@ def _assemble(dataset, vlm, cfg: AuditConfig, shards: _Shards, t0: float, report
         raise DataError(f"no sample could be scored ({len(skipped)} invalid); first: "
                         f"{next(iter(skipped.values()), '')}")
     surprisals = table["surprisals"].map(list).tolist()
-    table["score"] = aggregate(surprisals, cfg.score, cfg.topk)
+    blank = table["surprisals_blank"].map(list).tolist() if "surprisals_blank" in table.columns else None
+    table["score"] = aggregate(surprisals, cfg.score, cfg.topk, blank=blank)
+    if blank is not None:
+        table["grounding"] = aggregate(surprisals, "grounding", blank=blank)
     table["score_max"] = aggregate(surprisals, "max")
     best = table.groupby("id", sort=False)["score"].transform("max")
     table["sample_score"] = best
@@ -497,5 +522,5 @@ def with_ground_truth(audit: Audit, ground_truth: dict[str, bool] | None) -> Aud
         table["gt_poisoned"] = pd.array([pd.NA] * len(table), dtype="boolean")
     else:
         table["gt_poisoned"] = pd.array([ground_truth.get(i) for i in table["id"]], dtype="boolean")
-    audit.table = table[COLUMNS]
+    audit.table = table[COLUMNS + [c for c in GROUNDING_COLUMNS if c in table.columns]]
     return audit

@@ -30,6 +30,7 @@ import torch
 from .audit import AuditConfig, run_audit
 from .evaluate import EvalSuite
 from .metrics import detection_by_score, detection_metrics
+from .scoring import SCORE_METHODS
 from .models import VLM
 from .train import TrainConfig, train
 from .world import make_captions
@@ -53,7 +54,9 @@ class BenchConfig:
     epochs: float = field(default=8.0, metadata={"help": "training epochs"})
     batch_size: int = field(default=32, metadata={"help": "batch size"})
     lr: float = field(default=2e-3, metadata={"help": "learning rate"})
-    score: str = field(default="mean", metadata={"help": "the audit's score (mean, max or topk)"})
+    score: str = field(default="mean", metadata={
+        "help": f"the score BYORn and BYORn-F flag by, one of {SCORE_METHODS}; rows of another score than mean "
+                "are named byorn@<score> (detection is reported for every score either way)"})
     model: str | None = field(default=None, metadata={"help": "reference model folder (None = embedded)"})
 
     def __post_init__(self) -> None:
@@ -65,6 +68,8 @@ class BenchConfig:
         unknown = [d for d in self.defenses if d not in DEFENSES]
         if unknown:
             raise ValueError(f"unknown defense(s) {unknown}; known: {sorted(DEFENSES)}")
+        if self.score not in SCORE_METHODS:
+            raise ValueError(f"score must be one of {SCORE_METHODS}, got {self.score!r}")
         if not self.seeds or any(not 0.0 < r < 1.0 for r in self.rates):
             raise ValueError("give at least one seed, and rates in (0, 1)")
 
@@ -75,6 +80,18 @@ class BenchConfig:
 
     def runs(self) -> list[tuple[str, float, int, str]]:
         return [(sc, r, s, d) for s in self.seeds for r in self.rates for sc in self.scenarios for d in self.defenses]
+
+
+AUDITED_DEFENSES = ("byorn-f", "byorn")  # the defenses that train on the audit's flags
+
+
+def defense_label(defense: str, score: str = "mean") -> str:
+    """How a run is named in rows and tables: ``byorn@grounding`` when an audited defense uses another score."""
+    return defense if score == "mean" or defense not in AUDITED_DEFENSES else f"{defense}@{score}"
+
+
+def _base(label: str) -> str:
+    return label.split("@", 1)[0]
 
 
 def row_name(scenario: str, rate: float, defense: str, seed: int) -> str:
@@ -93,15 +110,17 @@ def run_bench(cfg: BenchConfig, out_dir: Path, progress: Callable[[float, str], 
     total = len(cfg.runs())
     done = 0
     for scenario, rate, seed in cells:
-        todo = [d for d in cfg.defenses if not (out_dir / "rows" / f"{row_name(scenario, rate, d, seed)}.json").exists()]
+        todo = [d for d in cfg.defenses
+                if not (out_dir / "rows" / f"{row_name(scenario, rate, defense_label(d, cfg.score), seed)}.json").exists()]
         done += len(cfg.defenses) - len(todo)
         if not todo:
             continue
         report(done / total, f"{scenario} {rate:g} seed {seed}")
         cell = _Cell(cfg, ref, scenario, rate, seed)
         for defense in todo:
-            row = cell.run(defense, out_dir / "runs" / row_name(scenario, rate, defense, seed))
-            (out_dir / "rows" / f"{row_name(scenario, rate, defense, seed)}.json").write_text(json.dumps(row, indent=1))
+            name = row_name(scenario, rate, defense_label(defense, cfg.score), seed)
+            row = cell.run(defense, out_dir / "runs" / name)
+            (out_dir / "rows" / f"{name}.json").write_text(json.dumps(row, indent=1))
             done += 1
             report(done / total, f"{scenario} {rate:g} {defense} seed {seed}: ASR {row['asr']:.3f}")
             logger.info("%s %g %s s%d: ASR %.3f %s %.1f (%.0f s)", scenario, rate, defense, seed, row["asr"],
@@ -137,12 +156,15 @@ class _Cell:
         self.rate = rate
         t_build = time.time() - t
         t = time.time()
-        self.audit = run_audit(self.pr.train, ref, AuditConfig(score=cfg.score, propose=False, maps=False))
+        # with the blank-image pass, so that detection is reported for the grounding scores too
+        self.audit = run_audit(self.pr.train, ref, AuditConfig(score=cfg.score, grounding=True, propose=False,
+                                                               maps=False))
         self.audit_s = time.time() - t
         table = self.audit.table
         mask = [self.pr.mask[i] for i in table["id"]]
         self.detection = detection_metrics(table["score"], mask, flagged=table["suspicious"])
-        self.detection_by_score = detection_by_score(table["surprisals"].tolist(), mask)
+        self.detection_by_score = detection_by_score(table["surprisals"].tolist(), mask,
+                                                     blank=table["surprisals_blank"].tolist())
         self.cell_s = t_build  # building the scenario (PGD, clean-label search) is the attacker's cost
         self.evals = EvalSuite(self.clean_test, self.pr.triggered_test, self.built.target, self.pr.extra_tests)
 
@@ -159,7 +181,8 @@ class _Cell:
         m = res.metrics
         wall = m["wall_s"] + (self.audit_s if uses_audit else 0.0)
         return {
-            "scenario": self.scenario, "rate": self.rate, "defense": defense, "seed": self.seed,
+            "scenario": self.scenario, "rate": self.rate, "defense": defense_label(defense, cfg.score),
+            "score": cfg.score if uses_audit else None, "seed": self.seed,
             "asr": m.get("asr"), "asr_mode": m.get("asr_mode"), "clean_metric": m.get("clean_metric", "cider"),
             "clean_value": m.get("clean_value"), "cider": m.get("cider"), "bleu": m.get("bleu"),
             "n_poisoned": len(self.pr.poisoned_ids), "detection_auroc": self.detection["auroc"],
@@ -195,8 +218,9 @@ def summarise(rows: list[dict]) -> list[dict]:
             vals = np.array([r[key] for r in rs if r.get(key) is not None], dtype=float)
             entry[key] = float(vals.mean()) if len(vals) else math.nan
             entry[f"{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-        for method in ("mean", "max", "topk"):
-            vals = [r["detection_by_score"][method]["auroc"] for r in rs if r.get("detection_by_score")]
+        for method in SCORE_METHODS:
+            vals = [r["detection_by_score"][method]["auroc"] for r in rs
+                    if method in (r.get("detection_by_score") or {})]
             entry[f"auroc_{method}"] = float(np.mean(vals)) if vals else math.nan
         out.append(entry)
     return out
@@ -214,11 +238,11 @@ def write_report(rows: list[dict], out_dir: Path) -> str:
     summary = summarise(rows)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     metric = summary[0]["clean_metric"] if summary else "cider"
-    lines = [f"| scenario | rate | defense | seeds | ASR % | {metric} | detection AUROC (mean / max / top-k) | wall s |",
-             "|---|---|---|---|---|---|---|---|"]
-    for e in sorted(summary, key=lambda e: (e["scenario"], e["rate"], ALL_DEFENSES.index(e["defense"])
-                                            if e["defense"] in ALL_DEFENSES else 99)):
-        det = " / ".join(f"{e[f'auroc_{m}']:.3f}" for m in ("mean", "max", "topk"))
+    lines = [f"| scenario | rate | defense | seeds | ASR % | {metric} | detection AUROC "
+             f"({' / '.join(SCORE_METHODS)}) | wall s |", "|---|---|---|---|---|---|---|---|"]
+    for e in sorted(summary, key=lambda e: (e["scenario"], e["rate"], _order(e["defense"]), e["defense"])):
+        det = " / ".join(f"{e[f'auroc_{m}']:.3f}" if math.isfinite(e[f"auroc_{m}"]) else "n/a"
+                         for m in SCORE_METHODS)
         lines.append(f"| {e['scenario']} | {100 * e['rate']:g} % | {e['defense']} | {e['n_seeds']} | "
                      f"{_pm(e['asr'], e['asr_std'], 100)} | {_pm(e['clean_value'], e['clean_value_std'])} | {det} | "
                      f"{e['wall_s']:.0f} |")
@@ -230,6 +254,10 @@ def write_report(rows: list[dict], out_dir: Path) -> str:
     (out_dir / "results.md").write_text(text)
     tradeoff_figure(rows, out_dir / "tradeoff.png")
     return text
+
+
+def _order(label: str) -> int:
+    return ALL_DEFENSES.index(_base(label)) if _base(label) in ALL_DEFENSES else 99
 
 
 def _wall_ratios(rows: list[dict]) -> list[float]:
@@ -251,11 +279,12 @@ def tradeoff_figure(rows: list[dict], path: Path) -> Path | None:
         logger.warning("matplotlib is not installed: no trade-off figure")
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for d in sorted({r["defense"] for r in rows}, key=lambda d: ALL_DEFENSES.index(d) if d in ALL_DEFENSES else 99):
+    for d in sorted({r["defense"] for r in rows}, key=lambda d: (_order(d), d)):
         pts = [(r["clean_value"], 100 * r["asr"]) for r in rows if r["defense"] == d and r.get("clean_value") is not None]
         if pts:
             x, y = zip(*pts)
-            ax.scatter(x, y, s=18, alpha=0.7, label=d, color=DEFENSE_COLOURS.get(d))
+            ax.scatter(x, y, s=18, alpha=0.7, label=d, color=DEFENSE_COLOURS.get(d),
+                       marker="o" if d == _base(d) else "^")
     metric = rows[0].get("clean_metric", "cider") if rows else "cider"
     ax.set_xlabel(f"{metric} on the clean test set (higher is better)")
     ax.set_ylabel("attack success rate, % (lower is better)")

@@ -3,37 +3,97 @@
 A response's misalignment score summarises its per-token surprisals
 ``-log p_θ0(y_l | y_<l, x, q)`` under the frozen reference model.  Higher is
 more suspicious everywhere in this module.
+
+The grounding scores also take the surprisals of the same tokens with every
+image replaced by a blank one (:func:`blank_image`): a response the image
+makes *less* likely than no image at all (a caption of another scene, a
+sentence unrelated to any image) is not grounded in its image, however fluent
+it is.  That finds clean-label poison, whose targets are plausible captions
+and so escape the plain NLL.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
-SCORE_METHODS = ("mean", "max", "topk")
+GROUNDED_METHODS = ("grounding", "mean+grounding")
+SCORE_METHODS = ("mean", "max", "topk") + GROUNDED_METHODS
+BLANK_RGB = (128, 128, 128)
 
 
-def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: int = 3) -> np.ndarray:
+def blank_image(image: Image.Image) -> Image.Image:
+    """A uniform mid-grey RGB image of ``image``'s size (the "no image" of the grounding scores).
+
+    The same size keeps the number of image tokens, so the response's tokens
+    line up one to one with those of the real image.
+    """
+    return Image.new("RGB", image.size, BLANK_RGB)
+
+
+def robust_z(values: Sequence[float]) -> np.ndarray:
+    """``(x - median) / (IQR / 1.349)``: a z-score that a few extreme values (the poison) do not squash.
+
+    Falls back to the standard deviation when the IQR is 0, and to 1 when that is 0 too.
+    """
+    x = np.asarray(values, dtype=float)
+    q1, med, q3 = np.quantile(x, [0.25, 0.5, 0.75])
+    scale = (q3 - q1) / 1.349
+    if not scale > 0:
+        scale = float(x.std()) or 1.0
+    return (x - med) / scale
+
+
+def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: int = 3,
+              blank: Sequence[Sequence[float]] | None = None) -> np.ndarray:
     """One score per response from its per-token surprisals (nats, >= 0).
 
     * ``mean``: the paper's score, mean negative log-likelihood.
     * ``max``: the single most surprising token; catches one inserted word in
       an otherwise plausible response, which the mean dilutes.
     * ``topk``: mean of the ``k`` most surprising tokens, between the two.
+    * ``grounding``: mean surprisal with the image minus mean surprisal with
+      a blank image (``blank``: the same tokens' surprisals then), in nats per
+      token.  Negative when the image supports the response; near 0 for text
+      that ignores the image; positive when the image contradicts it.
+    * ``mean+grounding``: :func:`robust_z` of ``mean`` plus that of
+      ``grounding`` over the responses given: implausible *or* ungrounded.
+      It depends on the whole set, like the split does.
 
-    Range [0, inf); higher = more implausible = more suspicious.  An empty
-    response raises ``ValueError`` (it cannot be scored).
+    ``mean`` / ``max`` / ``topk`` range over [0, inf); every score is higher
+    = more suspicious.  An empty response raises ``ValueError`` (it cannot be
+    scored); so does a grounding score without ``blank``.
     """
     if method not in SCORE_METHODS:
         raise ValueError(f"score method must be one of {SCORE_METHODS}, got {method!r}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if method in GROUNDED_METHODS:
+        return _grounded(surprisals, method, blank)
     out = np.empty(len(surprisals), dtype=float)
     for i, s in enumerate(surprisals):
         if len(s) == 0:
             raise ValueError(f"response {i} has no tokens to score")
         out[i] = _aggregate_one(np.asarray(s, dtype=float), method, k)
     return out
+
+
+def _grounded(surprisals, method: str, blank) -> np.ndarray:
+    if blank is None:
+        raise ValueError(f"the {method!r} score needs the surprisals with blank images (blank=...): "
+                         "audit with a grounding score, or AuditConfig(grounding=True)")
+    if len(blank) != len(surprisals):
+        raise ValueError(f"{len(surprisals)} responses but {len(blank)} blank-image surprisal lists")
+    mean = aggregate(surprisals, "mean")
+    g = np.empty(len(surprisals), dtype=float)
+    for i, (s, b) in enumerate(zip(surprisals, blank)):
+        if len(s) != len(b):
+            raise ValueError(f"response {i}: {len(s)} tokens with the image but {len(b)} with a blank one")
+        g[i] = float(np.mean(s)) - float(np.mean(b))
+    if method == "grounding":
+        return g
+    return robust_z(mean) + robust_z(g)
 
 
 def _aggregate_one(s: np.ndarray, method: str, k: int) -> float:

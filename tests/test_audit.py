@@ -134,3 +134,32 @@ def test_token_budget_does_not_change_scores(vlm, small_world):
     a = run_audit(train, vlm, AuditConfig(maps=False, propose=False))
     b = run_audit(train, vlm, AuditConfig(maps=False, propose=False, max_batch_tokens=400))
     assert b.table["score"].tolist() == pytest.approx(a.table["score"].tolist(), rel=1e-4)
+
+
+def test_grounding_score_finds_captions_of_other_scenes(vlm, small_world):
+    """Clean-label-style poison: fluent captions of *other* images.  The plain NLL half misses them;
+    grounding (NLL with the image minus NLL with a blank one) ranks them high."""
+    from sklearn.metrics import roc_auc_score
+
+    from byorn.data import VLDataset
+
+    train, _ = small_world
+    samples, swapped = list(train), set()
+    for i in range(0, len(samples), 10):
+        samples[i] = samples[i].with_assistant(0, train[(i + 5) % len(train)].response)
+        swapped.add(samples[i].id)
+    data = VLDataset(samples, "swapped")
+    auroc = {}
+    for score in ("mean", "grounding"):
+        t = run_audit(data, vlm, AuditConfig(score=score, maps=False, propose=False)).table
+        auroc[score] = roc_auc_score(t["id"].isin(swapped), t["score"])
+    assert auroc["grounding"] >= 0.85 and auroc["grounding"] > auroc["mean"] + 0.1, auroc
+    # the blank pass is stored token by token beside the real one, and the grounding column with it
+    assert "surprisals_blank" in t.columns and "grounding" in t.columns
+    assert all(len(a) == len(b) for a, b in zip(t["surprisals"], t["surprisals_blank"]))
+    np.testing.assert_allclose(t["grounding"], t["score"])
+    mean_only = run_audit(data, vlm, AuditConfig(maps=False, propose=False)).table
+    assert "surprisals_blank" not in mean_only.columns  # no second pass unless asked for
+    both = run_audit(data, vlm, AuditConfig(grounding=True, maps=False, propose=False)).table
+    np.testing.assert_allclose(both["score"], mean_only["score"])  # the blank pass leaves the mean alone
+    np.testing.assert_allclose(both["grounding"], t["grounding"])

@@ -57,7 +57,7 @@ def test_bench_runs_resumes_and_reports(tmp_path):
         for key in ("scenario", "rate", "defense", "seed", "asr", "clean_metric", "clean_value",
                     "detection_auroc", "detection_by_score", "wall_s"):
             assert key in r
-        assert set(r["detection_by_score"]) == {"mean", "max", "topk"}
+        assert set(r["detection_by_score"]) == {"mean", "max", "topk", "grounding", "mean+grounding"}
     # resumable: a finished row is not run again, a missing one is
     (tmp_path / "rows" / "badnets__r0.1__sft__s0.json").unlink()
     stamp = (tmp_path / "rows" / "badnets__r0.1__byorn__s0.json").stat().st_mtime_ns
@@ -69,3 +69,10 @@ def test_bench_runs_resumes_and_reports(tmp_path):
     summary = summarise(again + [{**again[0], "seed": 1, "asr": 1.0}])
     cell = next(e for e in summary if e["defense"] == again[0]["defense"])
     assert cell["n_seeds"] == 2 and cell["asr_std"] > 0
+    # another score for the audited defense: its own rows, beside the mean's
+    g = BenchConfig(scenarios=("badnets",), defenses=("sft", "byorn"), rates=(0.1,), seeds=(0,),
+                    n_train=40, n_test=10, epochs=1, batch_size=8, score="grounding")
+    rows = run_bench(g, tmp_path)
+    assert sorted(r["defense"] for r in rows) == ["byorn", "byorn@grounding", "sft"]
+    assert (tmp_path / "rows" / "badnets__r0.1__byorn@grounding__s0.json").exists()
+    assert "| badnets | 10 % | byorn@grounding | 1 |" in write_report(rows, tmp_path)

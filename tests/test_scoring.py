@@ -48,3 +48,36 @@ def test_percentile_threshold_checks_inputs():
         percentile_threshold([1.0, float("nan")], 0.6)
     with pytest.raises(ValueError):
         percentile_threshold([1.0], 1.5)
+
+
+def test_grounding_known_answers():
+    from byorn.scoring import robust_z
+
+    with_image = [[1.0, 1.0, 4.0], [3.0, 3.0], [2.0, 2.0, 2.0, 2.0]]
+    blank = [[3.0, 3.0, 3.0], [3.0, 3.0], [1.0, 1.0, 1.0, 1.0]]
+    # the image makes the first response likelier (-1 nat/token), the second not at all, the third less likely
+    np.testing.assert_allclose(aggregate(with_image, "grounding", blank=blank), [-1.0, 0.0, 1.0])
+    np.testing.assert_allclose(robust_z([1.0, 2.0, 3.0, 4.0, 100.0]), [-2.0 / 2 * 1.349, -1.349 / 2, 0.0,
+                                                                      1.349 / 2, 97 * 1.349 / 2])
+    both = aggregate(with_image, "mean+grounding", blank=blank)
+    np.testing.assert_allclose(both, robust_z([2.0, 3.0, 2.0]) + robust_z([-1.0, 0.0, 1.0]))
+    assert np.all(np.isfinite(robust_z([5.0, 5.0, 5.0])))  # no spread: no division by zero
+
+
+def test_grounding_ranks_an_ungrounded_plausible_response_first():
+    # a fluent caption of another scene: plausible text (low mean NLL) that the image does not support
+    right = ([2.0, 0.5, 0.5, 2.0], [2.0, 2.5, 2.5, 2.0])    # the image helps the content words
+    wrong = ([2.0, 1.5, 1.5, 2.0], [2.0, 1.2, 1.2, 2.0])    # the image argues against them
+    odd = ([3.0, 3.0, 3.0, 3.0], [3.0, 3.0, 3.0, 3.0])      # unusual wording, indifferent to the image
+    s, b = zip(right, wrong, odd)
+    assert np.argmax(aggregate(s, "mean")) == 2            # the mean ranks the odd wording first
+    assert np.argmax(aggregate(s, "grounding", blank=b)) == 1
+
+
+def test_grounding_needs_blank_surprisals_of_the_same_tokens():
+    with pytest.raises(ValueError, match="blank"):
+        aggregate([[1.0]], "grounding")
+    with pytest.raises(ValueError, match="response 0"):
+        aggregate([[1.0, 2.0]], "grounding", blank=[[1.0]])
+    with pytest.raises(ValueError, match="2 responses but 1"):
+        aggregate([[1.0], [2.0]], "mean+grounding", blank=[[1.0]])
