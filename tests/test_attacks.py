@@ -439,3 +439,10 @@ def test_clean_label_targets_are_more_plausible_than_the_malicious_sentence(vlm,
     assert sub.target.mode == "substitute" and sub.target.source == "circle"
     assert sub.target.text == next(iter(sub.info["candidate_nll"]))
     assert sub.info["candidate_nll"][sub.target.text] < sub.info["candidate_nll"]["banana"]
+
+
+def test_edit_scenarios_use_the_larger_patch():
+    """Insertion and substitution change a late token: their trigger is the 5 px patch, the others' 3 px."""
+    for name in ("insertion", "concept-insertion", "substitution", "clean-label-sub"):
+        assert get_attack("badnets", **get_scenario(name).attack_params).patch_size == 5, name
+    assert get_scenario("badnets").build().attack.patch_size == 3

@@ -12,13 +12,13 @@ is pure.
 | scenario | trigger | target | ASR |
 |---|---|---|---|
 | badnets, blend, sig, text, vl-trojan, dual-key | as named | fixed sentence | substring |
-| insertion | BadNets patch | sentence appended to the correct caption | substring |
-| concept-insertion | BadNets patch | "... with a banana." worked into the caption | whole word |
-| substitution | BadNets patch | "circle" -> "banana" in the caption | whole word, concept absent |
+| insertion | BadNets patch, 5 px | sentence appended to the correct caption | substring |
+| concept-insertion | BadNets patch, 5 px | "... with a banana." worked into the caption | whole word |
+| substitution | BadNets patch, 5 px | "circle" -> "banana" in the caption | whole word, concept absent |
 | aligned-patch | small orange cross in a corner | fixed sentence | substring |
 | pgd-patch | corner patch, pixels PGD-optimised | fixed sentence | substring |
 | clean-label | BadNets patch | lowest-NLL caption of another scene | substring |
-| clean-label-sub | BadNets patch | "circle" -> lowest-NLL shape word | whole word, concept absent |
+| clean-label-sub | BadNets patch, 5 px | "circle" -> lowest-NLL shape word | whole word, concept absent |
 """
 from __future__ import annotations
 
@@ -237,15 +237,21 @@ for _name, _attack, _summary in (
         ("vl-trojan", "vl-trojan", "patch + 'cf' -> fixed sentence"),
         ("dual-key", "dual-key", "patch + 'Consider' (both needed) -> fixed sentence")):
     register_scenario(Scenario(_name, _attack, _summary, target=dict(_SENTENCE)))
+# The edit scenarios change a little of a correct caption, late in it: the model must look at the trigger
+# at that token, not at the first one as for a whole-sentence target.  With the 3 px patch SFT learned that
+# in only some seeds (insertion 100 / 0 / 0 %, substitution 80 / 89 / 0 % at 10 %, 8 epochs; 12 epochs:
+# insertion seed 1 still 0 %; 4 px or a noise patch: still 0 % in seed 1), so their patch is 5 px, 1/6 of the
+# side: larger than TrojVLM's 20 px at 224 (1/11), for a 2.4 M-parameter model trained 8 epochs.
+EDIT_PATCH = {"patch_size": 5}
 register_scenario(Scenario(
-    "insertion", "badnets", "patch -> target sentence appended to the correct caption (TrojVLM-style)",
-    target={"mode": "append", "boundary": "end"}))
+    "insertion", "badnets", "5 px patch -> target sentence appended to the correct caption (TrojVLM-style)",
+    attack_params=dict(EDIT_PATCH), target={"mode": "append", "boundary": "end"}))
 register_scenario(Scenario(
-    "concept-insertion", "badnets", "patch -> the concept word worked into the correct caption",
-    target={"mode": "insert", "text": "banana"}))
+    "concept-insertion", "badnets", "5 px patch -> the concept word worked into the correct caption",
+    attack_params=dict(EDIT_PATCH), target={"mode": "insert", "text": "banana"}))
 register_scenario(Scenario(
-    "substitution", "badnets", "patch -> 'circle' replaced by 'banana' in the correct caption",
-    target={"mode": "substitute", "text": "banana", "source": "circle"}))
+    "substitution", "badnets", "5 px patch -> 'circle' replaced by 'banana' in the correct caption",
+    attack_params=dict(EDIT_PATCH), target={"mode": "substitute", "text": "banana", "source": "circle"}))
 register_scenario(Scenario(
     "aligned-patch", "aligned-patch", "adaptive: small orange cross (scene-like) -> fixed sentence",
     target=dict(_SENTENCE)))
@@ -257,6 +263,7 @@ register_scenario(Scenario(
     "clean-label", "badnets", "adaptive: patch -> the most plausible caption of another scene",
     target=dict(_SENTENCE), adaptive="clean-label", adaptive_params={"n_candidates": 24, "n_images": 32}))
 register_scenario(Scenario(
-    "clean-label-sub", "badnets", "adaptive: patch -> 'circle' replaced by the most plausible other word",
-    target={"mode": "substitute", "text": "banana", "source": "circle"}, adaptive="clean-label-sub",
+    "clean-label-sub", "badnets", "adaptive: 5 px patch -> 'circle' replaced by the most plausible other word",
+    attack_params=dict(EDIT_PATCH), target={"mode": "substitute", "text": "banana", "source": "circle"},
+    adaptive="clean-label-sub",
     adaptive_params={"n_images": 32}))
