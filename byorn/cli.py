@@ -15,6 +15,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .scoring import SCORE_METHODS
+
 log = logging.getLogger("byorn")
 
 CLEAN_METRICS = ("bleu", "cider", "exact_match")
@@ -246,7 +248,7 @@ def cmd_bench(a) -> None:
         value = getattr(a, name)
         if value:
             changes[name] = tuple(cast(x) for x in value.split(","))
-    for name in ("n_train", "n_test", "epochs"):
+    for name in ("n_train", "n_test", "epochs", "score"):
         if getattr(a, name) is not None:
             changes[name] = getattr(a, name)
     cfg = BenchConfig(**{**vars(base), **changes})
@@ -349,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=int, default=None)
     p.add_argument("--n-test", type=int, default=None)
     p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--score", default=None, choices=SCORE_METHODS,
+                   help="the score BYORn and BYORn-F flag by (default mean; rows of another are byorn@<score>)")
     p.add_argument("--report-only", action="store_true", help="only rewrite results.md and the figure")
     p.add_argument("--out", required=True, help="bench folder (an interrupted bench resumes there)")
     p.set_defaults(fn=cmd_bench)
