@@ -314,6 +314,9 @@ def test_open_datasets_folder_with_a_model_folder(served, client, tmp_path):
     current, msg = client.predict(None, str(folder), str(EMBEDDED_MODEL), 0.6, "max", False,
                                   api_name="/open_data")[:2]
     assert "10 samples" in current and "4 flagged" in msg
+    # the grounding score: a second pass with blank images, chosen in the same dropdown
+    current, msg = client.predict(None, str(folder), "", 0.6, "grounding", False, api_name="/open_data")[:2]
+    assert "10 samples" in current and "4 flagged" in msg
     client.predict(api_name="/open_demo")
 
 
