@@ -163,3 +163,17 @@ def test_grounding_score_finds_captions_of_other_scenes(vlm, small_world):
     both = run_audit(data, vlm, AuditConfig(grounding=True, maps=False, propose=False)).table
     np.testing.assert_allclose(both["score"], mean_only["score"])  # the blank pass leaves the mean alone
     np.testing.assert_allclose(both["grounding"], t["grounding"])
+
+
+def test_grounding_on_conversations_several_images_and_text_only(vlm):
+    """Every turn gets a blank-image pass of the same tokens; a text-only sample's grounding is exactly 0."""
+    from data_helpers import conversations_dataset
+
+    t = run_audit(conversations_dataset(), vlm, AuditConfig(score="mean+grounding", maps=False,
+                                                          propose=False)).table
+    assert len(t) == 6 and np.isfinite(t["score"]).all()
+    assert all(len(a) == len(b) for a, b in zip(t["surprisals"], t["surprisals_blank"]))
+    text_only = t[t["id"] == "text-only"]
+    assert len(text_only) == 2 and (text_only["grounding"] == 0.0).all()
+    with_images = t[t["id"] != "text-only"]
+    assert (with_images["grounding"] != 0.0).all()  # the blank images change what the model expects
