@@ -178,7 +178,7 @@ def header_markdown(ws: Workspace, view: View, pos: int) -> str:
 
 def _grounding(row) -> str:
     """", grounding -0.85" when the audit scored with blank images too (negative: the image supports it)."""
-    g = row.get("grounding") if hasattr(row, "get") else None
+    g = row.get("grounding")
     return "" if g is None or pd.isna(g) else f", grounding {float(g):+.2f}"
 
 

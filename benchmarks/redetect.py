@@ -5,8 +5,8 @@ seed), the reference model and the audit, never on the defense trained
 afterwards.  Rows written before a score existed (the grounding scores, which
 need a second scoring pass with blank images) get it here, without training
 anything again.  Each cell is rebuilt by the bench's own ``poisoned_cell`` and
-audited once; only ``detection_by_score`` changes in its rows (the flags a
-finished defense trained on are not touched).
+audited once by its ``audit_cell``; only ``detection_by_score`` changes in its
+rows (the flags a finished defense trained on are not touched).
 
     python benchmarks/redetect.py --out benchmarks/matrix
 """
@@ -22,9 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> None:
-    from byorn.audit import AuditConfig, run_audit
-    from byorn.bench import poisoned_cell
-    from byorn.metrics import detection_by_score
+    from byorn.bench import audit_cell, poisoned_cell
     from byorn.models import VLM
 
     ap = argparse.ArgumentParser()
@@ -43,9 +41,7 @@ def main() -> None:
     for key, paths in sorted(cells.items()):
         t = time.time()
         _, _, pr = poisoned_cell(ref, *key, n_train, n_test)
-        table = run_audit(pr.train, ref, AuditConfig(grounding=True, propose=False, maps=False)).table
-        mask = [pr.mask[i] for i in table["id"]]
-        det = detection_by_score(table["surprisals"].tolist(), mask, blank=table["surprisals_blank"].tolist())
+        det = audit_cell(ref, pr)[2]
         for path in paths:
             row = json.loads(path.read_text())
             old = row.get("detection_by_score", {}).get("mean", {}).get("auroc")

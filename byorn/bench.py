@@ -145,6 +145,19 @@ def poisoned_cell(ref: VLM, scenario: str, rate: float, seed: int, n_train: int,
     return clean_test, built, pr
 
 
+def audit_cell(ref: VLM, pr, score: str = "mean"):
+    """The reference model's audit of a cell's poisoned training split, with the blank-image pass (so that
+    detection is reported for the grounding scores too): ``(audit, detection of its flags, detection_by_score)``.
+
+    Ground truth (``pr.mask``) is read here for the figures only; the audit itself never sees it.
+    """
+    audit = run_audit(pr.train, ref, AuditConfig(score=score, grounding=True, propose=False, maps=False))
+    table = audit.table
+    mask = [pr.mask[i] for i in table["id"]]
+    return (audit, detection_metrics(table["score"], mask, flagged=table["suspicious"]),
+            detection_by_score(table["surprisals"].tolist(), mask, blank=table["surprisals_blank"].tolist()))
+
+
 class _Cell:
     """One (scenario, rate, seed): poisoned data, the reference audit, and the defenses trained on it."""
 
@@ -156,15 +169,8 @@ class _Cell:
         self.rate = rate
         t_build = time.time() - t
         t = time.time()
-        # with the blank-image pass, so that detection is reported for the grounding scores too
-        self.audit = run_audit(self.pr.train, ref, AuditConfig(score=cfg.score, grounding=True, propose=False,
-                                                               maps=False))
+        self.audit, self.detection, self.detection_by_score = audit_cell(ref, self.pr, cfg.score)
         self.audit_s = time.time() - t
-        table = self.audit.table
-        mask = [self.pr.mask[i] for i in table["id"]]
-        self.detection = detection_metrics(table["score"], mask, flagged=table["suspicious"])
-        self.detection_by_score = detection_by_score(table["surprisals"].tolist(), mask,
-                                                     blank=table["surprisals_blank"].tolist())
         self.cell_s = t_build  # building the scenario (PGD, clean-label search) is the attacker's cost
         self.evals = EvalSuite(self.clean_test, self.pr.triggered_test, self.built.target, self.pr.extra_tests)
 

@@ -85,12 +85,11 @@ def _grounded(surprisals, method: str, blank) -> np.ndarray:
                          "audit with a grounding score, or AuditConfig(grounding=True)")
     if len(blank) != len(surprisals):
         raise ValueError(f"{len(surprisals)} responses but {len(blank)} blank-image surprisal lists")
-    mean = aggregate(surprisals, "mean")
-    g = np.empty(len(surprisals), dtype=float)
     for i, (s, b) in enumerate(zip(surprisals, blank)):
         if len(s) != len(b):
             raise ValueError(f"response {i}: {len(s)} tokens with the image but {len(b)} with a blank one")
-        g[i] = float(np.mean(s)) - float(np.mean(b))
+    mean = aggregate(surprisals, "mean")
+    g = mean - aggregate(blank, "mean")
     if method == "grounding":
         return g
     return robust_z(mean) + robust_z(g)
