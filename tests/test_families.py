@@ -414,3 +414,20 @@ def test_make_family_zoo_script_runs(tmp_path):
     bad = subprocess.run([sys.executable, "scripts/make_family_zoo.py", "--out", str(tmp_path),
                           "--families", "nope"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and "unknown families" in bad.stderr
+
+
+@pytest.mark.parametrize("fam", ALL)
+def test_blank_images_keep_the_response_tokens_aligned(models, fam):
+    """The grounding scores compare each response token with the image and with ``blank_image``: in every
+    family the blank copy (same size) gives the same tokens, and the image changes their surprisals."""
+    from byorn.scoring import aggregate, blank_image
+
+    vlm = models(fam)
+    convs = [_single(0), _single(1)] + ([_two_images()] if _supports(fam, "multi_image") else [])
+    blank = [Conversation(c.turns, [blank_image(im) for im in c.images]) for c in convs]
+    real, empty = vlm.score_conversations(convs), vlm.score_conversations(blank)
+    for r, b in zip(real, empty):
+        assert [t.tokens for t in r] == [t.tokens for t in b]
+    s = [t.surprisals for turns in real for t in turns]
+    g = aggregate(s, "grounding", blank=[t.surprisals for turns in empty for t in turns])
+    assert np.all(np.isfinite(g)) and np.any(g != 0.0)

@@ -107,6 +107,13 @@ def _model(model_cls, config_cls, tokenizer, stops: Sequence[str], seed: int, **
     """
     torch.manual_seed(seed)
     model = model_cls(config_cls(tie_word_embeddings=False, **config))
+    # transformers leaves a few weight matrices at zero for a trained checkpoint to fill (Gemma 3's
+    # mm_input_projection_weight: the image features are then all zero, and a random model would ignore
+    # its images); draw them like the rest
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1 and not param.abs().sum():
+                param.normal_(0.0, 0.05)
     gen = model.generation_config
     gen.pad_token_id, gen.bos_token_id = tokenizer.pad_token_id, tokenizer.bos_token_id
     stop_ids = _ids(tokenizer, *stops)
