@@ -8,7 +8,7 @@ import pytest
 from data_helpers import _own_cache, conversations_dataset, llava_record, write_json  # noqa: F401
 
 from byorn.data import ImageRef, Sample, Turn, VLDataset, content_fingerprint
-from byorn.data import fingerprint as fpmod
+from byorn.data import sample as sample_mod
 from byorn.data.io import load_dataset, save_hf_dataset, save_jsonl, save_llava_json, save_parquet
 
 
@@ -22,11 +22,10 @@ def test_same_data_same_fingerprint_in_every_format(tmp_path):
     assert again.fingerprint() == ds.fingerprint()
 
 
-def test_fingerprint_samples_equals_content_fingerprint(tmp_path):
+def test_content_fingerprint_is_the_same_from_memory_and_from_files(tmp_path):
     ds = conversations_dataset()
-    assert fpmod.fingerprint_samples(ds) == content_fingerprint(ds)
-    loaded = load_dataset(save_llava_json(ds, tmp_path))
-    assert fpmod.fingerprint_samples(loaded) == content_fingerprint(loaded)
+    loaded = load_dataset(save_llava_json(ds, tmp_path), fingerprint_cache=False)
+    assert content_fingerprint(loaded) == content_fingerprint(ds) == loaded.fingerprint()
 
 
 def _saved(tmp_path):
@@ -58,8 +57,8 @@ def test_any_image_byte_changes_it(tmp_path):
 def test_cache_spares_rehashing_and_follows_file_stats(tmp_path, monkeypatch):
     path, before = _saved(tmp_path)
     calls = []
-    real = fpmod._hash_source
-    monkeypatch.setattr(fpmod, "_hash_source", lambda ref: calls.append(ref) or real(ref))
+    real = sample_mod._hash_source
+    monkeypatch.setattr(sample_mod, "_hash_source", lambda ref: calls.append(ref) or real(ref))
     assert load_dataset(path).fingerprint() == before and calls == []  # cached: no image read
     # a same-size edit keeping the modification time is invisible to the cache (by design) ...
     image = path.parent / "images" / "s0.png"
@@ -87,8 +86,8 @@ def test_cache_is_keyed_by_load_options(tmp_path):
 def test_each_image_file_is_read_once(tmp_path, monkeypatch):
     path = write_json(tmp_path, [llava_record(f"r{i}") for i in range(50)])
     calls = []
-    real = fpmod._hash_source
-    monkeypatch.setattr(fpmod, "_hash_source", lambda ref: calls.append(ref) or real(ref))
+    real = sample_mod._hash_source
+    monkeypatch.setattr(sample_mod, "_hash_source", lambda ref: calls.append(ref) or real(ref))
     ds = load_dataset(path)
     fp = ds.fingerprint()
     assert len(calls) == 1  # 50 samples share one image file: it is read once
@@ -114,7 +113,7 @@ def test_read_only_cache_is_not_an_error(tmp_path, monkeypatch):
 
 def test_in_memory_datasets_are_unchanged(tmp_path):
     s = Sample("x", [Turn("user", "hi"), Turn("assistant", "yo")], [])
-    assert VLDataset([s]).fingerprint() == fpmod.fingerprint_samples([s])
-    ref = ImageRef(b"\x89PNG not really")
-    assert fpmod.fingerprint_samples([Sample("y", [Turn("user", "<image>"), Turn("assistant", "a")], [ref])]) \
-        == content_fingerprint([Sample("y", [Turn("user", "<image>"), Turn("assistant", "a")], [ref])])
+    assert VLDataset([s]).fingerprint() == content_fingerprint([s])
+    one, other = ([Sample("y", [Turn("user", "<image>"), Turn("assistant", "a")], [ImageRef(b)])]
+                  for b in (b"\x89PNG not really", b"\x89PNG not really!"))
+    assert VLDataset(one).fingerprint() == content_fingerprint(one) != content_fingerprint(other)

@@ -1,10 +1,9 @@
 """Dataset fingerprints: computed once from the bytes, cached on disk by file stats.
 
-:func:`fingerprint_samples` is :func:`~byorn.data.content_fingerprint` (ids,
-turns, each image's encoded bytes, in order) in one streaming pass, reading
-an image file shared by several samples once.  The same data saved by any of
-our savers and loaded back fingerprints the same, because savers copy image
-bytes as they are.
+:func:`~byorn.data.content_fingerprint` (:mod:`.sample`) hashes ids, turns
+and each image's encoded bytes, in order, in one streaming pass.  The same
+data saved by any of our savers and loaded back fingerprints the same,
+because savers copy image bytes as they are.
 
 A loaded dataset (:class:`LoadedDataset`) computes it on first use and caches
 it in ``$BYORN_CACHE/fingerprints`` (default ``~/.cache/byorn``), keyed by
@@ -26,9 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from PIL import Image
-
-from .sample import ImageRef, Sample, VLDataset, png_bytes
+from .sample import Sample, VLDataset, content_fingerprint
 
 logger = logging.getLogger("byorn.data.io")
 
@@ -40,44 +37,6 @@ def cache_dir() -> Path:
     """Where fingerprints are cached: ``$BYORN_CACHE/fingerprints`` (default ``~/.cache/byorn``)."""
     root = os.environ.get("BYORN_CACHE") or Path.home() / ".cache" / "byorn"
     return Path(root) / "fingerprints"
-
-
-def fingerprint_samples(samples: Iterable[Sample]) -> str:
-    """Content hash over ids, turns and image bytes; equals :func:`~byorn.data.content_fingerprint`."""
-    h = hashlib.sha256()
-    digests: dict[Any, str] = {}
-    for s in samples:
-        parts = [s.id.encode("utf-8")]
-        parts += [f"{t.role}\x01{t.text}".encode("utf-8") for t in s.turns]
-        parts += [_digest(r, digests).encode("ascii") for r in s.images]
-        h.update(b"\x00".join(parts) + b"\x00\x02")
-    return h.hexdigest()[:16]
-
-
-def _digest(ref: ImageRef, memo: dict[Any, str]) -> str:
-    src = ref.source
-    key = src if isinstance(src, str) else id(src)  # objects outlive the pass: ids stay unique
-    got = memo.get(key)
-    if got is None:
-        got = memo[key] = _hash_source(ref)
-    return got
-
-
-def _hash_source(ref: ImageRef) -> str:
-    src = ref.source
-    if isinstance(src, bytes):
-        return hashlib.sha256(src).hexdigest()
-    if isinstance(src, Image.Image):
-        return hashlib.sha256(png_bytes(src)).hexdigest()
-    h = hashlib.sha256()
-    try:
-        with open(src, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-    except OSError as e:
-        logger.debug("fingerprint: image %s unreadable (%s): hashed as a marker", src, e)
-        return "unreadable:" + hashlib.sha256(src.encode("utf-8")).hexdigest()
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------ cache --
@@ -119,7 +78,7 @@ def cached_fingerprint(samples: list[Sample], data_files: list[str], options: di
             return value
     except OSError:
         pass
-    value = fingerprint_samples(samples)
+    value = content_fingerprint(samples)
     _store(path, value)
     return value
 
@@ -152,5 +111,5 @@ class LoadedDataset(VLDataset):
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             self._fingerprint = (cached_fingerprint(self.samples, self.data_files, self.options)
-                                 if self.cache else fingerprint_samples(self.samples))
+                                 if self.cache else content_fingerprint(self.samples))
         return self._fingerprint

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .coco import COCO_INSTRUCTIONS, looks_like_coco, read_coco
-from .fingerprint import LoadedDataset, cache_dir, fingerprint_samples
+from .fingerprint import LoadedDataset, cache_dir
 from .hf import parquet_files, read_hf_folder, read_parquet, save_hf_dataset, save_parquet
 from .llava import read_llava_json, save_llava_json
 from .loading import CHECK_IMAGES, LoadConfig, LoadContext, LoadReport, Reader, SkippedSample, collect
@@ -43,9 +43,9 @@ from .saving import safe_filename
 from .upload import extract_upload
 
 __all__ = ["CHECK_IMAGES", "COCO_INSTRUCTIONS", "FORMATS", "LoadConfig", "LoadReport", "LoadedDataset",
-           "SkippedSample", "cache_dir", "detect_format", "extract_upload", "fingerprint_samples",
-           "load_dataset", "load_dataset_with_report", "safe_filename", "save_hf_dataset", "save_jsonl",
-           "save_llava_json", "save_parquet", "strip_image_token"]
+           "SkippedSample", "cache_dir", "detect_format", "extract_upload", "load_dataset",
+           "load_dataset_with_report", "safe_filename", "save_hf_dataset", "save_jsonl", "save_llava_json",
+           "save_parquet", "strip_image_token"]
 
 _READERS = {"llava_json": read_llava_json, "jsonl": read_jsonl, "coco": read_coco,
             "hf_dataset": read_hf_folder, "parquet": read_parquet}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +33,8 @@ from PIL import Image
 IMAGE_TOKEN = "<image>"
 ROLES = ("system", "user", "assistant")
 DEFAULT_MAX_PIXELS = 40_000_000
+
+logger = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -408,12 +411,45 @@ class VLDataset(Sequence[Sample]):
 
 
 def content_fingerprint(samples: Iterable[Sample]) -> str:
-    """Content hash over ids, turns and the images' bytes (:func:`byorn.data.fingerprint.fingerprint_samples`).
+    """Content hash over ids, turns and the images' bytes, in one streaming pass.
 
-    An image that cannot be read is hashed as a marker naming it, so that a
-    dataset with a broken image still has a fingerprint and the audit can
-    name (or, with ``skip_invalid``, skip) the sample when it decodes it.
+    An image file shared by several samples is read once.  An image that
+    cannot be read is hashed as a marker naming it, so that a dataset with a
+    broken image still has a fingerprint and the audit can name (or, with
+    ``skip_invalid``, skip) the sample when it decodes it.  The on-disk cache
+    of loaded datasets' fingerprints is :mod:`byorn.data.fingerprint`.
     """
-    from .fingerprint import fingerprint_samples
+    h = hashlib.sha256()
+    digests: dict[Any, str] = {}
+    for s in samples:
+        parts = [s.id.encode("utf-8")]
+        parts += [f"{t.role}\x01{t.text}".encode("utf-8") for t in s.turns]
+        parts += [_digest(r, digests).encode("ascii") for r in s.images]
+        h.update(b"\x00".join(parts) + b"\x00\x02")
+    return h.hexdigest()[:16]
 
-    return fingerprint_samples(samples)
+
+def _digest(ref: ImageRef, memo: dict[Any, str]) -> str:
+    src = ref.source
+    key = src if isinstance(src, str) else id(src)  # objects outlive the pass: ids stay unique
+    got = memo.get(key)
+    if got is None:
+        got = memo[key] = _hash_source(ref)
+    return got
+
+
+def _hash_source(ref: ImageRef) -> str:
+    src = ref.source
+    if isinstance(src, bytes):
+        return hashlib.sha256(src).hexdigest()
+    if isinstance(src, Image.Image):
+        return hashlib.sha256(png_bytes(src)).hexdigest()
+    h = hashlib.sha256()
+    try:
+        with open(src, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except OSError as e:
+        logger.debug("fingerprint: image %s unreadable (%s): hashed as a marker", src, e)
+        return "unreadable:" + hashlib.sha256(src.encode("utf-8")).hexdigest()
+    return h.hexdigest()
