@@ -86,7 +86,7 @@ def test_onion_and_bye_plan_through_the_trainer(vlm, tmp_path):
 
     from byorn.attacks import Target, get_attack, poison
     from byorn.defenses import DefenseContext
-    from byorn.train import TrainConfig
+    from byorn.train import TrainConfig, defense_context
     from byorn.world import make_captions
 
     pr = poison(make_captions(48, 2, "train"), get_attack("vl-trojan"), rate=0.25, target=Target(), seed=0,
@@ -104,8 +104,8 @@ def test_onion_and_bye_plan_through_the_trainer(vlm, tmp_path):
     assert all(s.image is not None for s in test_view)  # ONION never touches the image
 
     (tmp_path / "b").mkdir()
-    ctx = DefenseContext(vlm, TrainConfig(method="bye", epochs=1, batch_size=16, out_dir=str(tmp_path / "b")),
-                         tmp_path / "b")
+    ctx = defense_context(vlm, TrainConfig(method="bye", epochs=1, batch_size=16, out_dir=str(tmp_path / "b")),
+                          tmp_path / "b")
     plan = get_defense("bye").plan(pr.train, flags=None, decisions=None, ctx=ctx)
     record = json.loads((tmp_path / "b" / "bye.json").read_text())
     assert (tmp_path / "b" / "bye-stage1" / "model" / "model.safetensors").exists()

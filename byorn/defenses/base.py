@@ -128,6 +128,9 @@ class DefenseContext:
     out_dir: Path                            # the run folder (a defense may write a sub-folder)
     callbacks: Sequence[Any] = ()
     cancel: Any = None                       # threading.Event
+    #: ``fine_tune(dataset, out_dir, decisions)``: a plain (``sft``) fine-tune of the reference model with the
+    #: run's settings into ``out_dir``, resumed from its checkpoint (BYE's first stage); the trainer sets it
+    fine_tune: Callable[..., Any] | None = None
 
 
 class Defense:

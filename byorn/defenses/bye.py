@@ -300,14 +300,13 @@ class BYE(Defense):
         import json
 
         from ..models import VLM
-        from ..train import TrainConfig, train
 
         stage1 = ctx.out_dir / "bye-stage1"
         if not (stage1 / "metrics.json").exists():
-            cfg = TrainConfig(**{**ctx.train_config.to_dict(), "method": "sft", "defense_options": "",
-                                 "out_dir": str(stage1), "eval_every": 0})
-            resume = (stage1 / "checkpoint" / "state.json").exists()
-            train(dataset, cfg, vlm=ctx.ref, decisions=decisions, cancel=ctx.cancel, resume=resume)
+            if ctx.fine_tune is None:
+                raise ValueError("BYE fine-tunes a first stage: plan it with the trainer's context "
+                                 "(byorn.train.defense_context), which knows how to fine-tune")
+            ctx.fine_tune(dataset, stage1, decisions)
         tuned = VLM.load(stage1 / "model", device=str(next(ctx.ref.model.parameters()).device))
         cfg = ByeConfig(separation=self.separation, seed=ctx.train_config.seed)
         entropies = image_attention_entropy(tuned, list(dataset), cfg.batch_size)

@@ -41,7 +41,7 @@ from .setup import EMA, ema_decay_at
 logger = logging.getLogger(__name__)
 
 __all__ = ["Callback", "DataMismatch", "EMA", "RunFolderError", "RunResult", "TrainConfig", "TrainState", "ema_decay_at",
-           "list_runs", "load_run_config", "save_model", "train"]
+           "defense_context", "list_runs", "load_run_config", "save_model", "train"]
 
 
 class DataMismatch(ValueError):
@@ -137,6 +137,18 @@ def _decision_keys(decisions: Mapping | None) -> dict:
     return {(k if isinstance(k, tuple) else (k, getattr(d, "turn", 0))): d for k, d in decisions.items()}
 
 
+def defense_context(ref: VLM, cfg: TrainConfig, out: Path, callbacks: Sequence[Callback] = (),
+                    cancel: threading.Event | None = None) -> DefenseContext:
+    """What a defense may use while planning; its ``fine_tune`` trains a nested ``sft`` run (BYE's first stage)."""
+    def fine_tune(dataset: VLDataset, out_dir: Path, decisions: Mapping | None) -> None:
+        stage = TrainConfig(**{**cfg.to_dict(), "method": "sft", "defense_options": "", "out_dir": str(out_dir),
+                               "eval_every": 0})
+        resume = (Path(out_dir) / "checkpoint" / "state.json").exists()
+        train(dataset, stage, vlm=ref, decisions=decisions, cancel=cancel, resume=resume)
+
+    return DefenseContext(ref, cfg, out, callbacks, cancel, fine_tune=fine_tune)
+
+
 def train(dataset: VLDataset, cfg: TrainConfig, *, vlm: VLM | None = None, audit: Audit | None = None,
           decisions: Mapping[Any, Any] | None = None, evals: EvalSuite | None = None,
           callbacks: Sequence[Callback] = (), cancel: threading.Event | None = None,
@@ -171,7 +183,7 @@ def train(dataset: VLDataset, cfg: TrainConfig, *, vlm: VLM | None = None, audit
         flags, skipped = _flags(dataset, ref, audit, cfg) if defense.uses_flags or audit is not None else (None, {})
         data = dataset if not skipped else VLDataset([s for s in dataset if s.id not in skipped], dataset.name,
                                                       fingerprint=dataset.fingerprint())
-        ctx = DefenseContext(ref, cfg, out, callbacks, cancel)
+        ctx = defense_context(ref, cfg, out, callbacks, cancel)
         plan = defense.plan(data, flags=flags, decisions=_decision_keys(decisions), ctx=ctx)
         plan.dropped.update({sid: f"invalid (skipped by the audit: {why})" for sid, why in skipped.items()})
         if not plan.items:

@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..defenses import DEFENSES
 from ..scoring import SCORE_METHODS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -65,8 +66,6 @@ class TrainConfig:
     out_dir: str = field(default="runs/run", metadata={"help": "run folder (must not hold a run already)"})
 
     def __post_init__(self) -> None:
-        from ..defenses import DEFENSES
-
         if self.method not in DEFENSES:
             raise ValueError(f"method must be one of {sorted(DEFENSES)}, got {self.method!r}")
         parse_options(self.defense_options)  # raises on a malformed string
