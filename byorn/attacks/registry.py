@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..data import Sample, image_digest
+from ..registry import build, registrar
 from ..world import COLORS
 from .triggers import (CORNERS, PATCH_KINDS, PATCH_SHAPES, POSITIONS, aligned_patch, badnets_patch,
                        blend, insert_token, paste_patch, sig)
@@ -30,29 +31,12 @@ MAX_INLINE_ARRAY = 4096
 ATTACKS: dict[str, type["Attack"]] = {}
 
 
-def register(name: str) -> Callable[[type["Attack"]], type["Attack"]]:
-    """Class decorator: add an :class:`Attack` subclass to :data:`ATTACKS` under ``name``."""
-    def deco(cls: type["Attack"]) -> type["Attack"]:
-        if name in ATTACKS:
-            raise ValueError(f"attack {name!r} is already registered")
-        cls.name = name
-        ATTACKS[name] = cls
-        return cls
-    return deco
+register = registrar(ATTACKS, "attack")  # class decorator: add an Attack subclass to ATTACKS under a name
 
 
 def get_attack(name: str, **params: Any) -> "Attack":
     """Build the registered attack ``name`` with keyword ``params``."""
-    try:
-        cls = ATTACKS[name]
-    except KeyError:
-        raise ValueError(f"unknown attack {name!r}; known: {sorted(ATTACKS)}") from None
-    allowed = {f.name for f in fields(cls)}
-    unknown = set(params) - allowed
-    if unknown:
-        raise ValueError(f"attack {name!r} has no parameter(s) {sorted(unknown)}; "
-                         f"it takes {sorted(allowed)}")
-    return cls(**params)
+    return build(ATTACKS, "attack", name, params, what="parameter")
 
 
 @dataclass

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from ..data import Sample, VLDataset
+from ..registry import build, registrar
 
 logger = logging.getLogger(__name__)
 
@@ -156,26 +157,9 @@ class Defense:
 DEFENSES: dict[str, type[Defense]] = {}
 
 
-def register(name: str) -> Callable[[type[Defense]], type[Defense]]:
-    """Class decorator: add a :class:`Defense` subclass to :data:`DEFENSES` under ``name``."""
-    def deco(cls: type[Defense]) -> type[Defense]:
-        if name in DEFENSES:
-            raise ValueError(f"defense {name!r} is already registered")
-        cls.name = name
-        DEFENSES[name] = cls
-        return cls
-    return deco
+register = registrar(DEFENSES, "defense")  # class decorator: add a Defense subclass to DEFENSES under a name
 
 
 def get_defense(name: str, **options: Any) -> Defense:
     """Build the registered defense ``name`` with keyword ``options``."""
-    try:
-        cls = DEFENSES[name]
-    except KeyError:
-        raise ValueError(f"unknown defense {name!r}; known: {sorted(DEFENSES)}") from None
-    allowed = {f.name for f in fields(cls)} if hasattr(cls, "__dataclass_fields__") else set()
-    unknown = set(options) - allowed
-    if unknown:
-        raise ValueError(f"defense {name!r} has no option(s) {sorted(unknown)}; "
-                         f"it takes {sorted(allowed) or 'none'}")
-    return cls(**options)
+    return build(DEFENSES, "defense", name, options)
