@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .batching import token_chunks
-from .data import Conversation, DataError, VLDataset
+from .data import Conversation, DataError, VLDataset, turn_key
 from .maps import FIT_MAX, MAP_KINDS, compute_maps
 from .models import VLM
 from .scoring import GROUNDED_METHODS, SCORE_METHODS, aggregate, blank_image, split_by_percentile, split_by_value
@@ -209,7 +209,7 @@ def propose_replacements(vlm: VLM, dataset: VLDataset, keys: Iterable, *,
         part = keys[start:start + batch_size]
         prompts = []
         for key in part:
-            sid, turn = key if isinstance(key, tuple) else (key, 0)
+            sid, turn = turn_key(key)
             prompts.append(dataset.by_id(sid).conversation().prompt_for(turn))
         texts = vlm.generate_conversations(prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                                            top_p=top_p, seed=seed + start, batch_size=batch_size)

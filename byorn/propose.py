@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from .data import Conversation, Turn, VLDataset
+from .data import Conversation, Turn, VLDataset, turn_key
 from .models import VLM, ModelError
 
 logger = logging.getLogger(__name__)
@@ -49,13 +49,6 @@ class Candidate:
 def reference_source(vlm: VLM) -> str:
     """The decision source label of a text proposed by ``vlm`` as the reference model."""
     return f"reference:{vlm.identity}"
-
-
-def _as_key(key) -> Key:
-    if isinstance(key, tuple):
-        sid, turn = key
-        return str(sid), int(turn)
-    return str(key), 0
 
 
 def _prompts(dataset: VLDataset, keys: Sequence[Key]) -> list[Conversation]:
@@ -92,7 +85,7 @@ def propose_candidates(vlm: VLM, dataset: VLDataset, keys: Iterable, *, k: int =
     generations are dropped.  ``cancel`` (set from another thread) stops
     after the current batch and returns the turns done so far.
     """
-    keys = list(dict.fromkeys(_as_key(key) for key in keys))  # unique, in order
+    keys = list(dict.fromkeys(turn_key(key) for key in keys))  # unique, in order
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if temperature <= 0 and k > 1:
@@ -213,7 +206,7 @@ def propose_with_run(run_dir: str | Path, dataset: VLDataset, keys: Iterable, *,
     ``seed + c * 100_003`` so a chunked job is reproducible.
     """
     model_folder, source = run_model_folder(run_dir)
-    keys = list(dict.fromkeys(_as_key(key) for key in keys))
+    keys = list(dict.fromkeys(turn_key(key) for key in keys))
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if runner is None and vlm is None:
@@ -230,7 +223,7 @@ def propose_with_run(run_dir: str | Path, dataset: VLDataset, keys: Iterable, *,
         got = runner(str(model_folder), sub, part, **kw) if runner is not None \
             else propose_candidates(vlm, sub, part, **kw)
         for key, cands in got.items():
-            out[_as_key(key)] = [Candidate(x.text, x.nll, x.count, source) for x in cands]
+            out[turn_key(key)] = [Candidate(x.text, x.nll, x.count, source) for x in cands]
         if progress:
             progress(min(start + chunk_size, len(keys)), len(keys))
     return out

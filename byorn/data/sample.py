@@ -342,6 +342,18 @@ class Sample:
         return replace(self, turns=_replace_assistant(self.turns, k, text), meta=dict(self.meta))
 
 
+def turn_key(key: "tuple[str, int] | str", turn: int = 0) -> tuple[str, int]:
+    """``(sample id, assistant turn)`` from such a pair, or from a plain sample id (then turn ``turn``).
+
+    Decisions, flags and proposals are keyed by the pair; single-turn callers
+    may pass sample ids alone.
+    """
+    if isinstance(key, tuple):
+        sid, k = key
+        return str(sid), int(k)
+    return str(key), int(turn)
+
+
 def _replace_assistant(turns: Sequence[Turn], k: int, text: str) -> list[Turn]:
     out, seen = list(turns), -1
     for i, t in enumerate(out):

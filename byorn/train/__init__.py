@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..audit import Audit, AuditConfig, run_audit
-from ..data import VLDataset
+from ..data import VLDataset, turn_key
 from ..defenses import DefenseContext, get_defense
 from ..evaluate import EvalSuite
 from ..models import VLM
@@ -134,7 +134,7 @@ def _decision_keys(decisions: Mapping | None) -> dict:
     """Decisions keyed ``(sample id, turn)`` (plain sample ids mean turn 0)."""
     if not decisions:
         return {}
-    return {(k if isinstance(k, tuple) else (k, getattr(d, "turn", 0))): d for k, d in decisions.items()}
+    return {turn_key(k, getattr(d, "turn", 0)): d for k, d in decisions.items()}
 
 
 def defense_context(ref: VLM, cfg: TrainConfig, out: Path, callbacks: Sequence[Callback] = (),
