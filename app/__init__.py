@@ -20,8 +20,8 @@ from types import SimpleNamespace
 import gradio as gr
 from starlette.middleware import Middleware
 
-from . import (plotly_html, proposing, render, tab_compare, tab_export, tab_gallery, tab_inspector, tab_overview,
-               tab_start, tab_table, tab_train)
+from . import (plotly_html, proposing, render, showing, tab_compare, tab_export, tab_gallery, tab_inspector,
+               tab_overview, tab_start, tab_table, tab_train)
 from .context import TOKEN_RE, AppContext, new_view, new_visitor_token
 from .plots import color_choices
 from .security import LoginLimiter, LoginRateLimit
@@ -120,7 +120,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         load = visitor
         for fn, inputs, outputs in rest:
             load = load.then(fn, inputs, outputs, api_visibility="private")
-        load.then(**tab_inspector.extras_event(ui, ctx))
+        load.then(**showing.extras_event(ui, ctx))
         visitor.then(partial(tab_train.poll, ctx), [ui.view],
                      [ui.train.status, ui.train.curve, ui.train.evals, ui.train.timer],
                      api_visibility="private")
@@ -139,7 +139,7 @@ def _refreshers(ui, ctx: AppContext) -> list:
          tab_overview.overview_outputs(ui)),
         (partial(tab_table.refresh_table, ctx), [ui.view, *tab_table.filter_inputs(ui)],
          [ui.view, ui.table.table, ui.table.counts]),
-        (partial(_show_first, ctx, ui), [ui.view], tab_inspector.outputs(ui)),
+        (partial(_show_first, ctx, ui), [ui.view], showing.outputs(ui)),
     ]
 
 
@@ -149,7 +149,7 @@ def _without_view(fn, *args):
 
 
 def _show_first(ctx: AppContext, ui, view: View) -> dict:
-    return tab_inspector.to_outputs(ui, tab_inspector.show_first(ctx, view))
+    return showing.to_outputs(ui, showing.show_first(ctx, view))
 
 
 def _colour_choices(ws) -> list[str]:

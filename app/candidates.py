@@ -24,6 +24,7 @@ import pandas as pd
 
 from . import hosting
 from .jobs import CANCELLED, FAILED, FINISHED, IDLE, RUNNING, BackgroundJob
+from .runs import load_runs
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +165,6 @@ def propose_for_turn(ctx, run_dir: str, dataset, key: tuple[str, int], k: int, s
 # -- finished runs --------------------------------------------------------------------------------
 def runs_with_models(ctx, view) -> pd.DataFrame:
     """Runs this visitor sees that saved a model: ``run_id``, ``label``, ``out_dir``, ``same_data``."""
-    from .tab_compare import load_runs
-
     try:
         runs = load_runs(ctx, view)
     except Exception as e:  # a broken run folder must not break the Inspector

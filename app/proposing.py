@@ -15,6 +15,7 @@ import numpy as np
 from . import candidates
 from .candidates import RUNNING
 from .context import AppContext
+from .showing import candidate_outputs
 from .state import View
 
 SCOPES = ("flagged turns", "flagged turns in the current filter", "flagged turns in the map selection")
@@ -88,14 +89,12 @@ def status_markdown(snap: dict) -> str:
 
 def poll(ctx: AppContext, ui, view: View) -> dict:
     view = View.coerce(view)
-    from . import tab_inspector
-
     p = ui.inspector.prop
     snap = candidates.job(ctx).snapshot()
     running = snap["status"] == RUNNING
     out = {p.status: status_markdown(snap), p.timer: gr.Timer(active=running)}
     if not running:
-        out.update(tab_inspector.candidate_outputs(ctx, ui, view))
+        out.update(candidate_outputs(ctx, ui, view))
     return out
 
 

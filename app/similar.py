@@ -5,11 +5,11 @@ embeddings (response and image side by side); an audit that kept no
 embeddings falls back to the 2-D joint map.  "Select this cluster" puts the
 members of the open turn's cluster (``byorn.neighbors.clusters`` /
 ``cluster_members``) into the map selection and opens the Overview, where the
-selection can be decided in bulk (with confirmation).
+selection can be decided in bulk (with confirmation).  This module builds and
+fills the panel; the Inspector tab wires its events.
 """
 from __future__ import annotations
 
-from functools import partial
 from types import SimpleNamespace
 
 import gradio as gr
@@ -94,40 +94,3 @@ def similar_outputs(ctx: AppContext, ui, view: View) -> dict:
     return {sim.html: head + "<div class='byorn-similar'>" + "".join(cards) + "</div>", sim.note: ""}
 
 
-def select_cluster(ctx: AppContext, ui, view: View) -> dict:
-    """The open turn's cluster becomes the map selection; the Overview opens on it."""
-    from byorn.neighbors import cluster_members
-
-    from . import tab_overview
-
-    view = View.coerce(view)
-    if not view.current:
-        raise gr.Error("Open a sample first.")
-    ws = ctx.workspace(view)
-    pos = ws.index.position(view.current)
-    try:
-        labels = ws.cluster_labels()
-    except Exception as e:
-        raise gr.Error(f"Could not cluster this audit: {e}") from e
-    rows = np.asarray(cluster_members(labels, pos), dtype=np.int64)
-    out = tab_overview.set_selection(ctx, ui, view, rows, f"cluster of {view.current}")
-    n_flag = int((ws.index.score[rows] > view.threshold).sum()) if len(rows) else 0
-    out[ui.inspector.sim.note] = (f"Selected the cluster of `{view.current}` on the map: **{len(rows)}** rows, "
-                                  f"{n_flag} flagged. Decide on them in bulk under the map (Overview).")
-    out[ui.tabs] = gr.Tabs(selected="overview")
-    return out
-
-
-def wire_similar(ui, ctx: AppContext, then: dict) -> None:
-    from . import tab_inspector, tab_overview
-
-    sim = ui.inspector.sim
-    o = ui.overview
-
-    def on_open(view: View, evt: gr.EventData):  # a closure: gradio needs the type hint
-        return tab_inspector.to_outputs(ui, tab_inspector.show_sample(ctx, view, (evt._data or {}).get("key")))
-
-    sim.html.open_item(on_open, [ui.view], tab_inspector.outputs(ui), api_name="open_similar").then(**then)
-    sel_outs = [ui.view, o.selection, o.sink, *tab_overview.bulk.outputs(o.sel_bulk)]
-    sim.cluster_btn.click(partial(select_cluster, ctx, ui), [ui.view], [*sel_outs, sim.note, ui.tabs],
-                          api_name="select_cluster")

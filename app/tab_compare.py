@@ -9,11 +9,8 @@ import pandas as pd
 
 from .context import AppContext
 from .plots import tradeoff_figure
+from .runs import SHOWN, load_runs
 from .state import View
-
-SHOWN = {"run_id": "run", "method": "method", "epochs": "epochs", "lr": "lr", "lora": "LoRA",
-         "seed": "seed", "clean_value": "clean metric", "asr": "ASR", "wall_s": "time (s)",
-         "cancelled": "cancelled", "out_dir": "folder"}
 
 
 def build_compare() -> SimpleNamespace:
@@ -24,18 +21,6 @@ def build_compare() -> SimpleNamespace:
     runs = gr.Dataframe(interactive=False, wrap=True, elem_id="runs-table")
     scatter = gr.Plot(label="trade-off: ASR vs clean metric", elem_id="tradeoff")
     return SimpleNamespace(**{k: v for k, v in locals().items()})
-
-
-def load_runs(ctx: AppContext, view: View) -> pd.DataFrame:
-    """The runs this visitor sees: shared ones and their own (every run without private sessions)."""
-    lister = ctx.list_runs
-    if lister is None:
-        from byorn.train import list_runs as lister
-    tables = [lister(root) for root in ctx.run_roots(view) if root.exists()]
-    tables = [t for t in tables if len(t)]
-    if not tables:
-        return pd.DataFrame(columns=list(SHOWN))
-    return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
 
 
 def refresh_compare(ctx: AppContext, view: View):

@@ -16,11 +16,11 @@ import numpy as np
 
 from byorn.decisions import STATUSES
 
-from . import tab_inspector
 from .context import AppContext
 from .images import thumb_path
 from .render import card, file_url, gallery
 from .similar import OPEN_ITEM_JS
+from .showing import extras_event, open_in_inspector, open_outputs
 from .state import View
 from .views import counts_of, counts_text, unit_of
 
@@ -81,7 +81,7 @@ def render(ctx: AppContext, ui, view: View, source: str, delta: int = 0) -> dict
 def open_card(ctx: AppContext, ui, view: View, source: str, key: str) -> dict:
     view = View.coerce(view)
     walk = (gallery_rows(ctx, view, source), "gallery")
-    return {**tab_inspector.open_in_inspector(ctx, ui, view, key, walk), ui.tabs: gr.Tabs(selected="inspector")}
+    return open_in_inspector(ctx, ui, view, key, walk)
 
 
 def wire_gallery(ui, ctx: AppContext) -> None:
@@ -95,8 +95,8 @@ def wire_gallery(ui, ctx: AppContext) -> None:
     def on_open(view: View, source: str, evt: gr.EventData):  # a closure: gradio needs the type hint
         return open_card(ctx, ui, view, source, (evt._data or {}).get("key"))
 
-    g.grid.open_item(on_open, [ui.view, g.source], [*tab_inspector.outputs(ui), ui.tabs],
-                     api_name="gallery_open").then(**tab_inspector.extras_event(ui, ctx))
+    g.grid.open_item(on_open, [ui.view, g.source], open_outputs(ui),
+                     api_name="gallery_open").then(**extras_event(ui, ctx))
 
 
 def _show(ctx: AppContext, ui, delta: int, view: View, source: str) -> dict:

@@ -11,12 +11,13 @@ from functools import partial
 from types import SimpleNamespace
 
 import gradio as gr
-import numpy as np
 
-from . import bulk, tab_inspector
+from . import bulk
 from .context import AppContext
 from .plotly_html import clickable_plot, selection_sink
-from .plots import EMBEDDINGS, histogram_figure, map_payload, payload_json, rows_from_mask, selection_payload
+from .plots import EMBEDDINGS, histogram_figure, map_payload, payload_json, rows_from_mask
+from .selection import clear_selection, selection_outputs, selection_summary, set_selection
+from .showing import extras_event, open_in_inspector, open_outputs
 from .state import View
 from .views import counts_of, counts_text, threshold_at, unit_of
 
@@ -103,17 +104,7 @@ def open_point(ctx: AppContext, ui, view: View, evt: gr.EventData):
         name = data.get("sample_id") or data.get("key")
     if not name:
         raise gr.Error("The clicked point carried no row.")
-    return {**tab_inspector.open_in_inspector(ctx, ui, view, str(name), walk=None), ui.tabs: gr.Tabs(selected="inspector")}
-
-
-def selection_summary(ctx: AppContext, view: View) -> str:
-    ws = ctx.workspace(view)
-    if not view.has_selection:
-        return ""
-    ix = ws.index
-    c = counts_of(ix, ctx.status_codes(ws), view.threshold, view.selection)
-    how = f" · by {view.selection_label}" if view.selection_label else ""
-    return counts_text(c, "Selection", unit=unit_of(ix)) + how
+    return open_in_inspector(ctx, ui, view, str(name), walk=None)
 
 
 def select_points(ctx: AppContext, ui, view: View, evt: gr.EventData):
@@ -126,30 +117,6 @@ def select_points(ctx: AppContext, ui, view: View, evt: gr.EventData):
     else:
         rows = ws.index.positions_of(data.get("ids") or data.get("keys") or [])
     return set_selection(ctx, ui, view, rows, str(data.get("how") or "map"), draw=False)
-
-
-def set_selection(ctx: AppContext, ui, view: View, rows: np.ndarray | None, label: str, draw: bool = True) -> dict:
-    """Make ``rows`` this user's map selection; ``draw``: also highlight them on the map."""
-    o = ui.overview
-    view.selection = None if rows is None or not len(rows) else np.asarray(rows, dtype=np.int64)
-    view.selection_label = label if view.has_selection else ""
-    view.bulk = None
-    out = {ui.view: view, o.selection: selection_summary(ctx, view), **bulk.hidden(o.sel_bulk)}
-    if draw:
-        ws = ctx.workspace(view)
-        out[o.sink] = selection_payload(view.selection, ws.index.n, rev=_rev(), label=view.selection_label)
-    return out
-
-
-_counter = iter(range(1, 1 << 62))
-
-
-def _rev() -> int:
-    return next(_counter)  # a fresh value each time, so the browser always redraws the selection
-
-
-def clear_selection(ctx: AppContext, ui, view: View):
-    return set_selection(ctx, ui, View.coerce(view), None, "")
 
 
 def wire_overview(ui, ctx: AppContext) -> None:
@@ -170,9 +137,9 @@ def wire_overview(ui, ctx: AppContext) -> None:
     def on_points_selected(view: View, evt: gr.EventData):
         return select_points(ctx, ui, view, evt)
 
-    sel_outs = [ui.view, o.selection, o.sink, *bulk.outputs(o.sel_bulk)]
-    o.sample_map.point_click(on_point_click, [ui.view], [*tab_inspector.outputs(ui), ui.tabs],
-                             api_name="map_click").then(**tab_inspector.extras_event(ui, ctx))
+    sel_outs = selection_outputs(ui)
+    o.sample_map.point_click(on_point_click, [ui.view], open_outputs(ui),
+                             api_name="map_click").then(**extras_event(ui, ctx))
     o.sample_map.points_selected(on_points_selected, [ui.view], sel_outs, api_name="map_select",
                                  show_progress="hidden")
     o.clear_btn.click(partial(clear_selection, ctx, ui), [ui.view], sel_outs, api_name="clear_selection")

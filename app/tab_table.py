@@ -16,8 +16,9 @@ import gradio as gr
 
 from byorn.decisions import STATUSES
 
-from . import bulk, tab_inspector
+from . import bulk
 from .context import AppContext
+from .showing import extras_event, open_in_inspector, open_outputs
 from .state import Filter, View
 from .views import (FLAG_CHOICES, PAGE_SIZE, SORT_CHOICES, counts_of, counts_text, filter_rows, page_frame,
                     page_of, parse_bound, unit_of)
@@ -124,7 +125,7 @@ def open_row(ctx: AppContext, ui, view: View, evt: gr.SelectData) -> dict:
         raise gr.Error("Could not read the selected row; click a cell of the row again.")
     view = View.coerce(view)
     walk = (view.order, "current filter")
-    return {**tab_inspector.open_in_inspector(ctx, ui, view, str(row[0]), walk), ui.tabs: gr.Tabs(selected="inspector")}
+    return open_in_inspector(ctx, ui, view, str(row[0]), walk)
 
 
 def wire_table(ui, ctx: AppContext) -> None:
@@ -144,8 +145,8 @@ def wire_table(ui, ctx: AppContext) -> None:
     def on_row_select(view: View, evt: gr.SelectData):  # a closure: gradio needs the type hint
         return open_row(ctx, ui, view, evt)
 
-    t.table.select(on_row_select, [ui.view], [*tab_inspector.outputs(ui), ui.tabs],
-                   api_name="open_row").then(**tab_inspector.extras_event(ui, ctx))
+    t.table.select(on_row_select, [ui.view], open_outputs(ui),
+                   api_name="open_row").then(**extras_event(ui, ctx))
     wire_bulk(ui, ctx, filters)
 
 
