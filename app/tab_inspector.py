@@ -278,10 +278,7 @@ def candidate_outputs_view(ctx: AppContext, ui, view: View) -> dict:
 def select_cluster(ctx: AppContext, ui, view: View) -> dict:
     """The open turn's cluster becomes the map selection; the Overview opens on it."""
     view = View.coerce(view)
-    if not view.current:
-        raise gr.Error("Open a sample first.")
-    ws = ctx.workspace(view)
-    pos = ws.index.position(view.current)
+    ws, _, pos, _ = open_turn(ctx, view)
     try:
         labels = ws.cluster_labels()
     except Exception as e:
