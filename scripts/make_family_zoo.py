@@ -21,15 +21,15 @@ from byorn.models import zoo
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="folder to write <family>/ checkpoints into")
-    ap.add_argument("--families", default=",".join(zoo.FAMILIES),
-                    help=f"comma-separated subset of: {', '.join(zoo.FAMILIES)}")
+    ap.add_argument("--families", default=",".join(zoo.NAMES),
+                    help=f"comma-separated subset of: {', '.join(zoo.NAMES)}")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = [n.strip() for n in args.families.split(",") if n.strip()]
-    unknown = [n for n in names if n not in zoo.FAMILIES]
+    unknown = [n for n in names if n not in zoo.NAMES]
     if unknown:
-        ap.error(f"unknown families {unknown}; choose from {', '.join(zoo.FAMILIES)}")
+        ap.error(f"unknown families {unknown}; choose from {', '.join(zoo.NAMES)}")
     t0 = time.perf_counter()
     paths = zoo.build_zoo(Path(args.out), names, seed=args.seed)
     for name, path in paths.items():

@@ -25,7 +25,7 @@ from byorn.data.sample import Turn
 from byorn.models import IGNORE, VLM, ModelError, SequenceTooLong, zoo
 from byorn.models.families import family_of, lora_target_modules
 
-FAMILIES = list(zoo.FAMILIES)
+FAMILIES = list(zoo.NAMES)
 ALL = FAMILIES + ["embedded"]
 ROOT = Path(__file__).resolve().parent.parent
 

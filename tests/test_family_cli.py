@@ -32,7 +32,7 @@ def _changed(a, b) -> bool:
     return any(not torch.equal(p, pb[n]) for n, p in a.named_parameters() if n in pb)
 
 
-@pytest.mark.parametrize("family", zoo.FAMILIES)
+@pytest.mark.parametrize("family", zoo.NAMES)
 def test_audit_train_eval_chain(family, data, zoo_dir, tmp_path):
     model = zoo_dir / family
     if not (model / "config.json").exists():

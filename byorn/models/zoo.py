@@ -357,13 +357,13 @@ BUILDERS: dict[str, Callable] = {
     "qwen3_vl": qwen3_vl, "internvl": internvl, "idefics3": idefics3, "smolvlm": smolvlm,
     "paligemma": paligemma, "gemma3": gemma3,
 }
-FAMILIES = tuple(BUILDERS)
+NAMES = tuple(BUILDERS)  # the zoo's family names (not families.FAMILIES, the registry of Family specs)
 
 
 def build(name: str, out_dir: str | Path, seed: int = 0) -> Path:
     """Build family ``name`` and save it (safetensors) to ``out_dir``."""
     if name not in BUILDERS:
-        raise ValueError(f"unknown family {name!r}; choose from {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown family {name!r}; choose from {', '.join(NAMES)}")
     model, processor = BUILDERS[name](seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -378,5 +378,5 @@ def build(name: str, out_dir: str | Path, seed: int = 0) -> Path:
 
 def build_zoo(out: str | Path, families: Iterable[str] | None = None, seed: int = 0) -> dict[str, Path]:
     """Build every family (or ``families``) into ``out/<family>``."""
-    names = list(families) if families is not None else list(FAMILIES)
+    names = list(families) if families is not None else list(NAMES)
     return {name: build(name, Path(out) / name, seed) for name in names}
