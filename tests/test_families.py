@@ -349,6 +349,41 @@ def test_two_training_steps_move_the_weights_full_and_lora(models, fam):
     assert any(not torch.equal(p, start[n]) for n, p in trained if "lora_B" in n)
 
 
+# Where decoder layers keep their attention (or what stands in its place: Qwen3.5's linear attention,
+# LFM2's short convolutions) and their MLP; MoE routers are not LoRA targets.
+_ATTENTION_PARTS = ("self_attn", "linear_attn", "conv", "attention", "self_attention")
+_MLP_PARTS = ("mlp", "feed_forward", "ffn")
+_ROUTERS = ("router", "gate", "shared_expert_gate")
+
+
+@pytest.mark.parametrize("fam", ALL)
+def test_default_lora_targets_cover_attention_and_mlp_of_every_layer(models, fam):
+    """The default LoRA targets (what ``--lora`` wraps) put adapters on every projection of every decoder
+    layer's attention and MLP, fused and linear-attention ones included, and nothing in the vision tower."""
+    from byorn.models.families import language_model
+    from byorn.train.setup import lora_target_modules as default_targets
+
+    model = models(fam).model
+    targets = set(default_targets(model, None))
+    names = {id(m): n for n, m in model.named_modules()}
+    lm = language_model(model)
+    assert all(t.startswith(names[id(lm)] + ".") for t in targets)
+    layers = next(m for n, m in lm.named_modules() if n.rsplit(".", 1)[-1] == "layers"
+                  and isinstance(m, torch.nn.ModuleList))
+    for i, layer in enumerate(layers):
+        covered = {"attention": 0, "mlp": 0}
+        for child_name, child in layer.named_children():
+            kind = "attention" if child_name in _ATTENTION_PARTS else "mlp" if child_name in _MLP_PARTS else None
+            if kind is None:
+                continue
+            linears = [names[id(m)] for n, m in child.named_modules() if isinstance(m, torch.nn.Linear)
+                       and n.rsplit(".", 1)[-1] not in _ROUTERS]
+            missing = [n for n in linears if n not in targets]
+            assert not missing, f"layer {i}: no LoRA on {missing}"
+            covered[kind] += len(linears)
+        assert covered["attention"] and covered["mlp"], f"layer {i} of {fam}: {covered}"
+
+
 # --------------------------------------------------------------- save / load
 
 @pytest.mark.parametrize("fam", ALL)
