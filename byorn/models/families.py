@@ -54,6 +54,17 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("gemma3", "Gemma 3"),
 )}
 
+# Aya Vision, Mistral 3 (Pixtral), Llama 4 and LFM2-VL: chat templates that write their own stop
+# (<|END_OF_TURN_TOKEN|>, </s>, <|eot|>, <|im_end|>), no token-type inputs; what differs is handled by the
+# adapter's generic path (tests/test_families.py proves each on its zoo checkpoint).  Mistral 3, Llama 4 and
+# LFM2-VL processors need torchvision in transformers 5.23 (the loader says so when it is missing).
+FAMILIES.update({f.model_type: f for f in (
+    Family("aya_vision", "Aya Vision"),
+    Family("mistral3", "Mistral 3 (Pixtral)"),
+    Family("llama4", "Llama 4"),
+    Family("lfm2_vl", "LFM2-VL"),
+)})
+
 GENERIC = Family("other", "other image-text-to-text model", verified=False)
 
 
