@@ -24,6 +24,7 @@ from byorn.data import Conversation
 from byorn.data.sample import Turn
 from byorn.models import IGNORE, VLM, ModelError, SequenceTooLong, zoo
 from byorn.models.families import family_of, lora_target_modules
+from byorn.models.loading import has_torchvision
 
 FAMILIES = list(zoo.NAMES)
 ALL = FAMILIES + ["embedded"]
@@ -33,6 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 STOP = {"llava": "</s>", "llava_next": "</s>", "qwen2_vl": "<|im_end|>", "qwen2_5_vl": "<|im_end|>",
         "qwen3_vl": "<|im_end|>", "internvl": "<|im_end|>", "idefics3": "<end_of_utterance>",
         "smolvlm": "<end_of_utterance>", "paligemma": "<eos>", "gemma3": "<end_of_turn>", "embedded": "</s>"}
+STOP.update({"aya_vision": "<|END_OF_TURN_TOKEN|>", "mistral3": "</s>", "llama4": "<|eot|>", "lfm2_vl": "<|im_end|>"})
+# Processors that need torchvision (transformers 5.23): their tests run wherever torchvision imports.
+NO_TORCHVISION = ("needs torchvision, which does not import here (the CPU torch has no matching build); "
+                  "run these tests in an environment with torch + torchvision")
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +46,8 @@ def models(zoo_dir):
     cache: dict[str, VLM] = {}
 
     def get(fam: str) -> VLM:
+        if fam in zoo.NEEDS_TORCHVISION and not has_torchvision():
+            pytest.skip(f"{fam} {NO_TORCHVISION}")
         if fam not in cache:
             if fam == "embedded":
                 cache[fam] = VLM.load(device="cpu")
@@ -436,6 +443,25 @@ def test_bf16_and_eager_attention_pass_through(models, zoo_dir, fam):
     (turns,) = vlm.score_conversations([_single(0)])
     assert np.isfinite(turns[0].mean)
     assert len(vlm.generate_conversations([Conversation.single(_image(0), "What is this?")], max_new_tokens=3)) == 1
+
+
+@pytest.mark.parametrize("fam,processor,image_processor", [
+    ("mistral3", "PixtralProcessor", "PixtralImageProcessor"), ("llama4", "Llama4Processor", "Llama4ImageProcessor"),
+    ("lfm2_vl", "Lfm2VlProcessor", "Lfm2VlImageProcessor")])
+def test_a_processor_that_needs_torchvision_says_so(tmp_path, fam, processor, image_processor):
+    """Without torchvision, a folder of these families is refused with an error naming the package."""
+    if has_torchvision():
+        pytest.skip("torchvision imports here: these folders load (the family tests above prove them)")
+    folder = tmp_path / fam
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": fam}))
+    (folder / "model.safetensors").write_bytes(b"x")
+    zoo.make_tokenizer("bytelevel", ["<s>", "</s>", "<pad>"], bos="<s>", eos="</s>", pad="<pad>").save_pretrained(folder)
+    (folder / "processor_config.json").write_text(json.dumps({"processor_class": processor}))
+    (folder / "preprocessor_config.json").write_text(json.dumps({"image_processor_type": image_processor}))
+    with pytest.raises(ModelError, match=f"{processor} needs the package torchvision, which (is not installed|does "
+                                         "not import)"):
+        VLM.load(folder, device="cpu")
 
 
 def test_make_family_zoo_script_runs(tmp_path):

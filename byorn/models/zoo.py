@@ -370,15 +370,16 @@ def mistral3(seed: int = 0):
 
     specials = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[IMG]",
                 "[IMG_BREAK]", "[IMG_END]", "<pad>"]
-    # Tekken: byte-level BPE that adds <s>
+    # Tekken: byte-level BPE that adds <s>; trained on the default system prompt too, so that it stays short
+    system = templates.MISTRAL3.split('default_system_message = "')[1].split('" %}')[0].replace("\\n", "\n")
     tok = make_tokenizer("bytelevel", specials, bos="<s>", eos="</s>", pad="<pad>", unk="<unk>", add_bos=True,
-                         vocab_size=800, extra={"image_token": "[IMG]"})
+                         vocab_size=800, extra={"image_token": "[IMG]"}, corpus=(_CORPUS, system))
     ip = PixtralImageProcessorPil(size={"longest_edge": 64}, patch_size=8)
     proc = PixtralProcessor(image_processor=ip, tokenizer=tok, patch_size=8, spatial_merge_size=2,
                             image_token="[IMG]", image_break_token="[IMG_BREAK]", image_end_token="[IMG_END]",
                             chat_template=templates.MISTRAL3)
     vision = dict(VISION, model_type="pixtral", image_size=64, patch_size=8, head_dim=16)
-    text = dict(_text(tok, model_type="mistral", head_dim=16, sliding_window=None), max_position_embeddings=2048)
+    text = _text(tok, model_type="mistral", head_dim=16, sliding_window=None)
     model = _model(Mistral3ForConditionalGeneration, Mistral3Config, tok, ["</s>"], seed, text_config=text,
                    vision_config=vision, image_token_index=_ids(tok, "[IMG]")[0], spatial_merge_size=2,
                    vision_feature_layer=-1, multimodal_projector_bias=False)
@@ -401,7 +402,8 @@ def llama4(seed: int = 0):
     proc = Llama4Processor(image_processor=ip, tokenizer=tok, patch_size=8, pixel_shuffle_ratio=0.5)
     text = _text(tok, head_dim=16, intermediate_size_mlp=64, num_local_experts=2, num_experts_per_tok=1,
                  interleave_moe_layer_step=2, attention_chunk_size=64, no_rope_layers=[1, 0])
-    vision = dict(VISION, image_size=32, patch_size=8, vision_output_dim=32, projector_input_dim=32,
+    # the pixel-shuffle MLP reads 4 x hidden channels: intermediate_size = 4 x hidden_size, as released
+    vision = dict(VISION, intermediate_size=128, image_size=32, patch_size=8, vision_output_dim=32, projector_input_dim=32,
                   projector_output_dim=32, pixel_shuffle_ratio=0.5, rope_parameters={"rope_type": "default",
                                                                                      "rope_theta": 10000.0})
     model = _model(Llama4ForConditionalGeneration, Llama4Config, tok, ["<|eot|>", "<|eom|>", "<|end_of_text|>"],
