@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from byorn.models import zoo
+from byorn.models.loading import has_torchvision
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,6 +31,13 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in names if n not in zoo.NAMES]
     if unknown:
         ap.error(f"unknown families {unknown}; choose from {', '.join(zoo.NAMES)}")
+    if not has_torchvision():
+        skipped = [n for n in names if n in zoo.NEEDS_TORCHVISION]
+        if skipped and args.families != ",".join(zoo.NAMES):
+            ap.error(f"{', '.join(skipped)}: their processors need torchvision, which does not import here")
+        if skipped:
+            print(f"skipped {', '.join(skipped)}: their processors need torchvision, which does not import here")
+        names = [n for n in names if n not in skipped]
     t0 = time.perf_counter()
     paths = zoo.build_zoo(Path(args.out), names, seed=args.seed)
     for name, path in paths.items():

@@ -119,6 +119,28 @@ def test_zoo_checkpoints_are_architecture_faithful(models, fam):
         assert int(inputs["image_grid_thw"].prod()) // 4 == n_image_tokens
 
 
+@pytest.mark.parametrize("fam", ["aya_vision", "mistral3", "llama4", "lfm2_vl"])
+def test_image_layouts_of_the_newer_families(models, fam):
+    """A wide 32 x 64 image takes the family's own layout: Aya Vision and Llama 4 cut two 32 px tiles plus a
+    global view (4 tokens each); Pixtral keeps the size (8 px patches merged 2 x 2, one break per row); LFM2-VL
+    keeps it as a 4 x 8 grid of 8 px patches, unshuffled 2 x 2."""
+    vlm = models(fam)
+    inputs = vlm.encode([Conversation.single(_image(0, 32, 64), "What is this?", "a cat.")]).inputs
+    n_image_tokens = int(vlm.image_token_mask(inputs["input_ids"]).sum())
+    tokens = vlm.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
+    if fam in ("aya_vision", "llama4"):
+        assert tuple(inputs["pixel_values"].shape[:2]) == (3, 3) and n_image_tokens == 3 * 4
+    if fam == "aya_vision":
+        assert tokens.count("TILE") == 2 and tokens.count("TILE_GLOBAL") == 1
+    if fam == "llama4":
+        assert tokens.count("<|tile_x_separator|>") == 1 and tokens.count("<|image|>") == 1
+        assert inputs["pixel_values"].dtype == next(vlm.model.parameters()).dtype  # bf16 from the processor
+    if fam == "mistral3":
+        assert inputs["image_sizes"].tolist() == [[32, 64]] and n_image_tokens + tokens.count("[IMG_BREAK]") + 1 == 10
+    if fam == "lfm2_vl":
+        assert inputs["spatial_shapes"].tolist() == [[4, 8]] and n_image_tokens == 8
+
+
 # ------------------------------------------------------------------ masks
 
 @pytest.mark.parametrize("fam", ALL)
