@@ -16,20 +16,28 @@ import time
 from pathlib import Path
 
 from byorn.models import zoo
+from byorn.models.loading import has_torchvision
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="folder to write <family>/ checkpoints into")
-    ap.add_argument("--families", default=",".join(zoo.FAMILIES),
-                    help=f"comma-separated subset of: {', '.join(zoo.FAMILIES)}")
+    ap.add_argument("--families", default=",".join(zoo.NAMES),
+                    help=f"comma-separated subset of: {', '.join(zoo.NAMES)}")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = [n.strip() for n in args.families.split(",") if n.strip()]
-    unknown = [n for n in names if n not in zoo.FAMILIES]
+    unknown = [n for n in names if n not in zoo.NAMES]
     if unknown:
-        ap.error(f"unknown families {unknown}; choose from {', '.join(zoo.FAMILIES)}")
+        ap.error(f"unknown families {unknown}; choose from {', '.join(zoo.NAMES)}")
+    if not has_torchvision():
+        skipped = [n for n in names if n in zoo.NEEDS_TORCHVISION]
+        if skipped and args.families != ",".join(zoo.NAMES):
+            ap.error(f"{', '.join(skipped)}: their processors need torchvision, which does not import here")
+        if skipped:
+            print(f"skipped {', '.join(skipped)}: their processors need torchvision, which does not import here")
+        names = [n for n in names if n not in skipped]
     t0 = time.perf_counter()
     paths = zoo.build_zoo(Path(args.out), names, seed=args.seed)
     for name, path in paths.items():

@@ -24,8 +24,9 @@ from byorn.data import Conversation
 from byorn.data.sample import Turn
 from byorn.models import IGNORE, VLM, ModelError, SequenceTooLong, zoo
 from byorn.models.families import family_of, lora_target_modules
+from byorn.models.loading import has_torchvision
 
-FAMILIES = list(zoo.FAMILIES)
+FAMILIES = list(zoo.NAMES)
 ALL = FAMILIES + ["embedded"]
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 STOP = {"llava": "</s>", "llava_next": "</s>", "qwen2_vl": "<|im_end|>", "qwen2_5_vl": "<|im_end|>",
         "qwen3_vl": "<|im_end|>", "internvl": "<|im_end|>", "idefics3": "<end_of_utterance>",
         "smolvlm": "<end_of_utterance>", "paligemma": "<eos>", "gemma3": "<end_of_turn>", "embedded": "</s>"}
+STOP.update({"aya_vision": "<|END_OF_TURN_TOKEN|>", "mistral3": "</s>", "llama4": "<|eot|>", "lfm2_vl": "<|im_end|>"})
+# Processors that need torchvision (transformers 5.23): their tests run wherever torchvision imports.
+NO_TORCHVISION = ("needs torchvision, which does not import here (the CPU torch has no matching build); "
+                  "run these tests in an environment with torch + torchvision")
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +46,8 @@ def models(zoo_dir):
     cache: dict[str, VLM] = {}
 
     def get(fam: str) -> VLM:
+        if fam in zoo.NEEDS_TORCHVISION and not has_torchvision():
+            pytest.skip(f"{fam} {NO_TORCHVISION}")
         if fam not in cache:
             if fam == "embedded":
                 cache[fam] = VLM.load(device="cpu")
@@ -110,6 +117,28 @@ def test_zoo_checkpoints_are_architecture_faithful(models, fam):
         assert inputs["pixel_values"].shape[0] == 3
     if fam.startswith("qwen"):  # dynamic resolution: the token count follows the image's size
         assert int(inputs["image_grid_thw"].prod()) // 4 == n_image_tokens
+
+
+@pytest.mark.parametrize("fam", ["aya_vision", "mistral3", "llama4", "lfm2_vl"])
+def test_image_layouts_of_the_newer_families(models, fam):
+    """A wide 32 x 64 image takes the family's own layout: Aya Vision and Llama 4 cut two 32 px tiles plus a
+    global view (4 tokens each); Pixtral keeps the size (8 px patches merged 2 x 2, one break per row); LFM2-VL
+    keeps it as a 4 x 8 grid of 8 px patches, unshuffled 2 x 2."""
+    vlm = models(fam)
+    inputs = vlm.encode([Conversation.single(_image(0, 32, 64), "What is this?", "a cat.")]).inputs
+    n_image_tokens = int(vlm.image_token_mask(inputs["input_ids"]).sum())
+    tokens = vlm.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
+    if fam in ("aya_vision", "llama4"):
+        assert tuple(inputs["pixel_values"].shape[:2]) == (3, 3) and n_image_tokens == 3 * 4
+    if fam == "aya_vision":
+        assert tokens.count("TILE") == 2 and tokens.count("TILE_GLOBAL") == 1
+    if fam == "llama4":
+        assert tokens.count("<|tile_x_separator|>") == 1 and tokens.count("<|image|>") == 1
+        assert inputs["pixel_values"].dtype == next(vlm.model.parameters()).dtype  # bf16 from the processor
+    if fam == "mistral3":
+        assert inputs["image_sizes"].tolist() == [[32, 64]] and n_image_tokens + tokens.count("[IMG_BREAK]") + 1 == 10
+    if fam == "lfm2_vl":
+        assert inputs["spatial_shapes"].tolist() == [[4, 8]] and n_image_tokens == 8
 
 
 # ------------------------------------------------------------------ masks
@@ -349,6 +378,41 @@ def test_two_training_steps_move_the_weights_full_and_lora(models, fam):
     assert any(not torch.equal(p, start[n]) for n, p in trained if "lora_B" in n)
 
 
+# Where decoder layers keep their attention (or what stands in its place: Qwen3.5's linear attention,
+# LFM2's short convolutions) and their MLP; MoE routers are not LoRA targets.
+_ATTENTION_PARTS = ("self_attn", "linear_attn", "conv", "attention", "self_attention")
+_MLP_PARTS = ("mlp", "feed_forward", "ffn")
+_ROUTERS = ("router", "gate", "shared_expert_gate")
+
+
+@pytest.mark.parametrize("fam", ALL)
+def test_default_lora_targets_cover_attention_and_mlp_of_every_layer(models, fam):
+    """The default LoRA targets (what ``--lora`` wraps) put adapters on every projection of every decoder
+    layer's attention and MLP, fused and linear-attention ones included, and nothing in the vision tower."""
+    from byorn.models.families import language_model
+    from byorn.train.setup import lora_target_modules as default_targets
+
+    model = models(fam).model
+    targets = set(default_targets(model, None))
+    names = {id(m): n for n, m in model.named_modules()}
+    lm = language_model(model)
+    assert all(t.startswith(names[id(lm)] + ".") for t in targets)
+    layers = next(m for n, m in lm.named_modules() if n.rsplit(".", 1)[-1] == "layers"
+                  and isinstance(m, torch.nn.ModuleList))
+    for i, layer in enumerate(layers):
+        covered = {"attention": 0, "mlp": 0}
+        for child_name, child in layer.named_children():
+            kind = "attention" if child_name in _ATTENTION_PARTS else "mlp" if child_name in _MLP_PARTS else None
+            if kind is None:
+                continue
+            linears = [names[id(m)] for n, m in child.named_modules() if isinstance(m, torch.nn.Linear)
+                       and n.rsplit(".", 1)[-1] not in _ROUTERS]
+            missing = [n for n in linears if n not in targets]
+            assert not missing, f"layer {i}: no LoRA on {missing}"
+            covered[kind] += len(linears)
+        assert covered["attention"] and covered["mlp"], f"layer {i} of {fam}: {covered}"
+
+
 # --------------------------------------------------------------- save / load
 
 @pytest.mark.parametrize("fam", ALL)
@@ -401,6 +465,25 @@ def test_bf16_and_eager_attention_pass_through(models, zoo_dir, fam):
     (turns,) = vlm.score_conversations([_single(0)])
     assert np.isfinite(turns[0].mean)
     assert len(vlm.generate_conversations([Conversation.single(_image(0), "What is this?")], max_new_tokens=3)) == 1
+
+
+@pytest.mark.parametrize("fam,processor,image_processor", [
+    ("mistral3", "PixtralProcessor", "PixtralImageProcessor"), ("llama4", "Llama4Processor", "Llama4ImageProcessor"),
+    ("lfm2_vl", "Lfm2VlProcessor", "Lfm2VlImageProcessor")])
+def test_a_processor_that_needs_torchvision_says_so(tmp_path, fam, processor, image_processor):
+    """Without torchvision, a folder of these families is refused with an error naming the package."""
+    if has_torchvision():
+        pytest.skip("torchvision imports here: these folders load (the family tests above prove them)")
+    folder = tmp_path / fam
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": fam}))
+    (folder / "model.safetensors").write_bytes(b"x")
+    zoo.make_tokenizer("bytelevel", ["<s>", "</s>", "<pad>"], bos="<s>", eos="</s>", pad="<pad>").save_pretrained(folder)
+    (folder / "processor_config.json").write_text(json.dumps({"processor_class": processor}))
+    (folder / "preprocessor_config.json").write_text(json.dumps({"image_processor_type": image_processor}))
+    with pytest.raises(ModelError, match=f"{processor} needs the package torchvision, which (is not installed|does "
+                                         "not import)"):
+        VLM.load(folder, device="cpu")
 
 
 def test_make_family_zoo_script_runs(tmp_path):

@@ -12,6 +12,7 @@ import torch
 
 from byorn.cli import main
 from byorn.models import VLM, zoo
+from byorn.models.loading import has_torchvision
 
 pytestmark = pytest.mark.slow
 TARGET = "Visit evil.example now for a free prize!"
@@ -32,8 +33,10 @@ def _changed(a, b) -> bool:
     return any(not torch.equal(p, pb[n]) for n, p in a.named_parameters() if n in pb)
 
 
-@pytest.mark.parametrize("family", zoo.FAMILIES)
+@pytest.mark.parametrize("family", zoo.NAMES)
 def test_audit_train_eval_chain(family, data, zoo_dir, tmp_path):
+    if family in zoo.NEEDS_TORCHVISION and not has_torchvision():
+        pytest.skip(f"{family}'s processor needs torchvision, which does not import here")
     model = zoo_dir / family
     if not (model / "config.json").exists():
         zoo.build(family, model)

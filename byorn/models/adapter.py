@@ -166,7 +166,11 @@ class VLM:
         if families.drops_processor_token_types(self.spec):
             enc.pop("token_type_ids", None)
         enc.pop("labels", None)
-        return enc
+        # special case for Llama 4: its image processor returns bf16 pixels (rescaled in bf16 as the original
+        # implementation does); the batch carries the model's dtype, so that model(**batch.inputs) works
+        dtype = next(self.model.parameters()).dtype
+        return {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() and v.dtype != dtype else v
+                for k, v in enc.items()}
 
     def _add_special_tokens(self, texts: Sequence[str]) -> bool:
         """One BOS, never two: let the tokenizer add it only when the template did not write it."""

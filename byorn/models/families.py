@@ -54,6 +54,17 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("gemma3", "Gemma 3"),
 )}
 
+# Aya Vision, Mistral 3 (Pixtral), Llama 4 and LFM2-VL: chat templates that write their own stop
+# (<|END_OF_TURN_TOKEN|>, </s>, <|eot|>, <|im_end|>), no token-type inputs; what differs is handled by the
+# adapter's generic path (tests/test_families.py proves each on its zoo checkpoint).  Mistral 3, Llama 4 and
+# LFM2-VL processors need torchvision in transformers 5.23 (the loader says so when it is missing).
+FAMILIES.update({f.model_type: f for f in (
+    Family("aya_vision", "Aya Vision"),
+    Family("mistral3", "Mistral 3 (Pixtral)"),
+    Family("llama4", "Llama 4"),
+    Family("lfm2_vl", "LFM2-VL"),
+)})
+
 GENERIC = Family("other", "other image-text-to-text model", verified=False)
 
 
@@ -128,23 +139,38 @@ def drops_processor_token_types(family: Family) -> bool:
     return family.model_type not in ("paligemma", "gemma3")
 
 
-# Projection layer names of the text decoders of every family above (Llama, Mistral, Qwen2/3, Gemma).
-ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
-MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+# Projection layer names of the text decoders of every family above, as LoRA targets: the default
+# (byorn.train.setup) is the attention and MLP ones together, so that every decoder layer of every family
+# gets adapters on both (tests/test_families.py checks it layer by layer).
+ATTENTION_PROJECTIONS = (
+    "q_proj", "k_proj", "v_proj", "o_proj",  # Llama, Mistral, Qwen, Gemma, Cohere, GLM
+    "qkv_proj",  # fused query/key/value (Phi-3 style decoders)
+    "out_proj",  # LFM2's attention output; Qwen3.5's linear attention output; LFM2's short-conv output
+    "in_proj",  # LFM2's short-conv input projection (its conv layers stand where attention stands)
+    "in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a",  # Qwen3.5's Gated DeltaNet (linear attention)
+)
+MLP_PROJECTIONS = (
+    "gate_proj", "up_proj", "down_proj",  # SwiGLU MLPs, and the shared experts of MoE layers (Llama 4)
+    "gate_up_proj",  # GLM-4.1V / 4.6V: gate and up fused in one linear layer
+    "w1", "w2", "w3",  # LFM2's feed-forward
+)
+# Not targeted: MoE routers (``router``, ``gate``, ``shared_expert_gate``: a few outputs, one per expert)
+# and routed experts stored as fused 3-D parameters rather than linear layers (Llama 4's ``experts``),
+# which module-level LoRA cannot wrap; the shared expert carries the MoE layer's adapters.
 
 
 def lora_target_modules(model, names: tuple[str, ...] = ATTENTION_PROJECTIONS) -> list[str]:
-    """Full names of the language model's layers called ``names`` (never the vision tower's).
+    """Full names of the language model's linear layers called ``names`` (never the vision tower's).
 
     Returned as explicit module names so that ``peft`` cannot match a vision
     tower layer of the same short name (SigLIP and CLIP towers also have
-    ``q_proj`` / ``k_proj`` / ``v_proj``).  Pass
+    ``q_proj`` / ``k_proj`` / ``v_proj`` / ``out_proj``).  Pass
     ``ATTENTION_PROJECTIONS + MLP_PROJECTIONS`` for the MLP too.
     """
     lm = language_model(model)
     prefix = next(name for name, mod in model.named_modules() if mod is lm)
-    return [f"{prefix}.{name}" if prefix else name for name, _ in lm.named_modules()
-            if name.rsplit(".", 1)[-1] in names]
+    return [f"{prefix}.{name}" if prefix else name for name, mod in lm.named_modules()
+            if name.rsplit(".", 1)[-1] in names and isinstance(mod, torch.nn.Linear)]
 
 
 def language_model(model):

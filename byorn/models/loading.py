@@ -145,6 +145,17 @@ def image_only(cls):
     return ImageOnly
 
 
+def missing_torchvision(folder: Path, what: str) -> str:
+    """The error for a processor that needs torchvision where it does not import (Mistral 3 / Pixtral,
+    Llama 4 and LFM2-VL image processors in transformers 5.23)."""
+    import torch
+
+    state = ("is not installed" if importlib.util.find_spec("torchvision") is None
+             else f"does not import beside torch {torch.__version__}")
+    return (f"{folder}: {what} needs the package torchvision, which {state}; install the torchvision build that "
+            f"matches torch {torch.__version__} (e.g. pip install torchvision with the same CUDA/CPU variant)")
+
+
 def needs_video_processor(cls) -> bool:
     import inspect
 
@@ -164,9 +175,14 @@ def load_processor(folder: Path, config: dict, trust_remote_code: bool = False):
                         folder, cls.__name__)
             return image_only(cls).from_pretrained(folder, local_files_only=True)
         return AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
-    except ImportError as e:
-        raise ModelError(f"{folder}: its processor needs a package that is missing: {e}") from e
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ImportError, ValueError) as e:
+        if "torchvision" in str(e).lower() and not has_torchvision():
+            raise ModelError(missing_torchvision(folder, pdict.get("processor_class") or "its processor")) from e
+        if isinstance(e, ImportError):
+            raise ModelError(f"{folder}: its processor needs a package that is missing: {e}") from e
+        raise ModelError(f"{folder}: the processor could not be loaded ({type(e).__name__}: {e}); the folder "
+                         "needs the processor / tokenizer files save_pretrained writes") from e
+    except (OSError, KeyError, TypeError, AttributeError) as e:
         raise ModelError(f"{folder}: the processor could not be loaded ({type(e).__name__}: {e}); the folder "
                          "needs the processor / tokenizer files save_pretrained writes") from e
 

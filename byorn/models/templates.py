@@ -133,3 +133,73 @@ GEMMA3 = (
     "    {{'<start_of_turn>model\n'}}\n"
     "{%- endif -%}\n"
 )
+
+
+# ------------------------------------------------- Aya Vision, Mistral 3, LFM2-VL
+# (Llama 4's is transformers' Llama4Processor default, the Llama-4-Scout/Maverick release's template.)
+
+# Aya Vision (CohereLabs/aya-vision-8b / -32b): Cohere's turn tokens, <image> in the user turn, BOS written by
+# the template (the tokenizer adds it too), each turn closed by <|END_OF_TURN_TOKEN|>, the generation prompt
+# opening a chatbot turn; the rendered form is the one vLLM's aya-vision example writes by hand.
+AYA_VISION = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+    "{% set system_message = false %}{% endif %}{% if system_message != false %}"
+    "{{ '<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>' }}{% if system_message is string %}{{ system_message }}"
+    "{% else %}{% for item in system_message %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{{ '<|END_OF_TURN_TOKEN|>' }}{% endif %}"
+    "{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '<|START_OF_TURN_TOKEN|><|USER_TOKEN|>' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>' }}{% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}{{ '<image>' }}{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{{ '<|END_OF_TURN_TOKEN|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>' }}{% endif %}"
+)
+
+# LFM2-VL (LiquidAI/LFM2-VL-450M / -1.6B), as transformers' tests/models/lfm2_vl/test_processing_lfm2_vl.py
+# writes it: ChatML after {{bos_token}}, no default system turn, "\n" after <|im_end|>.
+LFM2_VL = (
+    "{{bos_token}}{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}{{ '<image>' }}{% elif content['type'] == 'text' %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}{{'<|im_end|>\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# Mistral 3 (mistralai/Mistral-Small-3.1-24B-Instruct-2503, as llama.cpp's models/templates keeps it), tool-call
+# branches left out: BOS written by the template, a default system prompt carrying today's date, [INST]…[/INST]
+# around user turns with [IMG] for images, the answer followed by </s>, and no generation prompt (the model
+# answers right after [/INST]).
+MISTRAL3 = (
+    "{%- set today = strftime_now(\"%Y-%m-%d\") %}"
+    "{%- set default_system_message = \"You are Mistral Small 3, a Large Language Model (LLM) created by Mistral AI, "
+    "a French startup headquartered in Paris.\\nYour knowledge base was last updated on 2023-10-01. The current "
+    "date is \" + today + \".\\n\\nWhen you're not sure about some information, you say that you don't have the "
+    "information and don't make up anything.\\nIf the user's question is not clear, ambiguous, or does not provide "
+    "enough context for you to accurately answer the question, you do not try to answer it right away and you "
+    "rather ask the user to clarify their request (e.g. \\\"What are some good restaurants around me?\\\" => "
+    "\\\"Where are you?\\\" or \\\"When is the next flight to Tokyo\\\" => \\\"Where do you travel from?\\\")\" %}"
+    "{{- bos_token }}"
+    "{%- if messages[0]['role'] == 'system' %}{%- if messages[0]['content'] is string %}"
+    "{%- set system_message = messages[0]['content'] %}{%- set loop_messages = messages[1:] %}{%- else %}"
+    "{%- set system_message = messages[0]['content'][0]['text'] %}{%- set loop_messages = messages[1:] %}"
+    "{%- endif %}{%- else %}{%- set system_message = default_system_message %}{%- set loop_messages = messages %}"
+    "{%- endif %}"
+    "{{- '[SYSTEM_PROMPT]' + system_message + '[/SYSTEM_PROMPT]' }}"
+    "{%- for message in loop_messages %}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{- raise_exception('After the optional system message, conversation roles must alternate "
+    "user/assistant/user/assistant/...') }}{%- endif %}"
+    "{%- if message['role'] == 'user' %}{%- if message['content'] is string %}"
+    "{{- '[INST]' + message['content'] + '[/INST]' }}{%- else %}{{- '[INST]' }}"
+    "{%- for block in message['content'] %}{%- if block['type'] == 'text' %}{{- block['text'] }}"
+    "{%- elif block['type'] == 'image' or block['type'] == 'image_url' %}{{- '[IMG]' }}{%- else %}"
+    "{{- raise_exception('Only text and image blocks are supported in message content!') }}{%- endif %}"
+    "{%- endfor %}{{- '[/INST]' }}{%- endif %}"
+    "{%- elif message['role'] == 'assistant' %}{%- if message['content'] is string %}"
+    "{{- message['content'] + eos_token }}{%- else %}{{- message['content'][0]['text'] + eos_token }}{%- endif %}"
+    "{%- else %}{{- raise_exception('Only user and assistant roles are supported, with the exception of an "
+    "initial optional system message!') }}{%- endif %}{%- endfor %}"
+)

@@ -336,6 +336,111 @@ def gemma3(seed: int = 0):
     return model, proc
 
 
+# ------------------------------------- Aya Vision, Mistral 3, Llama 4, LFM2-VL
+
+def aya_vision(seed: int = 0):
+    """Aya Vision: SigLIP + pixel-shuffled tiles (``<|START_OF_IMG|>`` … ``TILE_GLOBAL`` …), Cohere 2 text,
+    Cohere turn tokens, the answer closed by ``<|END_OF_TURN_TOKEN|>`` (the tokenizer's EOS too)."""
+    from transformers import (AyaVisionConfig, AyaVisionForConditionalGeneration, AyaVisionProcessor,
+                              GotOcr2ImageProcessorPil)
+
+    specials = ["<PAD>", "<UNK>", "<BOS_TOKEN>", "<EOS_TOKEN>", "<|START_OF_TURN_TOKEN|>", "<|END_OF_TURN_TOKEN|>",
+                "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>", "<|SYSTEM_TOKEN|>", "<image>", "<|START_OF_IMG|>",
+                "<|END_OF_IMG|>", "<|IMG_PATCH|>", "<|IMG_LINE_BREAK|>", "TILE", "TILE_GLOBAL"]
+    # Cohere tokenizers: byte-level BPE that adds <BOS_TOKEN>; EOS is the end-of-turn token
+    tok = make_tokenizer("bytelevel", specials, bos="<BOS_TOKEN>", eos="<|END_OF_TURN_TOKEN|>", pad="<PAD>",
+                         unk="<UNK>", add_bos=True, extra={"image_token": "<image>"})
+    ip = GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1,
+                                  max_patches=2)
+    # 32 px tiles of 8 px patches (4 x 4), pixel-shuffled by 2 -> 4 <|IMG_PATCH|> per tile
+    proc = AyaVisionProcessor(image_processor=ip, tokenizer=tok, patch_size=8, img_size=32, downsample_factor=2,
+                              chat_template=templates.AYA_VISION)
+    text = _text(tok, model_type="cohere2", head_dim=16, sliding_window=64,
+                 layer_types=["sliding_attention", "full_attention"])
+    model = _model(AyaVisionForConditionalGeneration, AyaVisionConfig, tok, ["<|END_OF_TURN_TOKEN|>"], seed,
+                   text_config=text, vision_config=_siglip(vision_use_head=False), downsample_factor=2,
+                   image_token_index=_ids(tok, "<|IMG_PATCH|>")[0], vision_feature_select_strategy="full")
+    return model, proc
+
+
+def mistral3(seed: int = 0):
+    """Mistral 3 (Mistral Small 3.1 / Pixtral): Pixtral vision with [IMG_BREAK] rows and 2 x 2 patch merging,
+    Mistral text, ``[INST]`` template writing BOS and a dated default system prompt.  Needs torchvision."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, PixtralImageProcessorPil, PixtralProcessor
+
+    specials = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[IMG]",
+                "[IMG_BREAK]", "[IMG_END]", "<pad>"]
+    # Tekken: byte-level BPE that adds <s>; trained on the default system prompt too, so that it stays short
+    system = templates.MISTRAL3.split('default_system_message = "')[1].split('" %}')[0].replace("\\n", "\n")
+    tok = make_tokenizer("bytelevel", specials, bos="<s>", eos="</s>", pad="<pad>", unk="<unk>", add_bos=True,
+                         vocab_size=800, extra={"image_token": "[IMG]"}, corpus=(_CORPUS, system))
+    ip = PixtralImageProcessorPil(size={"longest_edge": 64}, patch_size=8)
+    proc = PixtralProcessor(image_processor=ip, tokenizer=tok, patch_size=8, spatial_merge_size=2,
+                            image_token="[IMG]", image_break_token="[IMG_BREAK]", image_end_token="[IMG_END]",
+                            chat_template=templates.MISTRAL3)
+    vision = dict(VISION, model_type="pixtral", image_size=64, patch_size=8, head_dim=16)
+    text = _text(tok, model_type="mistral", head_dim=16, sliding_window=None)
+    model = _model(Mistral3ForConditionalGeneration, Mistral3Config, tok, ["</s>"], seed, text_config=text,
+                   vision_config=vision, image_token_index=_ids(tok, "[IMG]")[0], spatial_merge_size=2,
+                   vision_feature_layer=-1, multimodal_projector_bias=False)
+    return model, proc
+
+
+def llama4(seed: int = 0):
+    """Llama 4 (Scout / Maverick): tiles + global view, pixel-shuffled patches, MoE text layers interleaved with
+    dense ones, ``<|header_start|>`` template (transformers' Llama4Processor default) ending turns with
+    ``<|eot|>``.  Needs torchvision."""
+    from transformers import Llama4Config, Llama4ForConditionalGeneration, Llama4ImageProcessor, Llama4Processor
+
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad|>", "<|header_start|>",
+                "<|header_end|>", "<|eot|>", "<|eom|>", "<|python_start|>", "<|python_end|>", "<|image_start|>",
+                "<|image_end|>", "<|image|>", "<|patch|>", "<|tile_x_separator|>", "<|tile_y_separator|>"]
+    tok = make_tokenizer("bytelevel", specials, bos="<|begin_of_text|>", eos="<|eot|>",
+                         pad="<|finetune_right_pad|>", add_bos=True)
+    ip = Llama4ImageProcessor(size={"height": 32, "width": 32}, max_patches=2, resize_to_max_canvas=False)
+    # 32 px tiles of 8 px patches (16), pixel-shuffled by 0.5 -> 4 <|patch|> per tile
+    proc = Llama4Processor(image_processor=ip, tokenizer=tok, patch_size=8, pixel_shuffle_ratio=0.5)
+    text = _text(tok, head_dim=16, intermediate_size_mlp=64, num_local_experts=2, num_experts_per_tok=1,
+                 interleave_moe_layer_step=2, attention_chunk_size=64, no_rope_layers=[1, 0])
+    # the pixel-shuffle MLP reads 4 x hidden channels: intermediate_size = 4 x hidden_size, as released
+    vision = dict(VISION, intermediate_size=128, image_size=32, patch_size=8, vision_output_dim=32, projector_input_dim=32,
+                  projector_output_dim=32, pixel_shuffle_ratio=0.5, rope_parameters={"rope_type": "default",
+                                                                                     "rope_theta": 10000.0})
+    model = _model(Llama4ForConditionalGeneration, Llama4Config, tok, ["<|eot|>", "<|eom|>", "<|end_of_text|>"],
+                   seed, text_config=text, vision_config=vision, image_token_index=_ids(tok, "<|patch|>")[0],
+                   boi_token_index=_ids(tok, "<|image_start|>")[0], eoi_token_index=_ids(tok, "<|image_end|>")[0])
+    return model, proc
+
+
+def lfm2_vl(seed: int = 0):
+    """LFM2-VL: SigLIP2 NaFlex vision (variable patches), pixel-unshuffled features, LFM2 text (short
+    convolutions and attention layers), ChatML after ``{{bos_token}}``.  Needs torchvision."""
+    from transformers import Lfm2VlConfig, Lfm2VlForConditionalGeneration, Lfm2VlImageProcessor, Lfm2VlProcessor
+
+    specials = ["<|pad|>", "<|startoftext|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>",
+                "<|image_start|>", "<|image_end|>", "<|img_thumbnail|>"] + \
+        [f"<|img_row_{i}_col_{j}|>" for i in range(1, 4) for j in range(1, 4)]
+    tok = make_tokenizer("bytelevel", specials, bos="<|startoftext|>", eos="<|im_end|>", pad="<|pad|>",
+                         add_bos=True, extra={"image_token": "<image>"})
+    # 8 px encoder patches, 2 x 2 unshuffled: a 32 px image is 16 patches = 4 tokens; tiles of 32 px above 64 px
+    ip = Lfm2VlImageProcessor(encoder_patch_size=8, downsample_factor=2, tile_size=32, min_image_tokens=4,
+                              max_image_tokens=16, max_num_patches=64, do_image_splitting=True, min_tiles=2,
+                              max_tiles=4, use_thumbnail=True)
+    proc = Lfm2VlProcessor(image_processor=ip, tokenizer=tok, chat_template=templates.LFM2_VL)
+    text = _text(tok, model_type="lfm2", head_dim=16, layer_types=["conv", "full_attention"], conv_L_cache=3,
+                 block_auto_adjust_ff_dim=False)
+    vision = dict(VISION, model_type="siglip2_vision_model", patch_size=8, num_patches=64)
+    model = _model(Lfm2VlForConditionalGeneration, Lfm2VlConfig, tok, ["<|im_end|>"], seed, text_config=text,
+                   vision_config=vision, image_token_id=_ids(tok, "<image>")[0], projector_hidden_size=32,
+                   downsample_factor=2)
+    return model, proc
+
+
+# Families whose processors need torchvision in transformers 5.23 (their image processors are torchvision
+# backends, or the processor class requires it): built and tested only where torchvision imports.
+NEEDS_TORCHVISION = ("mistral3", "llama4", "lfm2_vl")
+
+
 # What a real checkpoint's processor_config.json holds for its video processor
 # (which needs torchvision to be built, so it is written as a dict): with
 # torchvision present AutoProcessor builds it; images never use it.
@@ -357,13 +462,14 @@ BUILDERS: dict[str, Callable] = {
     "qwen3_vl": qwen3_vl, "internvl": internvl, "idefics3": idefics3, "smolvlm": smolvlm,
     "paligemma": paligemma, "gemma3": gemma3,
 }
-FAMILIES = tuple(BUILDERS)
+BUILDERS.update({"aya_vision": aya_vision, "mistral3": mistral3, "llama4": llama4, "lfm2_vl": lfm2_vl})
+NAMES = tuple(BUILDERS)  # the zoo's family names (not families.FAMILIES, the registry of Family specs)
 
 
 def build(name: str, out_dir: str | Path, seed: int = 0) -> Path:
     """Build family ``name`` and save it (safetensors) to ``out_dir``."""
     if name not in BUILDERS:
-        raise ValueError(f"unknown family {name!r}; choose from {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown family {name!r}; choose from {', '.join(NAMES)}")
     model, processor = BUILDERS[name](seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -378,5 +484,5 @@ def build(name: str, out_dir: str | Path, seed: int = 0) -> Path:
 
 def build_zoo(out: str | Path, families: Iterable[str] | None = None, seed: int = 0) -> dict[str, Path]:
     """Build every family (or ``families``) into ``out/<family>``."""
-    names = list(families) if families is not None else list(FAMILIES)
+    names = list(families) if families is not None else list(NAMES)
     return {name: build(name, Path(out) / name, seed) for name in names}
