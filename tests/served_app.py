@@ -93,11 +93,8 @@ class ServedApp:
     def __init__(self, ctx, demo, url: str, env_before: str | None, set_env: bool):
         self.ctx, self.demo, self.url = ctx, demo, url.rstrip("/")
         self._env_before, self._set_env = env_before, set_env
+        self.ws = ctx.workspaces.get(ctx.default_key)
         self._endpoints: dict[str, int] | None = None
-
-    @property
-    def ws(self):
-        return self.ctx.workspaces.get(self.ctx.default_key)
 
     @property
     def endpoints(self) -> dict[str, int]:
@@ -390,3 +387,12 @@ def trace_lasso(page, cx: float, cy: float, rx: float = 90, ry: float = 70, step
     for k in range(1, steps + 1):
         a = 2 * math.pi * k / steps
         page.mouse.move(cx + rx * math.cos(a), cy + ry * math.sin(a))
+
+
+def drag(page, x0: float, y0: float, x1: float, y1: float, steps: int) -> None:
+    """Press at (x0, y0), move to (x1, y1) in ``steps`` equal steps, release."""
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for k in range(1, steps + 1):
+        page.mouse.move(x0 + (x1 - x0) * k / steps, y0 + (y1 - y0) * k / steps)
+    page.mouse.up()
