@@ -144,14 +144,19 @@ def serve(ctx, gradio_temp: Path | None = None, demo=None, **launch_kwargs) -> S
         os.environ["GRADIO_TEMP_DIR"] = str(gradio_temp)
     try:
         demo = demo if demo is not None else build_app(ctx)
-        for attempt in range(5):  # another process may take the port between the choice and the bind
+        for attempt in range(5):
             try:
                 launch(demo, ctx, prevent_thread_lock=True, server_name=HOST, server_port=free_port(),
                        quiet=True, **launch_kwargs)
                 break
-            except OSError:
-                if attempt == 4:
+            except (OSError, ValueError) as e:
+                # OSError: another process took the port between the choice and the bind.  ValueError:
+                # Gradio's one HEAD request to the new server (3 s timeout) went unanswered on a
+                # loaded machine ("localhost is not accessible"); it has started: stop it, try again.
+                if attempt == 4 or (isinstance(e, ValueError) and "localhost is not accessible" not in str(e)):
                     raise
+                if isinstance(e, ValueError):
+                    demo.close()
     except BaseException:
         _restore("GRADIO_TEMP_DIR", before)
         raise
@@ -396,3 +401,24 @@ def drag(page, x0: float, y0: float, x1: float, y1: float, steps: int) -> None:
     for k in range(1, steps + 1):
         page.mouse.move(x0 + (x1 - x0) * k / steps, y0 + (y1 - y0) * k / steps)
     page.mouse.up()
+
+
+def map_mode(page, mode: str) -> None:
+    """The map toolbar's mode: ``box``, ``lasso`` or ``pan``."""
+    page.click(f"#sample-map .byorn-toolbar button[data-mode={mode}]")
+
+
+def pan_map(page, row: int, x: float, y: float, dx: float, dy: float, steps: int) -> tuple[list[float], list[float]]:
+    """Pan the map by dragging from (x, y) by (dx, dy) in ``steps`` moves.
+
+    Returns the frame intervals (ms) while dragging and how far table row
+    ``row``'s point moved ``[dx, dy]`` (px) once the map has redrawn.
+    """
+    map_mode(page, "pan")
+    before = pixels_of(page, [row])[0]
+    start_frames(page)
+    drag(page, x, y, x + dx, y + dy, steps)
+    frames = stop_frames(page)
+    page.wait_for_function(f"() => document.querySelector('{MAP}').dataset.redrawMs", timeout=60_000)
+    after = pixels_of(page, [row])[0]
+    return frames, [after[0] - before[0], after[1] - before[1]]
