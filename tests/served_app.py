@@ -9,7 +9,8 @@ chain puts ``tests/`` on ``sys.path``) ``from served_app import ...``; in
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
     from served_app import serve_workspace
 
-**Serving, in this process** (loopback, a free port, analytics off)::
+**Serving, in this process** (loopback, a free port, analytics off; a launch whose
+startup check timed out on a loaded machine is retried)::
 
     app = serve_workspace(ws, tmp, private_sessions=False)  # data in tmp/data, GRADIO_TEMP_DIR=tmp/gradio
     app = serve(ctx, gradio_temp=tmp / "gradio", auth=...)  # an AppContext you built; launch() kwargs
@@ -31,6 +32,7 @@ then the result from the SSE stream ``/gradio_api/queue/data``::
 
     s = app.session(c)                                   # in client c's session (shares its gr.State)
     out = s.call("/open_row", [None], {"index": [0, 0], "value": sid})  # output data; AppError on failure
+    # data: every input of the event in order, gr.State ones as None (the server holds them)
     s = Session(url, stats=Latencies())                  # a fresh page session; timings per event
     s.download(file_data)                                # a whole image file, timed as "image"
     s.close()
@@ -38,18 +40,21 @@ then the result from the SSE stream ``/gradio_api/queue/data``::
 **Serving in a child process** (``python -m app.synthetic``, for SIGKILL and
 load tests)::
 
-    server = ServerProcess(data_dir, log_file, n=200); server.url; server.endpoints; server.kill()
+    server = ServerProcess(data_dir, log_file, n=200); s = server.session(stats=...); server.kill()
 
 **Browser** (Playwright + Debian chromium, never a downloaded browser)::
 
     browser = launch_browser(playwright); page = new_page(browser)
     wait_map(page); wait_text(page, "#inspector-header", sid); pixels_of(page, rows)
     start_frames(page); trace_lasso(page, cx, cy); page.mouse.up(); frames = stop_frames(page)
+    map_mode(page, "box"); drag(page, x0, y0, x1, y1, steps)
+    frames, moved_px = pan_map(page, row, x, y, dx, dy, steps)
 """
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import signal
 import socket
@@ -385,8 +390,6 @@ def stop_frames(page) -> list[float]:
 
 def trace_lasso(page, cx: float, cy: float, rx: float = 90, ry: float = 70, steps: int = 40) -> None:
     """Press the mouse at (cx + rx, cy) and move it round an ellipse about (cx, cy); the caller releases."""
-    import math
-
     page.mouse.move(cx + rx, cy)
     page.mouse.down()
     for k in range(1, steps + 1):
