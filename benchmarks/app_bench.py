@@ -22,7 +22,9 @@ the tab click until every image has loaded, cold then warm); a trigger map of
 one poisoned sample (reference model, cold cache); candidates (k=4) for 320
 flagged turns with a run's model (the embedded model saved as a run).
 
-Results go to benchmarks/app_results.json; see benchmarks/APP.md.  Nothing
+The server, the browser, the map's helpers and the page's queue protocol
+(``Session``: events in plain HTTP) come from ``tests/served_app.py``, the
+tests' harness.  Results go to benchmarks/app_results.json; see benchmarks/APP.md.  Nothing
 here asserts a speed: the machine is shared, so the load average is recorded.
 """
 from __future__ import annotations
@@ -39,23 +41,11 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the app, and the served-app harness (tests/served_app.py)
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-MAP = "#sample-map .byorn-plot"
-
-
-def serve(ws, data_dir: Path):
-    from app import build_app, launch
-    from app.context import make_context
-
-    ctx = make_context(ws, data_dir=data_dir, private_sessions=False)
-    demo = build_app(ctx)
-    launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    return ctx, demo
+from served_app import (MAP, Session, launch_browser, new_page, pan_map, pixels_of, serve_workspace,  # noqa: E402
+                        start_frames, stop_frames, trace_lasso, wait_map)
 
 
 def med(xs) -> float | None:
@@ -76,11 +66,10 @@ _TIMELINE = """() => { const d = document.querySelector('%s').dataset;
 def first_views(browser, url: str, repeats: int = 3) -> list[dict]:
     out = []
     for _ in range(repeats):
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page = new_page(browser)
         t0 = time.perf_counter()
         page.goto(url)
-        page.wait_for_function(f"() => {{ const e = document.querySelector('{MAP}'); return e && e.dataset.drawnAt; }}",
-                               timeout=180_000)
+        wait_map(page, 180_000)
         page.wait_for_function("() => /flagged/.test((document.querySelector('#overview-counts') || {}).innerText || '')",
                                timeout=180_000)
         out.append({"first_view_s": round(time.perf_counter() - t0, 2), **page.evaluate(_TIMELINE)})
@@ -88,40 +77,29 @@ def first_views(browser, url: str, repeats: int = 3) -> list[dict]:
     return out
 
 
-_FRAMES = """() => { window.__frames = []; let last = performance.now();
-  const tick = (t) => { window.__frames.push(t - last); last = t; if (window.__frames.length < 100000) window.__raf = requestAnimationFrame(tick); };
-  window.__raf = requestAnimationFrame(tick); }"""
-_STOP = "() => { cancelAnimationFrame(window.__raf); return window.__frames.slice(1); }"
-
-
 def blob_centre(page, rows) -> tuple[float, float]:
     """Client pixel of the middle of ``rows`` on the map (the median point)."""
-    pts = page.evaluate(f"(rows) => rows.map(i => document.querySelector('{MAP}').byornPixelOf(i))", list(rows))
+    pts = pixels_of(page, rows)
     xs, ys = sorted(p[0] for p in pts), sorted(p[1] for p in pts)
     return xs[len(xs) // 2], ys[len(ys) // 2]
 
 
 def map_interaction(browser, url: str, blob: list[int]) -> dict:
     """Frame intervals while panning / drawing a lasso around ``blob`` (rows), and release -> counts shown."""
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page = new_page(browser)
     page.goto(url)
-    page.wait_for_function(f"() => {{ const e = document.querySelector('{MAP}'); return e && e.dataset.drawnAt; }}",
-                           timeout=180_000)
+    wait_map(page, 180_000)
     el = page.locator(MAP)
     el.scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     cx, cy = blob_centre(page, blob)
     result = {}
     # lasso: ~40 mouse moves around the blob
-    page.evaluate(_FRAMES)
-    page.mouse.move(cx + 90, cy)
-    page.mouse.down()
-    for k in range(1, 41):
-        a = 2 * math.pi * k / 40
-        page.mouse.move(cx + 90 * math.cos(a), cy + 70 * math.sin(a))
+    start_frames(page)
+    trace_lasso(page, cx, cy, 90, 70, 40)
     page.evaluate("() => { window.__released = performance.now(); }")
     page.mouse.up()
-    frames = page.evaluate(_STOP)
+    frames = stop_frames(page)
     page.wait_for_function("() => /Selection/.test(document.querySelector('#selection-counts').innerText)",
                            timeout=60_000)
     shown = page.evaluate("() => performance.now() - window.__released")
@@ -133,21 +111,11 @@ def map_interaction(browser, url: str, blob: list[int]) -> dict:
                        "counts": page.locator("#selection-counts").inner_text()}
     page.screenshot(path=str(Path(tempfile.gettempdir()) / "byorn-bench-lasso.png"))
     # pan: switch the map's mode, drag across
-    page.click("#sample-map .byorn-toolbar button[data-mode=pan]")
-    before = page.evaluate(f"() => document.querySelector('{MAP}').byornPixelOf({blob[0]})")
-    page.evaluate(_FRAMES)
-    page.mouse.move(cx - 200, cy + 150)
-    page.mouse.down()
-    for k in range(1, 41):
-        page.mouse.move(cx - 200 + 4 * k, cy + 150 + 2 * k)
-    page.mouse.up()
-    frames = page.evaluate(_STOP)
-    page.wait_for_function(f"() => document.querySelector('{MAP}').dataset.redrawMs", timeout=60_000)
-    after = page.evaluate(f"() => document.querySelector('{MAP}').byornPixelOf({blob[0]})")
+    frames, moved = pan_map(page, blob[0], cx - 200, cy + 150, 160, 80, 40)
     result["pan"] = {"frame_median_ms": med(frames), "frame_p95_ms": p95(frames), "frames": len(frames),
                      "longest_ms": sorted(round(f) for f in frames)[-3:],
                      "redraw_after_release_ms": int(page.evaluate(f"() => document.querySelector('{MAP}').dataset.redrawMs")),
-                     "point_moved_px": [round(after[0] - before[0], 1), round(after[1] - before[1], 1)]}
+                     "point_moved_px": [round(moved[0], 1), round(moved[1], 1)]}
     page.close()
     return result
 
@@ -155,7 +123,7 @@ def map_interaction(browser, url: str, blob: list[int]) -> dict:
 def gallery_times(browser, url: str, repeats: int = 2) -> list[dict]:
     """Tab click -> 200 thumbnails loaded; the first time renders the thumbnail files."""
     out = []
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page = new_page(browser)
     page.goto(url)
     page.wait_for_function("() => /flagged/.test((document.querySelector('#overview-counts') || {}).innerText || '')",
                            timeout=180_000)
@@ -183,41 +151,20 @@ def gallery_times(browser, url: str, repeats: int = 2) -> list[dict]:
 
 
 # -- events ------------------------------------------------------------------------------------
-def event(client, url: str, api_name: str, event_data: dict, data: list | None = None):
-    import httpx
-
-    fn_index = client._infer_fn_index(api_name, None)
-    base = url.rstrip("/") + "/gradio_api"
-    body = {"data": data if data is not None else [None], "event_data": event_data, "fn_index": fn_index,
-            "trigger_id": None, "session_hash": client.session_hash}
-    with httpx.Client(timeout=120) as h:
-        event_id = h.post(f"{base}/queue/join", json=body).json()["event_id"]
-        with h.stream("GET", f"{base}/queue/data", params={"session_hash": client.session_hash}) as r:
-            for line in r.iter_lines():
-                if line.startswith("data:"):
-                    msg = json.loads(line[5:])
-                    if msg.get("event_id") == event_id and msg.get("msg") == "process_completed":
-                        return msg["output"]
-    raise RuntimeError(f"{api_name}: no result")
-
-
 def event_ms(url: str, ws, repeats: int) -> dict:
     """Median / p95 round trips of the events, in plain HTTP (queue join + SSE result), as the page does."""
     import numpy as np
-    from gradio_client import Client
 
-    c = Client(url, verbose=False)  # for its session hash and endpoint numbers
-    c.predict(api_name="/page_load")
+    page = Session(url, timeout=120)  # one page's session (served_app: the queue protocol)
+    page.call("/page_load", [None])
     t = ws.table
     out: dict[str, list[float]] = {}
 
     def timed(name, data, event_data=None):
         t0 = time.perf_counter()
-        res = event(c, url, "/" + name, event_data, [None, *data])
+        res = page.call(name, [None, *data], event_data)  # raises when the event fails
         out.setdefault(name, []).append(1000 * (time.perf_counter() - t0))
-        if not res.get("data") and res.get("error"):
-            raise RuntimeError(f"{name}: {res}")
-        return res["data"]
+        return res
 
     flt = ["", "", "flagged", [], "", "score", True, False]
     for k in t.sort_values("score", ascending=False)["key"].tolist()[:repeats]:
@@ -228,7 +175,7 @@ def event_ms(url: str, ws, repeats: int) -> dict:
         timed("next_page", [])
     for _ in range(repeats):
         t0 = time.perf_counter()
-        event(c, url, "/filter_table", None, [None, "", "", "all", [], "evil", "id", False, False])
+        page.call("/filter_table", [None, "", "", "all", [], "evil", "id", False, False])
         out.setdefault("filter_search", []).append(1000 * (time.perf_counter() - t0))
     x, y = t["umap_joint_x"].to_numpy(), t["umap_joint_y"].to_numpy()
     rows = np.flatnonzero((x > 3) & (y > 3))
@@ -240,6 +187,7 @@ def event_ms(url: str, ws, repeats: int) -> dict:
         timed("selection_bulk_preview", ["drop"])
         timed("gallery", ["current filter"])
     timed("selection_bulk_confirm", [])
+    page.close()
     summary = {k: {"median_ms": med(v), "p95_ms": p95(v), "n": len(v)} for k, v in out.items()}
     summary["selection_rows"] = int(len(rows))
     return summary
@@ -255,19 +203,19 @@ def big(n: int, repeats: int) -> dict:
     ws = synthetic_workspace(n, multi_turn=0.3)
     ws.index  # noqa: B018 - the column arrays, as a cached audit would have them before the first visit
     build_s = time.perf_counter() - t0
-    ctx, demo = serve(ws, Path(tempfile.mkdtemp()))
+    app = serve_workspace(ws, Path(tempfile.mkdtemp()), private_sessions=False)
     row = {"data": f"synthetic {n}", "samples": n, "rows": len(ws.table), "build_workspace_s": round(build_s, 2),
            "load_before": os.getloadavg()}
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            row["first_view"] = first_views(browser, demo.local_url)
+            browser = launch_browser(p)
+            row["first_view"] = first_views(browser, app.url)
             poisoned = ws.table.index[ws.table["response"].str.contains("evil.example")][:200].tolist()
-            row["map"] = map_interaction(browser, demo.local_url, poisoned)
+            row["map"] = map_interaction(browser, app.url, poisoned)
             browser.close()
-        row["events"] = event_ms(demo.local_url, ws, repeats)
+        row["events"] = event_ms(app.url, ws, repeats)
     finally:
-        demo.close()
+        app.close()
     row["load_after"] = os.getloadavg()
     return row
 
@@ -278,18 +226,19 @@ def demo_part() -> dict:
     from app.loading import demo_workspace
 
     ws = demo_workspace()
-    ctx, demo = serve(ws, Path(tempfile.mkdtemp()))
+    app = serve_workspace(ws, Path(tempfile.mkdtemp()), private_sessions=False)
+    ctx = app.ctx
     row = {"data": "demo", "rows": len(ws.table), "load_before": os.getloadavg()}
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            row["first_view"] = first_views(browser, demo.local_url)
-            row["gallery"] = gallery_times(browser, demo.local_url)
+            browser = launch_browser(p)
+            row["first_view"] = first_views(browser, app.url)
+            row["gallery"] = gallery_times(browser, app.url)
             browser.close()
         row["trigger_map"] = trigger_map_s(ctx, ws)
         row["proposals_320"] = proposals_s(ctx, ws)
     finally:
-        demo.close()
+        app.close()
     row["load_after"] = os.getloadavg()
     return row
 

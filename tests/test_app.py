@@ -7,23 +7,16 @@ evaluations, so the whole module takes about a minute on 2 cores.
 from __future__ import annotations
 
 import json
-import os
 import time
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
-import httpx
 import pytest
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+from served_app import serve_workspace
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
-
-from app import build_app, launch  # noqa: E402
-from app.context import make_context  # noqa: E402
-from app.tab_train import wait_until_idle  # noqa: E402
+from app.tab_train import wait_until_idle
 
 # method, epochs, batch, lr, LoRA, EMA decay, temperature, seed, max steps, eval every, eval samples
 LONG_RUN = ["BYORn (bootstrap replacements)", 1, 8, 1e-3, False, 0.99, 0.7, 0, 200, 1, 4]
@@ -41,44 +34,18 @@ def demo_workspace_or_skip():
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("app")
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
     ws = demo_workspace_or_skip()
     from byorn.models import EMBEDDED_MODEL
 
     # server paths may point into the test's temporary folders and at the embedded model
-    ctx = make_context(ws, data_dir=tmp / "data",
-                       data_roots=(tmp_path_factory.getbasetemp(), Path(EMBEDDED_MODEL).parent))
-    demo = build_app(ctx)
-    launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
-    yield SimpleNamespace(ctx=ctx, ws=ws, url=demo.local_url, demo=demo)
-    ctx.job.cancel()
-    wait_until_idle(ctx, 120)
-    demo.close()
+    app = serve_workspace(ws, tmp, data_roots=(tmp_path_factory.getbasetemp(), Path(EMBEDDED_MODEL).parent))
+    yield app
+    app.close()
 
 
 @pytest.fixture()
 def client(served):
-    c = Client(served.url, verbose=False)
-    c.predict(api_name="/page_load")
-    return c
-
-
-def call_with_event(client: Client, url: str, api_name: str, data: list, event_data: dict):
-    """Call an endpoint with ``event_data`` (which gradio_client cannot send), in the client's session."""
-    fn_index = client._infer_fn_index(api_name, None)
-    base = url.rstrip("/") + "/gradio_api"
-    body = {"data": data, "event_data": event_data, "fn_index": fn_index, "trigger_id": None,
-            "session_hash": client.session_hash}
-    with httpx.Client(timeout=30) as h:
-        event_id = h.post(f"{base}/queue/join", json=body).json()["event_id"]
-        with h.stream("GET", f"{base}/queue/data", params={"session_hash": client.session_hash}) as r:
-            for line in r.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                msg = json.loads(line[5:])
-                if msg.get("event_id") == event_id and msg.get("msg") == "process_completed":
-                    return msg["output"]
-    raise AssertionError("no result")
+    return served.client()
 
 
 def flagged_ids(ws, n=3):
@@ -114,7 +81,7 @@ def test_select_decide_and_persist(served, client):
     assert served.ctx.store.get(fp, sid) is None
     # another session sees decisions made in this one
     client.predict(proposal, edit, False, api_name="/approve")
-    other = Client(served.url, verbose=False)
+    other = served.client(page_load=False)
     assert "approved" in other.predict(sid, api_name="/select_sample")[-1]
     served.ctx.store.clear(fp, sid)
 
@@ -138,15 +105,13 @@ def test_filter_walk_and_advance(served, client):
 
 def test_table_row_and_map_click_open_the_inspector(served, client):
     sid = flagged_ids(served.ws, 2)[1]
-    out = call_with_event(client, served.url, "/open_row", [None],
-                          {"index": [0, 0], "value": sid, "row_value": [sid, 1.0, "yes", "pending"],
-                           "col_value": [sid], "selected": True})
-    assert out.get("error") is None, out
-    assert sid in out["data"][1]
-    out = call_with_event(client, served.url, "/map_click", [None], {"sample_id": sid})
-    assert out.get("error") is None and sid in out["data"][1]
-    out = call_with_event(client, served.url, "/map_select", [None], {"ids": flagged_ids(served.ws, 5)})
-    assert "Selection: **5** samples" in out["data"][1]
+    with served.session(client) as events:  # raw queue calls (event_data); AppError when an event fails
+        row = {"index": [0, 0], "value": sid, "row_value": [sid, 1.0, "yes", "pending"], "col_value": [sid],
+               "selected": True}
+        assert sid in events.call("/open_row", [None], row)[1]
+        assert sid in events.call("/map_click", [None], {"sample_id": sid})[1]
+        out = events.call("/map_select", [None], {"ids": flagged_ids(served.ws, 5)})
+        assert "Selection: **5** samples" in out[1]
 
 
 def test_threshold_by_value_and_percentile(served, client):
@@ -207,7 +172,7 @@ def test_regenerate_asks_the_model(served, client):
     texts = {client.predict(api_name="/regenerate") for _ in range(2)}
     assert all(isinstance(t, str) and t.strip() for t in texts)
     with pytest.raises(AppError, match="Open a sample"):
-        Client(served.url, verbose=False).predict(api_name="/regenerate")
+        served.client(page_load=False).predict(api_name="/regenerate")
 
 
 def _wait_for(pred, timeout=60.0):
@@ -223,7 +188,7 @@ def test_train_start_second_start_cancel_and_compare(served, client):
     ctx = served.ctx
     status, *_ = client.predict(*LONG_RUN, api_name="/train_start")
     assert "running" in status
-    other = Client(served.url, verbose=False)  # another browser, or this page reloaded
+    other = served.client(page_load=False)  # another browser, or this page reloaded
     with pytest.raises(AppError, match="already going"):
         other.predict(*LONG_RUN, api_name="/train_start")
     # a fresh page re-attaches to the running job: the same poll runs on page load
@@ -347,7 +312,7 @@ def test_bad_input_keeps_serving(served, client, tmp_path):
     with pytest.raises(AppError, match="not a model folder"):
         client.predict(None, str(tmp_path / "mine"), str(not_model), 0.6, "mean", False, api_name="/open_data")
     with pytest.raises(AppError, match="Open a sample|No sample"):
-        Client(served.url, verbose=False).predict("", "", False, api_name="/approve")
+        served.client(page_load=False).predict("", "", False, api_name="/approve")
     # still serving, on the demo, the decision intact
     assert sid in client.predict(sid, api_name="/select_sample")[0]
     assert served.ctx.store.get(fp, sid).text == "kept through bad input"

@@ -10,24 +10,16 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
-import httpx
 import numpy as np
 import pytest
+from gradio_client.exceptions import AppError
+from served_app import serve_workspace
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-from gradio_client import Client  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
-
-from app import build_app, launch  # noqa: E402
-from app.context import make_context  # noqa: E402
-from app.synthetic import synthetic_workspace  # noqa: E402
+from app.synthetic import synthetic_workspace
 
 
 def _has(module: str) -> bool:
@@ -57,42 +49,27 @@ def make_run(runs: Path, name: str, vlm, fingerprint: str, method: str = "sft") 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, vlm):
-    tmp = tmp_path_factory.mktemp("review")
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
     ws = synthetic_workspace(300, multi_turn=0.5, seed=1)
     ws.vlm_loader = lambda: vlm  # the embedded model stands behind the synthetic audit
-    ctx = make_context(ws, data_dir=tmp / "data", private_sessions=False)
-    demo = build_app(ctx)
-    launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    yield SimpleNamespace(ctx=ctx, ws=ws, url=demo.local_url, demo=demo, vlm=vlm)
-    demo.close()
+    app = serve_workspace(ws, tmp_path_factory.mktemp("review"), private_sessions=False)
+    app.vlm = vlm
+    yield app
+    app.close()
 
 
 @pytest.fixture()
 def client(served):
-    c = Client(served.url, verbose=False)
-    c.predict(api_name="/page_load")
+    c = served.client()
     yield c
     served.ctx.store.clear_many(served.ws.fingerprint, list(served.ctx.store.all(served.ws.fingerprint)))
 
 
-def event(client: Client, url: str, api_name: str, event_data: dict, data: list | None = None) -> list:
-    """Call an endpoint with ``event_data`` (which gradio_client cannot send), in the client's session."""
-    fn_index = client._infer_fn_index(api_name, None)
-    base = url.rstrip("/") + "/gradio_api"
-    body = {"data": data if data is not None else [None], "event_data": event_data, "fn_index": fn_index,
-            "trigger_id": None, "session_hash": client.session_hash}
-    with httpx.Client(timeout=60) as h:
-        event_id = h.post(f"{base}/queue/join", json=body).json()["event_id"]
-        with h.stream("GET", f"{base}/queue/data", params={"session_hash": client.session_hash}) as r:
-            for line in r.iter_lines():
-                if line.startswith("data:"):
-                    msg = json.loads(line[5:])
-                    if msg.get("event_id") == event_id and msg.get("msg") == "process_completed":
-                        if not msg.get("success"):
-                            raise AppError(str(msg.get("output")))
-                        return msg["output"]["data"]
-    raise AssertionError("no result")
+@pytest.fixture()
+def events(served, client):
+    """Events with ``event_data`` (which gradio_client cannot send), in the client's session."""
+    s = served.session(client)
+    yield s
+    s.close()
 
 
 def mask_of(rows, n: int) -> str:
@@ -101,7 +78,7 @@ def mask_of(rows, n: int) -> str:
     return base64.b64encode(np.packbits(bits, bitorder="little").tobytes()).decode()
 
 
-def test_a_conversation_turn_in_the_inspector(served, client):
+def test_a_conversation_turn_in_the_inspector(served, client, events):
     ws, store = served.ws, served.ctx.store
     t = ws.table
     row = t[(t["n_turns"] == 3)].iloc[1]  # turn 1 of a three-exchange conversation
@@ -116,7 +93,7 @@ def test_a_conversation_turn_in_the_inspector(served, client):
     assert d.status == "approved" and d.text == "a proposal" and d.turn == 1 and d.source == "reference:synthetic"
     assert store.get(ws.fingerprint, row["id"], 0) is None and "approved" in out[-1]
     # a click on another turn of the conversation opens it; a bare sample id opens its most suspicious turn
-    out = event(client, served.url, "/open_turn", {"key": others[0]})
+    out = events.call("/open_turn", [None], {"key": others[0]})
     assert others[0] in out[1]
     best = t[(t["id"] == row["id"]) & (t["turn"] == row["sample_turn"])]["key"].iloc[0]
     assert best in client.predict(row["id"], api_name="/select_sample")[0]
@@ -125,7 +102,7 @@ def test_a_conversation_turn_in_the_inspector(served, client):
     assert "assistant turn" not in header and "turn assistant" not in tokens  # single-turn looks as before
 
 
-def test_table_is_paged_sorted_and_filtered_on_the_server(served, client):
+def test_table_is_paged_sorted_and_filtered_on_the_server(served, client, events):
     ws = served.ws
     t = ws.table
     frame, counts = client.predict("", "", "all", [], "", "score", True, False, api_name="/filter_table")
@@ -142,7 +119,7 @@ def test_table_is_paged_sorted_and_filtered_on_the_server(served, client):
     assert [r[0] for r in frame["data"]] == poisoned[:50]
     # only the map selection
     rows = [3, 10, 11, 40]
-    out = event(client, served.url, "/map_select", {"mask": mask_of(rows, len(t)), "count": 4, "how": "lasso"})
+    out = events.call("/map_select", [None], {"mask": mask_of(rows, len(t)), "count": 4, "how": "lasso"})
     assert "Selection: **4** turns" in out[1] and "by lasso" in out[1]
     frame, counts = client.predict("", "", "all", [], "", "score", True, True, api_name="/filter_table")
     assert sorted(r[0] for r in frame["data"]) == sorted(t["key"].iloc[rows])
@@ -150,11 +127,11 @@ def test_table_is_paged_sorted_and_filtered_on_the_server(served, client):
         client.predict("abc", "", "all", [], "", "score", True, False, api_name="/filter_table")
 
 
-def test_bulk_decision_over_the_map_selection_asks_first(served, client):
+def test_bulk_decision_over_the_map_selection_asks_first(served, client, events):
     ws, store = served.ws, served.ctx.store
     t = ws.table
     rows = t.index[t["n_turns"] > 1][:7].tolist()
-    event(client, served.url, "/map_select", {"mask": mask_of(rows, len(t)), "count": 7, "how": "box"})
+    events.call("/map_select", [None], {"mask": mask_of(rows, len(t)), "count": 7, "how": "box"})
     msg = client.predict("reject (originals are fine)", api_name="/selection_bulk_preview")
     assert "**7** turns of the map selection" in msg and "Confirm" in msg
     assert store.all(ws.fingerprint) == {}  # nothing written before confirming
@@ -166,12 +143,12 @@ def test_bulk_decision_over_the_map_selection_asks_first(served, client):
     got = {k: d.status for k, d in store.all(ws.fingerprint).items()}
     assert got == {(t.at[r, "id"], int(t.at[r, "turn"])): "rejected" for r in rows}
     # the same selection from API clients by key; an empty selection asks for one
-    event(client, served.url, "/map_select", {"ids": []})
+    events.call("/map_select", [None], {"ids": []})
     with pytest.raises(AppError, match="Select points"):
         client.predict("drop", api_name="/selection_bulk_preview")
 
 
-def test_gallery_shows_the_filter_by_score_and_opens_the_inspector(served, client):
+def test_gallery_shows_the_filter_by_score_and_opens_the_inspector(served, client, events):
     ws = served.ws
     t = ws.table
     client.predict("", "", "flagged", [], "", "id", False, False, api_name="/filter_table")
@@ -182,23 +159,23 @@ def test_gallery_shows_the_filter_by_score_and_opens_the_inspector(served, clien
     assert keys == flagged.head(200).tolist()  # by score, whatever the table's sort
     assert grid.count("<img") == len(keys) and "flagged" in grid and "pending" in grid
     assert f"showing 1-{len(keys)} of {len(flagged)}" in info
-    out = event(client, served.url, "/gallery_open", {"key": keys[1]}, data=[None, "current filter"])
+    out = events.call("/gallery_open", [None, "current filter"], {"key": keys[1]})
     assert keys[1] in out[1] and f"2 / {len(flagged)} in the gallery" in out[1]
     assert keys[2] in client.predict(api_name="/next_sample")[0]  # the Inspector walks the gallery
     # the map selection, and nothing selected
-    event(client, served.url, "/map_select", {"ids": []})
+    events.call("/map_select", [None], {"ids": []})
     info, grid = client.predict("map selection", api_name="/gallery")
     assert "Nothing selected" in info and "data-key" not in grid
 
 
-def test_export_the_map_selection(served, client):
+def test_export_the_map_selection(served, client, events):
     ws, store = served.ws, served.ctx.store
     t = ws.table
     conv = t[t["n_turns"] == 2]["id"].iloc[0]
     rows = t.index[t["id"] == conv].tolist() + [int(t.index[t["n_turns"] == 1][0])]
     store.set(ws.fingerprint, conv, "edited", "exported text", turn=1)
     store.set(ws.fingerprint, t["id"].iloc[-1], "dropped")  # outside the selection
-    event(client, served.url, "/map_select", {"mask": mask_of(rows, len(t)), "count": len(rows)})
+    events.call("/map_select", [None], {"mask": mask_of(rows, len(t)), "count": len(rows)})
     path, summary = client.predict("LLaVA JSON + images", "map selection", api_name="/export_dataset")
     assert "Exported 2 samples of the map selection" in summary
     with zipfile.ZipFile(path) as z:
@@ -208,11 +185,11 @@ def test_export_the_map_selection(served, client):
     path, summary = client.predict("map selection", api_name="/export_decisions")
     assert summary == "Exported 1 decisions of the map selection." and "exported text" in Path(path).read_text()
     with pytest.raises(AppError, match="Nothing is selected"):
-        Client(served.url, verbose=False).predict("LLaVA JSON + images", "map selection", api_name="/export_dataset")
+        served.client(page_load=False).predict("LLaVA JSON + images", "map selection", api_name="/export_dataset")
 
 
 @needs_review_library
-def test_similar_samples_and_select_their_cluster(served, client):
+def test_similar_samples_and_select_their_cluster(served, client, events):
     from app import similar
     from app.state import View
 
@@ -226,7 +203,7 @@ def test_similar_samples_and_select_their_cluster(served, client):
     near = [k.split("'")[0] for k in html.split("data-key='")[1:]]
     assert len(near) == 10 and key not in near
     assert set(near) <= set(poisoned["key"])  # the synthetic embedding puts poisoned turns together
-    out = event(client, served.url, "/open_similar", {"key": near[0]})
+    out = events.call("/open_similar", [None], {"key": near[0]})
     assert near[0] in out[1]
     sel, *_rest = client.predict(api_name="/select_cluster")
     n = int(sel.split("**")[1])
@@ -236,7 +213,7 @@ def test_similar_samples_and_select_their_cluster(served, client):
 
 
 @needs_review_library
-def test_propose_with_a_run_and_approve_a_candidate(served, client):
+def test_propose_with_a_run_and_approve_a_candidate(served, client, events):
     ws, ctx = served.ws, served.ctx
     run = make_run(ctx.runs_dir, "20990101-000000-sft", served.vlm, ws.fingerprint)
     client.predict("", "", "flagged", [], "", "score", True, False, api_name="/filter_table")
@@ -255,7 +232,7 @@ def test_propose_with_a_run_and_approve_a_candidate(served, client):
     client.predict("", "", "flagged", [], "", "score", True, False, api_name="/filter_table")
     order = single["key"].head(12).tolist()
     rows = ws.index.positions_of(order)
-    event(client, served.url, "/map_select", {"mask": mask_of(rows, len(ws.table)), "count": 12})
+    events.call("/map_select", [None], {"mask": mask_of(rows, len(ws.table)), "count": 12})
     client.predict(str(run), 2, "flagged turns in the map selection", api_name="/propose_start")
     from app import candidates
 
@@ -292,4 +269,4 @@ def test_trigger_map_on_demand_and_cached(served, client):
     assert client.predict("reference model", api_name="/trigger_map")[2] == note
     print(f"\ntrigger map: {first:.2f} s, cached {time.perf_counter() - t0:.2f} s")
     with pytest.raises(AppError, match="Open a sample"):
-        Client(served.url, verbose=False).predict("reference model", api_name="/trigger_map")
+        served.client(page_load=False).predict("reference model", api_name="/trigger_map")

@@ -25,11 +25,11 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
-from gradio_client import Client  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from _readonly import read_only  # noqa: E402
-from app import attach_visitor, build_app, launch, tab_inspector, tab_start, tab_train  # noqa: E402
+from served_app import serve  # noqa: E402
+from app import attach_visitor, build_app, tab_inspector, tab_start, tab_train  # noqa: E402
 from app.context import make_context, visitor_folder  # noqa: E402
 from app.images import ImageFiles  # noqa: E402
 from app.jobs import FINISHED  # noqa: E402
@@ -100,20 +100,15 @@ def test_damaged_store_app_starts_and_says_what_to_do(tmp_path, ws):
     (data / "decisions.sqlite").write_bytes(b"garbage, not SQLite " * 100)
     ctx = make_context(ws, data_dir=data)
     assert "switched off" in ctx.store_problem and "Move it aside" in ctx.store_problem
-    demo = build_app(ctx)
-    launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    try:
-        config = httpx.get(demo.local_url + "config", timeout=30).json()
+    with serve(ctx) as app:
+        config = httpx.get(app.url + "/config", timeout=30).json()
         banner = next(c for c in config["components"] if c["props"].get("elem_id") == "store-banner")
         assert banner["props"]["visible"] and "decisions.sqlite" in banner["props"]["value"]
-        client = Client(demo.local_url, verbose=False)
-        client.predict(api_name="/page_load")
+        client = app.client()
         out = client.predict(first_id(ws), api_name="/select_sample")
         assert "pending" in out[-1]
         with pytest.raises(AppError, match="Move it aside"):
             client.predict("proposed", "text", False, api_name="/edit")
-    finally:
-        demo.close()
     assert (data / "decisions.sqlite").read_bytes().startswith(b"garbage")  # left for the user to inspect
 
 
@@ -187,11 +182,9 @@ def test_login_limiter_counts_per_client():
 
 def test_login_attempts_are_rate_limited(tmp_path, ws):
     ctx = make_context(ws, data_dir=tmp_path / "data")
-    demo = build_app(ctx)
-    launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
-           auth=("byorn", "right horse battery"), login_limiter=LoginLimiter(max_failures=3, lockout_s=2.0))
-    try:
-        login = demo.local_url + "login"
+    with serve(ctx, auth=("byorn", "right horse battery"),
+               login_limiter=LoginLimiter(max_failures=3, lockout_s=2.0)) as app:
+        login = app.url + "/login"
         wrong = {"username": "byorn", "password": "guess"}
         right = {"username": "byorn", "password": "right horse battery"}
         assert [httpx.post(login, data=wrong).status_code for _ in range(3)] == [400, 400, 400]
@@ -200,8 +193,6 @@ def test_login_attempts_are_rate_limited(tmp_path, ws):
         assert int(refused.headers["retry-after"]) >= 1
         time.sleep(2.1)
         assert httpx.post(login, data=right).status_code == 200
-    finally:
-        demo.close()
 
 
 # -- one visitor's runs are not another's ----------------------------------------------

@@ -23,11 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-MAP = "#sample-map .byorn-plot"
+from served_app import (CHROMIUM, MAP, drag, launch_browser, map_mode, new_page, pan_map, pixels_of, serve_workspace,
+                        start_frames, stop_frames, trace_lasso, wait_map, wait_text)
 
 pytestmark = [
     pytest.mark.browser,
@@ -46,32 +43,17 @@ def _has_review_library() -> bool:
         return False
 
 
-def _serve(ws, tmp: Path):
-    from app import build_app, launch
-    from app.context import make_context
-
-    ctx = make_context(ws, data_dir=tmp / "data", private_sessions=False)
-    demo = build_app(ctx)
-    launch(demo, ctx, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    return ctx, demo
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    tmp = tmp_path_factory.mktemp("browser")
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
     from app.loading import demo_workspace
 
     try:
         ws = demo_workspace()
     except FileNotFoundError as e:
         pytest.skip(f"embedded demo not built: {e}")
-    ctx, demo = _serve(ws, tmp)
-    yield demo.local_url, ctx
-    ctx.job.cancel()
-    ctx.job.join(60)
-    demo.close()
+    app = serve_workspace(ws, tmp_path_factory.mktemp("browser"), private_sessions=False)
+    yield app.url, app.ctx
+    app.close(job_timeout=60)
 
 
 @pytest.fixture()
@@ -79,9 +61,8 @@ def page(tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        # Playwright gives the browser a fresh temporary profile (user data dir) itself.
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 1000})
+        browser = launch_browser(p)
+        pg = new_page(browser)
         yield pg
         browser.close()
 
@@ -92,28 +73,6 @@ def _shots_dir(tmp_path: Path) -> Path:
     d = Path(os.environ.get("BYORN_SCREENSHOTS_DIR") or tmp_path / "screenshots")
     d.mkdir(parents=True, exist_ok=True)
     return d
-
-
-def wait_text(page, selector: str, pattern: str, timeout: float = 15_000) -> None:
-    """Wait until the element exists and its text matches the regex ``pattern``."""
-    try:
-        page.wait_for_function(
-            "([sel, pat]) => { const el = document.querySelector(sel);"
-            " return !!el && new RegExp(pat).test(el.innerText); }",
-            arg=[selector, pattern], timeout=timeout)
-    except Exception as e:
-        now = page.evaluate("(sel) => { const el = document.querySelector(sel); return el ? el.innerText : null; }",
-                            selector)
-        raise AssertionError(f"{selector} never matched {pattern!r}; it reads {now!r}") from e
-
-
-def wait_map(page, timeout: float = 120_000) -> None:
-    page.wait_for_function(f"() => {{ const e = document.querySelector('{MAP}'); return e && e.dataset.drawnAt; }}",
-                           timeout=timeout)
-
-
-def pixels_of(page, rows) -> list[list[float]]:
-    return page.evaluate(f"(rows) => rows.map(i => document.querySelector('{MAP}').byornPixelOf(i))", list(rows))
 
 
 def header_key(page) -> str:
@@ -311,21 +270,15 @@ def test_review_and_train_in_a_browser(served, page, tmp_path):
     print(f"first interactive view after {first_view_s:.2f} s (demo)")
 
 
-_FRAMES = """() => { window.__frames = []; let last = performance.now();
-  const tick = (t) => { window.__frames.push(t - last); last = t; window.__raf = requestAnimationFrame(tick); };
-  window.__raf = requestAnimationFrame(tick); }"""
-_STOP = "() => { cancelAnimationFrame(window.__raf); return window.__frames.slice(1); }"
-
-
 def test_map_of_100k_samples(page, tmp_path):
     from app.plots import _quantise_xy
     from app.synthetic import synthetic_workspace
 
     shots = _shots_dir(tmp_path)
     ws = synthetic_workspace(100_000, multi_turn=0.3, seed=7)
-    ctx, demo = _serve(ws, tmp_path)
+    app = serve_workspace(ws, tmp_path, private_sessions=False)
     try:
-        page.goto(demo.local_url)
+        page.goto(app.url)
         wait_map(page, 180_000)
         page.locator(MAP).scroll_into_view_if_needed()
         page.wait_for_timeout(500)
@@ -336,13 +289,9 @@ def test_map_of_100k_samples(page, tmp_path):
         fl = page.evaluate(f"() => {{ const el = document.querySelector('{MAP}'), fl = el._fullLayout,"
                            " r = el.getBoundingClientRect(); return {l: r.left + fl._size.l, t: r.top + fl._size.t,"
                            " w: fl._size.w, h: fl._size.h, xr: fl.xaxis.range, yr: fl.yaxis.range}; }")
-        page.click("#sample-map .byorn-toolbar button[data-mode=box]")
+        map_mode(page, "box")
         x0, y0, x1, y1 = fl["l"] + 0.2 * fl["w"], fl["t"] + 0.3 * fl["h"], fl["l"] + 0.45 * fl["w"], fl["t"] + 0.6 * fl["h"]
-        page.mouse.move(x0, y0)
-        page.mouse.down()
-        for k in range(1, 11):
-            page.mouse.move(x0 + (x1 - x0) * k / 10, y0 + (y1 - y0) * k / 10)
-        page.mouse.up()
+        drag(page, x0, y0, x1, y1, 10)
         wait_text(page, "#selection-counts", "Selection", 60_000)
         qx, _, _ = _quantise_xy(ws.table["umap_joint_x"].to_numpy(dtype=np.float64))
         qy, _, _ = _quantise_xy(ws.table["umap_joint_y"].to_numpy(dtype=np.float64))
@@ -353,19 +302,15 @@ def test_map_of_100k_samples(page, tmp_path):
         assert expected > 1000 and abs(shown - expected) <= max(5, expected // 500), (shown, expected)
 
         # a lasso around the poisoned blob: smooth while drawing; its count on the page
-        page.click("#sample-map .byorn-toolbar button[data-mode=lasso]")
+        map_mode(page, "lasso")
         blob = ws.table.index[ws.table["response"].str.contains("evil.example")][:300].tolist()
         pts = np.asarray(pixels_of(page, blob))
         cx, cy = float(np.median(pts[:, 0])), float(np.median(pts[:, 1]))
-        page.evaluate(_FRAMES)
-        page.mouse.move(cx + 90, cy)
-        page.mouse.down()
-        for k in range(1, 41):
-            a = 2 * math.pi * k / 40
-            page.mouse.move(cx + 90 * math.cos(a), cy + 70 * math.sin(a))
+        start_frames(page)
+        trace_lasso(page, cx, cy, 90, 70, 40)
         released = time.perf_counter()
         page.mouse.up()
-        lasso_frames = page.evaluate(_STOP)
+        lasso_frames = stop_frames(page)
         wait_text(page, "#selection-counts", "by lasso", 60_000)
         to_counts = time.perf_counter() - released
         selected = int(page.locator(MAP).get_attribute("data-selected"))
@@ -374,21 +319,11 @@ def test_map_of_100k_samples(page, tmp_path):
         page.screenshot(path=str(shots / "map-100k.png"))
 
         # pan: the points follow the mouse, frames stay short, one redraw after release
-        page.click("#sample-map .byorn-toolbar button[data-mode=pan]")
-        before = pixels_of(page, [blob[0]])[0]
-        page.evaluate(_FRAMES)
-        page.mouse.move(cx - 300, cy + 150)
-        page.mouse.down()
-        for k in range(1, 31):
-            page.mouse.move(cx - 300 + 3 * k, cy + 150 + 2 * k)
-        page.mouse.up()
-        pan_frames = page.evaluate(_STOP)
-        page.wait_for_function(f"() => document.querySelector('{MAP}').dataset.redrawMs", timeout=60_000)
-        after = pixels_of(page, [blob[0]])[0]
-        assert abs(after[0] - before[0] - 90) < 1.5 and abs(after[1] - before[1] - 60) < 1.5
+        pan_frames, moved = pan_map(page, blob[0], cx - 300, cy + 150, 90, 60, 30)
+        assert abs(moved[0] - 90) < 1.5 and abs(moved[1] - 60) < 1.5
         print(f"\n100k map ({n} points): lasso frames median {statistics.median(lasso_frames):.1f} ms, "
               f"max {max(lasso_frames):.0f} ms; release -> counts {1000 * to_counts:.0f} ms; pan frames median "
               f"{statistics.median(pan_frames):.1f} ms, max {max(pan_frames):.0f} ms; redraw after the pan "
               f"{page.locator(MAP).get_attribute('data-redraw-ms')} ms")
     finally:
-        demo.close()
+        app.close()
