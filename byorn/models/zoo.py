@@ -357,6 +357,11 @@ BUILDERS: dict[str, Callable] = {
     "qwen3_vl": qwen3_vl, "internvl": internvl, "idefics3": idefics3, "smolvlm": smolvlm,
     "paligemma": paligemma, "gemma3": gemma3,
 }
+# Gemma 4, Qwen3.5, LLaVA-OneVision, GLM-4.1V / 4.6V: byorn.models.zoo_recent (it reads the helpers above)
+from . import zoo_recent  # noqa: E402
+
+BUILDERS.update(zoo_recent.BUILDERS)
+_VIDEO.update(zoo_recent.VIDEO)
 FAMILIES = tuple(BUILDERS)
 
 
