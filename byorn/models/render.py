@@ -228,11 +228,28 @@ class Renderer:
         after = prompt[at + len(SENTINEL):]
         closing = {"template": self.stop, "next_turn": self.gap + self.stop}.get(self.stop_rule)
         if closing is None:  # eos: the answer's trailing whitespace was replaced by EOS
-            return after.lstrip()
-        if not after.startswith(closing):
+            part = after.lstrip()
+        elif not after.startswith(closing):
             raise ModelError(f"cannot render assistant turn {k - 1} faithfully: the chat template does not end it "
                              f"with {closing!r} once a later turn follows (it writes {after[:40]!r})")
-        return after[len(closing):]
+        else:
+            part = after[len(closing):]
+        self._check_history(messages[:upto], text + part, spans, k)
+        return part
+
+    def _check_history(self, messages: list[dict], ours: str, spans: list[tuple[int, int]], k: int) -> None:
+        """Our text before turn ``k`` must be the template's own generation prompt for it, but for
+        whitespace, reasoning blocks and the stop tokens of the earlier turns (EOS where appended)."""
+        theirs = self._apply(messages, True)
+        drop = (lambda t: _normalized(t.replace(self.eos, "")) if self.stop_rule == "eos" else _normalized(t))
+        if drop(ours) == drop(theirs):
+            return
+        j = next((j for j, (_, b) in enumerate(spans) if not drop(theirs).startswith(drop(ours[:b]))), None)
+        where = f"assistant turn {j}" if j is not None else f"the prompt of assistant turn {k}"
+        raise ModelError(
+            f"cannot render {where} faithfully: once a later turn follows, the chat template writes it "
+            f"differently, beyond whitespace or a reasoning block ({_difference(ours, theirs)}); use a template "
+            "that renders earlier turns the same way whatever follows")
 
     def _turn(self, messages: list[dict], k: int) -> str:
         """Turn ``k`` (the last of ``messages``) as trained: the answer as the template writes it, and the stop.
