@@ -35,7 +35,7 @@ STOP = {"llava": "</s>", "llava_next": "</s>", "qwen2_vl": "<|im_end|>", "qwen2_
         "smolvlm": "<end_of_utterance>", "paligemma": "<eos>", "gemma3": "<end_of_turn>", "embedded": "</s>"}
 # GLM-4.1V / 4.6V write no end-of-turn token: the next turn's <|user|>, which their generation config stops on
 STOP.update({"gemma4": "<turn|>", "qwen3_5": "<|im_end|>", "llava_onevision": "<|im_end|>", "glm4v": "<|user|>",
-             "glm46v": "<|user|>"})
+             "glm46v": "<|user|>", "glm4v_moe": "<|user|>"})
 # LLaVA-OneVision encodes one image with any-res tiles and each of several images at base resolution only
 # (the model's own rule, batch_num_images), so a turn's scores change when a later turn adds an image
 IMAGE_COUNT_CHANGES_ENCODING = {"llava_onevision"}
@@ -369,7 +369,7 @@ def test_save_and_load_round_trip(models, fam, tmp_path):
     assert [_mean(t) for t in again.score_conversations(convs)] == \
         pytest.approx([_mean(t) for t in vlm.score_conversations(convs)], abs=1e-6)
     if fam in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "smolvlm", "gemma4", "qwen3_5", "llava_onevision",
-               "glm4v", "glm46v"):  # the video settings survive
+               "glm4v", "glm46v", "glm4v_moe"):  # the video settings survive
         assert "video_processor" in json.loads((tmp_path / "m" / "processor_config.json").read_text())
 
 

@@ -92,7 +92,7 @@ def test_gemma4_with_and_without_the_empty_thought_channel(load, template):
     assert r.text.startswith("<bos><|turn>user\n") and renderer.stop_rule == "template"
 
 
-@pytest.mark.parametrize("fam", ["glm4v", "glm46v"])
+@pytest.mark.parametrize("fam", ["glm4v", "glm46v", "glm4v_moe"])
 def test_glm_turns_end_with_the_next_user_token_never_a_mid_conversation_eos(load, fam):
     vlm = load(fam)
     user, eos = vlm.tokenizer.convert_tokens_to_ids(["<|user|>", "<|endoftext|>"])

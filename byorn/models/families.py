@@ -68,6 +68,7 @@ FAMILIES.update({f.model_type: f for f in (
     # GLM-4.1V / GLM-4.6V(-Flash): no end-of-turn token; the next <|user|> ends a turn (generation config)
     Family("glm4v", "GLM-4.1V / GLM-4.6V-Flash"),
     Family("glm46v", "GLM-4.6V"),
+    Family("glm4v_moe", "GLM-4.5V / GLM-4.6V (MoE)"),
 )})
 
 # Reasoning blocks a template may write around (empty) thoughts; two renderings of a turn may differ by

@@ -96,7 +96,7 @@ _GLM_SPECIALS = ["<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop
 _GLM_STOPS = ["<|endoftext|>", "<|user|>", "<|observation|>"]
 
 
-def _glm(model_cls, config_cls, processor_cls, template: str, seed: int):
+def _glm(model_cls, config_cls, processor_cls, template: str, seed: int, **text_over):
     from transformers import Glm4vImageProcessorPil
 
     # GLM-4 tokenizers: byte-level BPE, no BOS (the template writes [gMASK]<sop>), <|endoftext|> is EOS and pad
@@ -109,7 +109,7 @@ def _glm(model_cls, config_cls, processor_cls, template: str, seed: int):
                                      chat_template=template)
     text = _text(tok, head_dim=16, partial_rotary_factor=0.5,
                  rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 10000.0,
-                                  "partial_rotary_factor": 0.5})
+                                  "partial_rotary_factor": 0.5}, **text_over)
     vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
                   out_hidden_size=32, image_size=56)
     image, video, bi, ei, bv, ev = _ids(tok, "<|image|>", "<|video|>", "<|begin_of_image|>", "<|end_of_image|>",
@@ -134,6 +134,15 @@ def glm46v(seed: int = 0):
     return _glm(Glm46VForConditionalGeneration, Glm46VConfig, Glm46VProcessor, templates.GLM4_6V, seed)
 
 
+def glm4v_moe(seed: int = 0):
+    """GLM-4.5V / GLM-4.6V (106B-A12B): GLM-4.1V's vision side, a MoE text decoder (first layer dense)."""
+    from transformers import Glm4vMoeConfig, Glm4vMoeForConditionalGeneration, Glm4vProcessor
+
+    moe = dict(moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1,
+               first_k_dense_replace=1, n_group=1, topk_group=1)
+    return _glm(Glm4vMoeForConditionalGeneration, Glm4vMoeConfig, Glm4vProcessor, templates.GLM4_6V, seed, **moe)
+
+
 _GLM_VIDEO = dict(video_processor_type="Glm4vVideoProcessor", patch_size=14, temporal_patch_size=2, merge_size=2,
                   size={"shortest_edge": 4 * 28 * 28, "longest_edge": 16 * 28 * 28})
 VIDEO = {
@@ -144,7 +153,8 @@ VIDEO = {
     "llava_onevision": dict(video_processor_type="LlavaOnevisionVideoProcessor", size={"height": 32, "width": 32}),
     "glm4v": _GLM_VIDEO,
     "glm46v": dict(_GLM_VIDEO, video_processor_type="Glm46VVideoProcessor"),
+    "glm4v_moe": _GLM_VIDEO,
 }
 
 BUILDERS: dict[str, Callable] = {"gemma4": gemma4, "qwen3_5": qwen3_5, "llava_onevision": llava_onevision,
-                                 "glm4v": glm4v, "glm46v": glm46v}
+                                 "glm4v": glm4v, "glm46v": glm46v, "glm4v_moe": glm4v_moe}
