@@ -141,3 +141,16 @@ def test_a_generic_model_whose_stop_is_unknown_is_warned_about_loudly(zoo_dir, t
     assert "WARNING:" in capsys.readouterr().err
     meta = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert meta["model_warnings"] == vlm.warnings
+
+
+@pytest.mark.parametrize("fam", ["gemma4", "qwen3_5", "llava_onevision", "glm4v", "glm46v"])
+def test_a_system_turn_is_written_as_text(load, fam):
+    """Templates that print a message's content as it is (GLM-4.1V's answers, Gemma 4's system turn) get
+    text-only turns as strings, never the Python form of a list of parts."""
+    vlm = load(fam)
+    conv = Conversation([Turn("system", "Be brief."), Turn("user", "<image>What is it?"), Turn("assistant", "A cat.")],
+                        [_image(1)])
+    text = vlm.renderer.render(conv).text
+    assert "Be brief." in text and "'type'" not in text and "[{" not in text
+    (turns,) = vlm.score_conversations([conv])
+    assert "".join(turns[0].tokens).strip().startswith("A cat.")

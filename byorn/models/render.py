@@ -153,10 +153,15 @@ class Renderer:
                                                   add_generation_prompt=generation, enable_thinking=False)
 
     def _prints_parts(self) -> bool:
-        """Whether the template prints a list of content parts as it is (it expects strings)."""
+        """Whether the template prints a list of content parts as it is (it expects strings: GLM-4.1V's
+        answers, the released Gemma 4 system turn)."""
         probe = [{"role": "user", "content": [{"type": "text", "text": "Hi"}]},
                  {"role": "assistant", "content": [{"type": "text", "text": SENTINEL}]}]
-        return "'type'" in self._apply(probe, False)
+        system = [{"role": "system", "content": [{"type": "text", "text": "Be brief."}]}]
+        try:
+            return "'type'" in self._apply(system + probe, False)
+        except Exception:  # noqa: BLE001 - a template that takes no system turn: probe without one
+            return "'type'" in self._apply(probe, False)
 
     def _special_at(self, text: str) -> str | None:
         specials = sorted(set(self.tokenizer.all_special_tokens) | {str(t) for t in
