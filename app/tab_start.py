@@ -96,6 +96,7 @@ def open_data(ctx: AppContext, view: View, upload, path, model_path, p, score, p
     ctx.workspaces.add(ws)
     view = new_view(ws, owner=View.coerce(view).owner)  # the visitor stays who they are
     msg = f"Opened and audited **{ws.name}**: {int(ws.table['score'].gt(view.threshold).sum())} flagged."
+    msg += "".join(f"\n\n**Warning:** {w}" for w in ws.meta.get("model_warnings") or [])
     return view, describe(ctx, view), msg, gr.Tabs(selected="overview")
 
 

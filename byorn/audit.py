@@ -476,6 +476,7 @@ def _assemble(dataset, vlm, cfg: AuditConfig, shards: _Shards, t0: float, report
         "n_suspicious": int(flags.sum()), "n_samples_suspicious": int(table.loc[flags, "id"].nunique()),
         "dataset_fingerprint": dataset.fingerprint(), "dataset_name": dataset.name,
         "model_identity": vlm.identity, "model_name": vlm.name, "config": asdict(cfg),
+        "model_warnings": list(getattr(vlm, "warnings", [])),  # e.g. a stop token that could not be determined
         "skipped": skipped, "truncated": truncated, "maps": map_info,
         "timings_s": {"score": round(t_score, 2), "propose": round(t_propose, 2),
                       "total": round(time.time() - t0, 2)},

@@ -98,7 +98,10 @@ def _load_vlm(path: str | None, dtype: str = "fp32"):
     from .models import VLM
 
     torch_dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    return VLM.load(path, dtype=torch_dtype)
+    vlm = VLM.load(path, dtype=torch_dtype)
+    for w in vlm.warnings:  # loud: a model trained here may be silently wrong otherwise
+        print(f"WARNING: {w}", file=sys.stderr)
+    return vlm
 
 
 # ---------------------------------------------------------------------- commands

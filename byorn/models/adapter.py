@@ -99,12 +99,15 @@ class VLM:
         if self.tokenizer.pad_token is None:  # e.g. Llama-3 tokenizers: pad with EOS (always masked)
             logger.info("%s: the tokenizer has no pad token; padding with %s", name, self.tokenizer.eos_token)
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.renderer = Renderer(processor, self.tokenizer, self.spec, str(folder or name))
+        gen_eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+        gen_eos = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [])
+        self.renderer = Renderer(processor, self.tokenizer, self.spec, str(folder or name), stop_ids=gen_eos)
+        self.warnings: list[str] = list(self.renderer.warnings)  # shown by the CLI, the audit meta and the app
+        for w in self.warnings:
+            logger.warning(w)
         self.placeholder = getattr(processor, "image_token", None) or "<image>"
         self.image_token_ids = _image_token_ids(config)
         stop = self.tokenizer.convert_tokens_to_ids(self.renderer.stop)
-        gen_eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-        gen_eos = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [])
         self.stop_ids = sorted({stop, self.tokenizer.eos_token_id, *gen_eos} - {None})
         probe = self.tokenizer("a")["input_ids"]
         bare = self.tokenizer("a", add_special_tokens=False)["input_ids"]
@@ -272,10 +275,26 @@ class VLM:
         part = Rendered(r.text[:c], [], r.images[:n_img])
         enc = self._process([part], "right", pad=False)
         pre = list(enc["input_ids"][0])
+        if seq[:len(pre)] != pre and n_img < len(r.images):
+            pre = self._prefix_with_all_images(r, c)
         if seq[:len(pre)] != pre:
             raise ModelError(f"{self.name}: the processed prefix before an assistant turn does not begin the "
                              "processed conversation, so the turn cannot be located")
         return len(pre)
+
+    def _prefix_with_all_images(self, r: Rendered, c: int) -> list[int]:
+        """Processed ``r.text[:c]`` as it stands in the whole conversation, for processors whose image
+        tokens depend on how many images the conversation holds (LLaVA-OneVision: one image gets any-res
+        tiles, several get the base view only): the later images ride along as placeholders at the end,
+        and their image tokens are cut off again."""
+        rest = len(r.images) - r.text[:c].count(self.placeholder)
+        part = Rendered(r.text[:c] + self.placeholder * rest, [], r.images)
+        ids = list(self._process([part], "right", pad=False)["input_ids"][0])
+        image = set(self.image_token_ids)
+        end = len(ids)
+        while end and ids[end - 1] in image:
+            end -= 1
+        return ids[:end]
 
     def image_token_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) bool: positions holding image tokens (the ones image features replace)."""

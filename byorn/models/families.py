@@ -65,6 +65,27 @@ FAMILIES.update({f.model_type: f for f in (
     Family("lfm2_vl", "LFM2-VL"),
 )})
 
+# Families whose released templates need the renderer's general rules (byorn.models.render): a
+# generation prompt that differs from an answered turn in whitespace or a reasoning block, or no
+# end-of-turn token at all.  Nothing family-specific beyond these rules is needed for them.
+FAMILIES.update({f.model_type: f for f in (
+    # Gemma 4: the 26B / 31B template opens an empty thought channel in its generation prompt only;
+    # the processor takes its video processor by keyword (built without it when torchvision is missing)
+    Family("gemma4", "Gemma 4"),
+    # Qwen3.5: the empty <think> block is written only for answers after the last user turn
+    Family("qwen3_5", "Qwen3.5"),
+    # LLaVA-OneVision (llava-hf): an answered turn opens "assistant \n", the generation prompt "assistant\n"
+    Family("llava_onevision", "LLaVA-OneVision"),
+    # GLM-4.1V / GLM-4.6V(-Flash): no end-of-turn token; the next <|user|> ends a turn (generation config)
+    Family("glm4v", "GLM-4.1V / GLM-4.6V-Flash"),
+    Family("glm46v", "GLM-4.6V"),
+    Family("glm4v_moe", "GLM-4.5V / GLM-4.6V (MoE)"),
+)})
+
+# Reasoning blocks a template may write around (empty) thoughts; two renderings of a turn may differ by
+# these and by whitespace only (byorn.models.render).
+REASONING_BLOCKS = (("<think>", "</think>"), ("<|channel>", "<channel|>"))
+
 GENERIC = Family("other", "other image-text-to-text model", verified=False)
 
 

@@ -107,18 +107,30 @@ def _processor_dict(folder: Path) -> dict:
 def image_only(cls):
     """Processor class ``cls`` without its video processor.
 
-    Qwen2/2.5/3-VL, InternVL and SmolVLM processors take a video processor,
-    which needs torchvision; images do not.  The subclass drops the
-    ``video_processor`` attribute (the parent's ``__init__`` passes it
-    positionally; the base class pairs arguments with ``get_attributes()``,
-    so the extra one is ignored).  The saved video processor settings ride
-    along as ``video_processor_config`` and are written back on save, so a
-    folder saved here still loads with its video processor where torchvision
-    is present.  The subclass keeps the parent's name, so saved configs name
-    the real class.
+    Qwen2/2.5/3-VL, InternVL, SmolVLM, Gemma 4, LLaVA-OneVision and GLM-4.xV
+    processors take a video processor, which needs torchvision; images do
+    not.  The subclass drops the ``video_processor`` attribute however the
+    parent's ``__init__`` hands it on (positionally, as Qwen2-VL's does, or
+    by keyword, as Gemma 4's does): a shim placed between the parent and
+    ``ProcessorMixin`` in the method order names the parent's arguments after
+    its own attribute list, drops the video processor and passes the rest on
+    by keyword.  The saved video processor settings ride along as
+    ``video_processor_config`` and are written back on save, so a folder
+    saved here still loads with its video processor where torchvision is
+    present.  The subclass keeps the parent's name, so saved configs name the
+    real class.
     """
+    from transformers.processing_utils import ProcessorMixin
 
-    class ImageOnly(cls):
+    parent_attributes = list(cls.get_attributes())  # the parent's order, video_processor included
+
+    class DropVideo(ProcessorMixin):
+        def __init__(self, *args, **kwargs):
+            kwargs.update(zip(parent_attributes, args))  # positional arguments by the parent's names
+            kwargs.pop("video_processor", None)
+            super().__init__(**kwargs)
+
+    class ImageOnly(cls, DropVideo):
         video_processor_config: dict | None = None
 
         @classmethod

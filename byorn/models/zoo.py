@@ -463,6 +463,11 @@ BUILDERS: dict[str, Callable] = {
     "paligemma": paligemma, "gemma3": gemma3,
 }
 BUILDERS.update({"aya_vision": aya_vision, "mistral3": mistral3, "llama4": llama4, "lfm2_vl": lfm2_vl})
+# Gemma 4, Qwen3.5, LLaVA-OneVision, GLM-4.1V / 4.6V: byorn.models.zoo_recent (it reads the helpers above)
+from . import zoo_recent  # noqa: E402
+
+BUILDERS.update(zoo_recent.BUILDERS)
+_VIDEO.update(zoo_recent.VIDEO)
 NAMES = tuple(BUILDERS)  # the zoo's family names (not families.FAMILIES, the registry of Family specs)
 
 
