@@ -22,7 +22,8 @@ def test_a_processor_that_needs_torchvision_says_so(tmp_path, fam, processor, im
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": fam}))
     (folder / "model.safetensors").write_bytes(b"x")
-    zoo.make_tokenizer("bytelevel", ["<s>", "</s>", "<pad>"], bos="<s>", eos="</s>", pad="<pad>").save_pretrained(folder)
+    tok = zoo.make_tokenizer("bytelevel", ["<s>", "</s>", "<pad>"], bos="<s>", eos="</s>", pad="<pad>")
+    tok.save_pretrained(folder)
     (folder / "processor_config.json").write_text(json.dumps({"processor_class": processor}))
     (folder / "preprocessor_config.json").write_text(json.dumps({"image_processor_type": image_processor}))
     with pytest.raises(ModelError, match=f"{processor} needs the package torchvision, which (is not installed|does "
