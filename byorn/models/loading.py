@@ -187,14 +187,12 @@ def load_processor(folder: Path, config: dict, trust_remote_code: bool = False):
                         folder, cls.__name__)
             return image_only(cls).from_pretrained(folder, local_files_only=True)
         return AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
-    except (ImportError, ValueError) as e:
+    except (ImportError, OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        # Mistral 3's PixtralProcessor raises ImportError, Llama 4's and LFM2-VL's AutoProcessor a ValueError
         if "torchvision" in str(e).lower() and not has_torchvision():
             raise ModelError(missing_torchvision(folder, pdict.get("processor_class") or "its processor")) from e
         if isinstance(e, ImportError):
             raise ModelError(f"{folder}: its processor needs a package that is missing: {e}") from e
-        raise ModelError(f"{folder}: the processor could not be loaded ({type(e).__name__}: {e}); the folder "
-                         "needs the processor / tokenizer files save_pretrained writes") from e
-    except (OSError, KeyError, TypeError, AttributeError) as e:
         raise ModelError(f"{folder}: the processor could not be loaded ({type(e).__name__}: {e}); the folder "
                          "needs the processor / tokenizer files save_pretrained writes") from e
 

@@ -366,7 +366,8 @@ def aya_vision(seed: int = 0):
 def mistral3(seed: int = 0):
     """Mistral 3 (Mistral Small 3.1 / Pixtral): Pixtral vision with [IMG_BREAK] rows and 2 x 2 patch merging,
     Mistral text, ``[INST]`` template writing BOS and a dated default system prompt.  Needs torchvision."""
-    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, PixtralImageProcessorPil, PixtralProcessor
+    from transformers import (Mistral3Config, Mistral3ForConditionalGeneration, PixtralImageProcessorPil,
+                              PixtralProcessor)
 
     specials = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[IMG]",
                 "[IMG_BREAK]", "[IMG_END]", "<pad>"]
@@ -403,9 +404,9 @@ def llama4(seed: int = 0):
     text = _text(tok, head_dim=16, intermediate_size_mlp=64, num_local_experts=2, num_experts_per_tok=1,
                  interleave_moe_layer_step=2, attention_chunk_size=64, no_rope_layers=[1, 0])
     # the pixel-shuffle MLP reads 4 x hidden channels: intermediate_size = 4 x hidden_size, as released
-    vision = dict(VISION, intermediate_size=128, image_size=32, patch_size=8, vision_output_dim=32, projector_input_dim=32,
-                  projector_output_dim=32, pixel_shuffle_ratio=0.5, rope_parameters={"rope_type": "default",
-                                                                                     "rope_theta": 10000.0})
+    vision = dict(VISION, intermediate_size=128, image_size=32, patch_size=8, vision_output_dim=32,
+                  projector_input_dim=32, projector_output_dim=32, pixel_shuffle_ratio=0.5,
+                  rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
     model = _model(Llama4ForConditionalGeneration, Llama4Config, tok, ["<|eot|>", "<|eom|>", "<|end_of_text|>"],
                    seed, text_config=text, vision_config=vision, image_token_index=_ids(tok, "<|patch|>")[0],
                    boi_token_index=_ids(tok, "<|image_start|>")[0], eoi_token_index=_ids(tok, "<|image_end|>")[0])
