@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from byorn.bench import BenchConfig, run_bench, summarise, write_report
+from byorn.bench import BenchConfig, default_label, run_bench, summarise, write_report
 from byorn.cli import main
 
 
@@ -50,7 +50,7 @@ def test_cli_reports_bad_input_clearly(tmp_path, capsys):
 @pytest.mark.slow
 def test_bench_runs_resumes_and_reports(tmp_path):
     cfg = BenchConfig(scenarios=("badnets",), defenses=("sft", "byorn"), rates=(0.1,), seeds=(0,),
-                      n_train=40, n_test=10, epochs=1, batch_size=8)
+                      n_train=40, n_test=10, epochs=1, batch_size=8, score="mean", p=0.6)  # the paper's BYORn
     rows = run_bench(cfg, tmp_path)
     assert sorted(r["defense"] for r in rows) == ["byorn", "sft"]
     for r in rows:
@@ -69,10 +69,17 @@ def test_bench_runs_resumes_and_reports(tmp_path):
     summary = summarise(again + [{**again[0], "seed": 1, "asr": 1.0}])
     cell = next(e for e in summary if e["defense"] == again[0]["defense"])
     assert cell["n_seeds"] == 2 and cell["asr_std"] > 0
-    # another score for the audited defense: its own rows, beside the mean's
+    paper = json.loads((tmp_path / "rows" / "badnets__r0.1__byorn__s0.json").read_text())
+    assert (paper["score"], paper["p"], paper["split"]["kind"], paper["split"]["p"]) == ("mean", 0.6, "percentile", 0.6)
+    assert paper["split"]["n_flagged"] == round(0.4 * 40)  # the top 40 % of the 40 turns
+    # the library's default (score and split) for the audited defense: its own rows, beside the paper's
     g = BenchConfig(scenarios=("badnets",), defenses=("sft", "byorn"), rates=(0.1,), seeds=(0,),
-                    n_train=40, n_test=10, epochs=1, batch_size=8, score="grounding")
+                    n_train=40, n_test=10, epochs=1, batch_size=8)
     rows = run_bench(g, tmp_path)
-    assert sorted(r["defense"] for r in rows) == ["byorn", "byorn@grounding", "sft"]
-    assert (tmp_path / "rows" / "badnets__r0.1__byorn@grounding__s0.json").exists()
-    assert "| badnets | 10 % | byorn@grounding | 1 |" in write_report(rows, tmp_path)
+    assert default_label() == "byorn@mean+grounding@auto"
+    assert sorted(r["defense"] for r in rows) == ["byorn", default_label(), "sft"]
+    row = json.loads((tmp_path / "rows" / f"badnets__r0.1__{default_label()}__s0.json").read_text())
+    assert (row["score"], row["p"], row["split"]["kind"]) == ("mean+grounding", "auto", "auto")
+    assert row["split"]["reason"] and 0 < row["split"]["n_flagged"] < 40
+    md = write_report(rows, tmp_path)
+    assert f"| badnets | 10 % | {default_label()} | 1 |" in md and f"{default_label()} / SFT wall time" in md
