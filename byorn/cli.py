@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .scoring import SCORE_METHODS
+from .split import parse_p
 
 log = logging.getLogger("byorn")
 
@@ -34,6 +35,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, exclude: tuple[str,
         typ = hints[f.name]
         args = [a for a in typing.get_args(typ) if a is not type(None)]
         base = args[0] if args else typ
+        if set(args) == {float, str}:  # the split's p: a number or "auto"
+            base = parse_p
         if base is bool:  # bool or bool | None: --flag / --no-flag (None = unset)
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=f.default, help=f.metadata.get("help", ""))
@@ -163,6 +166,7 @@ def cmd_audit(a) -> None:
     print(f"audited {t['id'].nunique()} samples ({len(t)} assistant turns): {int(t['suspicious'].sum())} turns "
           f"suspicious (score > {audit.threshold:.3f}); table {out / 'audit.parquet'}"
           + (f"; {n_skip} invalid samples skipped (listed in audit.json)" if n_skip else ""))
+    print(f"split ({audit.score_method} score) {audit.split_info.describe()}")
     if det is not None:
         print("detection: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in det.items()))
 

@@ -4,6 +4,8 @@ import pytest
 from byorn.attacks import Target, get_attack, poison
 from byorn.audit import COLUMNS, Audit, AuditConfig, apply_threshold, cache_key, run_audit
 
+PAPER = AuditConfig(p=0.6, score="mean", maps=False)  # the paper's method: the top 40 % by mean NLL
+
 
 @pytest.fixture(scope="module")
 def poisoned(small_world):
@@ -13,7 +15,7 @@ def poisoned(small_world):
 
 @pytest.fixture(scope="module")
 def audit(vlm, poisoned):
-    return run_audit(poisoned.train, vlm, AuditConfig(maps=False), ground_truth=poisoned.mask)
+    return run_audit(poisoned.train, vlm, PAPER, ground_truth=poisoned.mask)
 
 
 def test_audit_table_has_the_documented_columns(audit, poisoned):
@@ -40,7 +42,7 @@ def test_proposals_only_for_flagged_and_never_the_target(audit):
 
 
 def test_split_does_not_read_ground_truth(vlm, poisoned, audit):
-    blind = run_audit(poisoned.train, vlm, AuditConfig(maps=False, propose=False))
+    blind = run_audit(poisoned.train, vlm, AuditConfig(p=0.6, score="mean", maps=False, propose=False))
     assert blind.table["suspicious"].tolist() == audit.table["suspicious"].tolist()
     assert blind.table["gt_poisoned"].isna().all()
 
@@ -87,7 +89,7 @@ def test_bad_config():
 
 def test_audit_resumes_from_its_finished_shards(vlm, small_world, tmp_path):
     train, _ = small_world
-    cfg = AuditConfig(maps=False, propose=False, shard_size=16, batch_size=8)
+    cfg = AuditConfig(score="mean", maps=False, propose=False, shard_size=16, batch_size=8)
     calls = []
 
     def crash_after_two_shards(frac, msg):
@@ -158,9 +160,9 @@ def test_grounding_score_finds_captions_of_other_scenes(vlm, small_world):
     assert "surprisals_blank" in t.columns and "grounding" in t.columns
     assert all(len(a) == len(b) for a, b in zip(t["surprisals"], t["surprisals_blank"]))
     np.testing.assert_allclose(t["grounding"], t["score"])
-    mean_only = run_audit(data, vlm, AuditConfig(maps=False, propose=False)).table
+    mean_only = run_audit(data, vlm, AuditConfig(score="mean", maps=False, propose=False)).table
     assert "surprisals_blank" not in mean_only.columns  # no second pass unless asked for
-    both = run_audit(data, vlm, AuditConfig(grounding=True, maps=False, propose=False)).table
+    both = run_audit(data, vlm, AuditConfig(score="mean", grounding=True, maps=False, propose=False)).table
     np.testing.assert_allclose(both["score"], mean_only["score"])  # the blank pass leaves the mean alone
     np.testing.assert_allclose(both["grounding"], t["grounding"])
 
