@@ -323,11 +323,16 @@ class _EncodeBatch:
                  self._blank([convs[j] for j in g])) for g in groups], skipped, truncated
 
     def _blank(self, convs: list[Conversation]):
-        """The same conversations with every image blanked, encoded (None unless the config asks for it)."""
+        """The conversations that have an image, with every image blanked, encoded, and their positions in
+        ``convs``: ``(batch or None, positions)``; None unless the config asks for the blank pass.  One without
+        an image would score the same twice: it is not encoded again (:func:`_blank_scores`)."""
         if not self.cfg.blank_pass:
             return None
-        return self.vlm.encode([Conversation(c.turns, [blank_image(im) for im in c.images]) for c in convs],
-                               max_length=self.cfg.max_length)
+        where = [j for j, c in enumerate(convs) if c.images]
+        if not where:
+            return None, []
+        return self.vlm.encode([Conversation(convs[j].turns, [blank_image(im) for im in convs[j].images])
+                                for j in where], max_length=self.cfg.max_length), where
 
 
 def _score_shard(dataset: VLDataset, indices: list[int], vlm: VLM, cfg: AuditConfig, proj: np.ndarray | None,
@@ -346,7 +351,7 @@ def _score_shard(dataset: VLDataset, indices: list[int], vlm: VLM, cfg: AuditCon
         for samples, batch, blank in chunks:
             out = vlm.score_batch(batch, embed=cfg.maps)
             scores, emb = out if cfg.maps else (out, None)
-            blank_scores = vlm.score_batch(blank) if blank is not None else [None] * len(samples)
+            blank_scores = _blank_scores(vlm, blank, scores)
             for s, turn_scores, turn_blank in zip(samples, scores, blank_scores):  # truncated: fewer turns
                 rows.extend(_row(s, k, ts, turn_blank[k] if turn_blank is not None else None)
                             for k, ts in enumerate(turn_scores))
@@ -360,6 +365,18 @@ def _score_shard(dataset: VLDataset, indices: list[int], vlm: VLM, cfg: AuditCon
     emb = {"response": np.concatenate(emb_r).astype(np.float32)[order],
            "image": np.concatenate(emb_i).astype(np.float32)[order]} if emb_r else {}
     return pd.DataFrame(rows), emb, skipped, truncated
+
+
+def _blank_scores(vlm: VLM, blank, scores: list) -> list:
+    """Each sample's turn scores with its images blanked: scored where it has an image, and its own scores
+    where it has none (blanking would change nothing); ``None`` each without a blank pass."""
+    if blank is None:
+        return [None] * len(scores)
+    batch, where = blank
+    out = list(scores)
+    for j, blank_scores in zip(where, vlm.score_batch(batch) if where else []):
+        out[j] = blank_scores
+    return out
 
 
 def _row(sample, k: int, ts, blank=None) -> dict:
