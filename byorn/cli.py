@@ -252,7 +252,7 @@ def cmd_bench(a) -> None:
         value = getattr(a, name)
         if value:
             changes[name] = tuple(cast(x) for x in value.split(","))
-    for name in ("n_train", "n_test", "epochs", "score"):
+    for name in ("n_train", "n_test", "epochs", "score", "p"):
         if getattr(a, name) is not None:
             changes[name] = getattr(a, name)
     cfg = BenchConfig(**{**vars(base), **changes})
@@ -356,7 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=None)
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--score", default=None, choices=SCORE_METHODS,
-                   help="the score BYORn and BYORn-F flag by (default mean; rows of another are byorn@<score>)")
+                   help="the score BYORn and BYORn-F flag by (default: the library's; the paper: mean)")
+    p.add_argument("--p", default=None, type=parse_p,
+                   help="their split: auto or a percentile (default: the library's; the paper: 0.6). Rows of the "
+                        "paper's setting are named byorn, others byorn@<score>[@auto|@p<p>]")
     p.add_argument("--report-only", action="store_true", help="only rewrite results.md and the figure")
     p.add_argument("--out", required=True, help="bench folder (an interrupted bench resumes there)")
     p.set_defaults(fn=cmd_bench)

@@ -24,3 +24,13 @@ def test_wall_ratios_per_byorn_variant():
             for d, w in (("sft", 100.0), ("byorn", 130.0), ("byorn@mean+grounding@auto", 115.0), ("byorn-f", 90.0))]
     rows.append({"scenario": "b", "rate": 0.1, "seed": 0, "defense": "byorn", "wall_s": 50.0})  # no SFT beside it
     assert _wall_ratios(rows) == {"byorn": [1.3], "byorn@mean+grounding@auto": [1.15]}
+
+
+def test_bench_command_line_takes_the_split():
+    from byorn.cli import build_parser
+
+    a = build_parser().parse_args(["bench", "--p", "0.6", "--score", "mean", "--out", "x"])
+    assert (a.p, a.score) == (0.6, "mean")
+    assert build_parser().parse_args(["bench", "--p", "auto", "--out", "x"]).p == "auto"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--p", "2", "--out", "x"])
