@@ -66,6 +66,26 @@ def test_auto_without_a_clear_gap_errs_toward_flagging_more():
     assert (x[bad] > thr).mean() > 0.5
 
 
+def test_auto_half_poison_in_a_tight_group_on_a_wide_bulk():
+    """No valley (the groups overlap): a two-normal mixture finds the tight group and the split flags where it
+    is a quarter as likely as the bulk; a gap above a few outliers does not hide it either."""
+    rng = np.random.default_rng(7)
+    x = np.r_[rng.normal(0.0, 1.5, 500), rng.normal(3.0, 0.4, 500)]
+    bad = np.arange(1000) >= 500
+    thr, fit = auto_threshold(x)
+    assert "second group" in fit["reason"] and (x[bad] > thr).mean() >= 0.95, fit["reason"]
+    y = np.r_[rng.normal(-1.0, 0.5, 500), rng.normal(0.6, 0.25, 500), [5.0, 5.1, 5.2, 5.3]]
+    bad = np.r_[np.zeros(500, bool), np.ones(500, bool), np.zeros(4, bool)]
+    thr, fit = auto_threshold(y)
+    assert (y[bad] > thr).mean() >= 0.95 and (y[~bad] > thr).mean() < 0.2, fit["reason"]
+
+
+def test_auto_skewed_clean_alone_flags_its_tail_not_a_lone_pair():
+    x = np.random.default_rng(1).exponential(1.0, 1000)  # two turns far out by chance make no group
+    thr, fit = auto_threshold(x)
+    assert fit["case"] == "no gap" and (x > thr).mean() >= AUTO_FLOOR
+
+
 def test_auto_ties_and_tiny_inputs():
     thr, fit = auto_threshold([3.0] * 50)
     assert fit["case"] == "constant" and not (np.array([3.0] * 50) > thr).any()
