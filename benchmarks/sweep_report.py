@@ -131,6 +131,30 @@ def _ratio(d: dict) -> str:
     return f"{100 * _mean(r):.1f} %" if r else "–"
 
 
+def cost(rows: dict) -> str:
+    """BYORn's own extra work, from each run's timings (one process, so one load): bootstrapping (generation)
+    and the audit, as fractions of the run's wall time; the conservative same-load ratio wall / (wall -
+    generation - audit) (the rest trains the same batches as SFT); the bootstrap cap and how often it bit."""
+    lines = ["| method | runs | flagged % (median) | generation / wall | audit / wall | wall / (wall - generation - "
+             "audit) | bootstrap cap, tokens | responses at the cap |", "|---|---|---|---|---|---|---|---|"]
+    for m in (PAPER, DEFAULT):
+        rs = [r for (_, _, mm, _), r in rows.items() if mm == m and r.get("generate_s") is not None]
+        if not rs:
+            continue
+        wall = np.array([r["wall_s"] for r in rs])
+        gen, aud = np.array([r["generate_s"] for r in rs]), np.array([r["audit_s"] for r in rs])
+        flagged = [r["split"]["n_flagged"] / r["split"]["n"] for r in rs if r.get("split")]
+        boot = [r["bootstrap"] for r in rs if r.get("bootstrap") and r["bootstrap"].get("responses")]
+        caps = sorted({b["max_new_tokens"] for b in boot})
+        at_cap = sum(b["at_cap"] for b in boot) / max(1, sum(b["responses"] for b in boot))
+        lines.append(f"| {SHORT[m]} | {len(rs)} | {100 * np.median(flagged):.1f} |" if flagged else
+                     f"| {SHORT[m]} | {len(rs)} | 40.0 (p = 0.6) |")
+        lines[-1] += (f" {np.median(gen / wall):.3f} | {np.median(aud / wall):.3f} | "
+                      f"{np.median(wall / (wall - gen - aud)):.2f}x | {', '.join(map(str, caps)) or '32 (fixed)'} | "
+                      + (f"{100 * at_cap:.1f} % |" if boot else "not recorded |"))
+    return "\n".join(lines) + "\n"
+
+
 def figures(table: list[dict], out: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
@@ -178,8 +202,9 @@ def main() -> None:
     args = ap.parse_args()
     rows_dir = Path(args.rows)
     out = rows_dir.parent
-    table = cells(load(rows_dir))
-    md = markdown(table)
+    rows = load(rows_dir)
+    table = cells(rows)
+    md = markdown(table) + "\nCost (medians over runs; each run's parts timed in one process):\n\n" + cost(rows)
     (out / "results.md").write_text(md)
     (out / "summary.json").write_text(json.dumps({"default": DEFAULT, "cells": table, "misses": misses(table)},
                                                  indent=1) + "\n")
