@@ -47,11 +47,23 @@ def audit_cells(out: Path, seeds: list[int], n_train: int, scenarios=SCENARIOS) 
                 _, _, pr = poisoned_cell(ref, sc, rate, seed, n_train, 200)  # as the bench builds it
                 table = run_audit(pr.train, ref, AuditConfig(score="mean", p=0.6, grounding=True, propose=False,
                                                               maps=False)).table
-                np.savez_compressed(
-                    path, mask=np.array([pr.mask[i] for i in table["id"]], dtype=bool),
-                    surprisals=np.array(table["surprisals"].map(list).tolist(), dtype=object),
-                    blank=np.array(table["surprisals_blank"].map(list).tolist(), dtype=object))
+                save_cell(path, [pr.mask[i] for i in table["id"]], table["surprisals"].map(list).tolist(),
+                          table["surprisals_blank"].map(list).tolist())
                 print(f"{path.stem}: {time.time() - t:.0f} s", flush=True)
+
+
+def save_cell(path: Path, mask, surprisals, blank) -> None:
+    """Per-token surprisals as flat float arrays with each turn's length (no pickled objects)."""
+    np.savez_compressed(path, mask=np.asarray(mask, dtype=bool), lengths=np.array([len(s) for s in surprisals]),
+                        surprisals=np.concatenate([np.asarray(s, dtype=np.float32) for s in surprisals]),
+                        blank=np.concatenate([np.asarray(b, dtype=np.float32) for b in blank]))
+
+
+def load_cell(path: Path) -> tuple[np.ndarray, list, list]:
+    """``(mask, surprisals, blank)`` as :func:`save_cell` wrote them."""
+    z = np.load(path)
+    cuts = np.cumsum(z["lengths"])[:-1]
+    return z["mask"], np.split(z["surprisals"], cuts), np.split(z["blank"], cuts)
 
 
 def split_figures(path: Path) -> dict:
@@ -59,9 +71,7 @@ def split_figures(path: Path) -> dict:
     from byorn.scoring import DEFAULT_SCORE, PAPER_SCORE, aggregate
     from byorn.split import DEFAULT_P, PAPER_P, Split
 
-    z = np.load(path, allow_pickle=True)
-    mask = z["mask"]
-    surprisals, blank = [list(s) for s in z["surprisals"]], [list(b) for b in z["blank"]]
+    mask, surprisals, blank = load_cell(path)
     out = {}
     for name, score, p in (("paper", PAPER_SCORE, PAPER_P), ("default", DEFAULT_SCORE, DEFAULT_P)):
         flags, split = Split.of(p).apply(aggregate(surprisals, score, blank=blank))
