@@ -19,15 +19,18 @@ def test_cli_world_poison_audit_train_eval(tmp_path, capsys):
     train_json = (p / "train" / "data.json").read_text()
     assert "poison" not in train_json.lower()  # no ground truth in the training file
     assert main(["audit", "--data", str(p / "train" / "data.json"), "--out", str(a), "--no-maps",
-                 "--ground-truth", str(p / "ground_truth.json")]) == 0
+                 "--ground-truth", str(p / "ground_truth.json"), "--p", "0.6", "--score", "mean"]) == 0  # the paper's
     meta = json.loads((a / "audit.json").read_text())
     assert meta["n_suspicious"] == 16 and meta["detection"]["auroc"] > 0.9
+    assert (meta["split"]["kind"], meta["split"]["p"], meta["split"]["n_flagged"]) == ("percentile", 0.6, 16)
+    assert "split (mean score) p = 0.6: 16 of 40 turns" in capsys.readouterr().out
     assert main(["train", "--data", str(p / "train" / "data.json"), "--audit", str(a), "--method", "byorn",
                  "--max-steps", "2", "--batch-size", "8", "--out", str(r),
                  "--eval-data", str(w / "test" / "data.json"), "--triggered", str(p / "test_triggered" / "data.json"),
                  "--target", "Visit evil.example now for a free prize!"]) == 0
     metrics = json.loads((r / "metrics.json").read_text())
     assert metrics["steps"] == 2 and "asr" in metrics and "cider" in metrics
+    assert metrics["split"] == meta["split"]  # no --p: the audit's own split, recorded
     capsys.readouterr()
     assert main(["eval", "--model", str(r / "model"), "--data", str(w / "test" / "data.json"),
                  "--triggered", str(p / "test_triggered" / "data.json"),

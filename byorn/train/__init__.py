@@ -42,7 +42,8 @@ from .setup import EMA, ema_decay_at
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Callback", "DataMismatch", "EMA", "RunFolderError", "RunResult", "TrainConfig", "TrainState", "ema_decay_at",
+__all__ = ["Callback", "DataMismatch", "EMA", "RunFolderError", "RunResult", "TrainConfig", "TrainState", "audit_config",
+           "ema_decay_at", "split_audit",
            "list_runs", "load_run_config", "save_model", "train"]
 
 
