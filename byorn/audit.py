@@ -36,7 +36,7 @@ from .data import Conversation, DataError, VLDataset
 from .maps import FIT_MAX, MAP_KINDS, compute_maps
 from .models import VLM
 from .scoring import DEFAULT_SCORE, GROUNDED_METHODS, SCORE_METHODS, aggregate, blank_image
-from .split import DEFAULT_P, Split, parse_p
+from .split import DEFAULT_P, PAPER_P, Split, parse_p
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class Audit:
         if self.meta.get("split"):
             return Split.from_dict(self.meta["split"])
         flags = self.table["suspicious"].astype(bool)
-        return Split("percentile", p=float(self.meta.get("p", 0.6)), threshold=self.threshold,
+        return Split("percentile", p=float(self.meta.get("p", PAPER_P)), threshold=self.threshold,
                      n_flagged=int(flags.sum()), n=len(flags))
 
     @property

@@ -64,7 +64,8 @@ AUTO_MIN_PEAK = 2.0    #: a mode is at least as dense as this many turns within 
 AUTO_CLEAR_SPACINGS = 5.0  #: a gap is clear where its empty interval is a bandwidth and this many spacings of
 #: the turns next to it wide (else the groups touch, and the split flags more: module docstring, 5)
 AUTO_MIX_SEPARATION = 2.5  #: without a gap, a two-normal mixture this separated (Ashman's D) is two groups
-AUTO_MIX_TIGHT_SEPARATION, AUTO_MIX_TIGHT = 1.5, 0.6  #: or this separated, the high group at most 0.6 x as wide
+AUTO_MIX_TIGHT_SEPARATION = 1.5  #: ... or this separated when the high group is tight: at most AUTO_MIX_TIGHT x as
+AUTO_MIX_TIGHT, AUTO_MIX_TIGHT_MAX = 0.6, 0.6  #: wide as the low one and at most this share of the turns
 AUTO_MIX_BIC = 10.0    #: ... and whose second group is worth this much BIC (a small sample's chance split is not)
 AUTO_MISS_COST = 4.0   #: ... split where the high group is 1/this as likely as the low one (flag more)
 AUTO_MIN_N = 10        #: fewer turns than this: no density to read; the floor alone
@@ -327,7 +328,7 @@ def _separated(mix: dict | None) -> bool:
     if not mix or mix["bic_gain"] < AUTO_MIX_BIC or mix["weight_high"] < AUTO_FLOOR:
         return False
     tight = mix["separation"] >= AUTO_MIX_TIGHT_SEPARATION and mix["sd_high"] <= AUTO_MIX_TIGHT * mix["sd_low"] \
-        and mix["weight_high"] <= 0.6  # a tight group on a wider bulk: many turns with one target, overlapping
+        and mix["weight_high"] <= AUTO_MIX_TIGHT_MAX  # a tight group on a wider bulk: one target, overlapping
     return mix["separation"] >= AUTO_MIX_SEPARATION or tight
 
 
