@@ -57,9 +57,10 @@ def split_text(split: Split, scores: Sequence[float], auto: Split, paper: float,
         return (f"**Split: adaptive (auto)**, by the {score} score: {auto.reason}. Beside it (dotted), "
                 f"{paper_line}.")
     _, done = split.apply(scores)
+    paper_line = "" if done.kind == "percentile" and done.p == PAPER_P else f"; {paper_line}"
     return (f"**Split: {done.label}**, by the {score} score: {done.n_flagged} of {n} flagged above "
             f"{done.threshold:.4g}. The adaptive split (dotted, *auto*) would put the threshold at "
-            f"{auto.threshold:.4g} and flag {auto.n_flagged}: {auto.reason}; {paper_line}.")
+            f"{auto.threshold:.4g} and flag {auto.n_flagged}: {auto.reason}{paper_line}.")
 
 
 def join_decisions(table: pd.DataFrame, decisions: Mapping[tuple[str, int], Decision],
