@@ -58,6 +58,7 @@ AUTO_VALLEY = 0.5      #: a valley is significant where the density is at most t
 AUTO_MODE_FRAC = 0.3   #: the bulk's mode: its lowest peak at least this fraction of its highest
 AUTO_MIN_BULK = 0.2    #: the clean bulk holds at least this fraction of the turns
 AUTO_MIN_TAIL = 3      #: a gap must separate at least this many turns
+AUTO_MIN_TAIL_SHARE = 0.002  #: ... and this share of them (fewer: a chance cluster of a large set's tail)
 AUTO_TAIL_EXCESS = 3.0  #: ... and at least this many times what the bulk's own tail would put there
 AUTO_TAIL_TOP = 0.02   #: the bulk's tail is extrapolated from its top 2 % (an exponential)
 AUTO_MIN_PEAK = 2.0    #: a mode is at least as dense as this many turns within one bandwidth (not a lone turn)
@@ -444,7 +445,7 @@ def _gap(x: np.ndarray, cuts: list[float], depths: list[float], bulk_hi: float,
         if c < bulk_hi or c <= mode:
             continue
         k = int((x > c).sum())
-        if k < AUTO_MIN_TAIL or k < AUTO_TAIL_EXCESS * _tail_count(x[x <= c], c):
+        if k < max(AUTO_MIN_TAIL, AUTO_MIN_TAIL_SHARE * n) or k < AUTO_TAIL_EXCESS * _tail_count(x[x <= c], c):
             continue
         i = int(np.searchsorted(x, c, side="right"))  # x[i-1] <= c < x[i]
         if not 0 < i < n:

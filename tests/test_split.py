@@ -86,6 +86,14 @@ def test_auto_skewed_clean_alone_flags_its_tail_not_a_lone_pair():
     assert fit["case"] == "no gap" and (x > thr).mean() >= AUTO_FLOOR
 
 
+def test_auto_a_few_far_turns_of_a_large_set_are_no_gap():
+    """Four turns far above 200 000 (a chance cluster of a long tail, or 0.002 % poison): not a gap that would
+    flag them alone; the floor and the fence still flag them and more."""
+    x = np.r_[np.random.default_rng(8).lognormal(1.0, 0.4, 200_000), [40.0, 40.1, 40.2, 40.3]]
+    thr, fit = auto_threshold(x)
+    assert fit["case"] == "no gap" and (x[-4:] > thr).all() and (x > thr).mean() >= AUTO_FLOOR
+
+
 def test_auto_ties_and_tiny_inputs():
     thr, fit = auto_threshold([3.0] * 50)
     assert fit["case"] == "constant" and not (np.array([3.0] * 50) > thr).any()
