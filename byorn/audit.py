@@ -199,6 +199,9 @@ class Audit:
             split = Split.of(percentile, threshold)
         table, done = _resplit(self.table, split)
         meta = {**self.meta, **_split_meta(table, done)}
+        if isinstance(meta.get("config"), dict):  # the config says how this audit is split now
+            meta["config"] = {**meta["config"], "p": meta["p"] if done.kind != "value" else meta["config"].get("p"),
+                              "threshold": done.value}
         return Audit(table, meta, self.source, self.embeddings)
 
     def flags(self) -> dict[tuple[str, int], bool]:

@@ -57,6 +57,25 @@ def test_apply_threshold(audit):
         apply_threshold(audit.table)
 
 
+def test_audit_split_returns_a_new_consistent_audit(audit, tmp_path):
+    scores = audit.table["score"].to_numpy()
+    top = audit.split(percentile=0.9)
+    assert top.meta["n_suspicious"] == int(top.table["suspicious"].sum()) == 6
+    assert top.threshold == pytest.approx(np.quantile(scores, 0.9)) == top.split_info.threshold
+    assert (top.split_info.kind, top.split_info.p, top.meta["p"], top.meta["config"]["p"]) == ("percentile", 0.9, 0.9, 0.9)
+    assert audit.meta["n_suspicious"] == 24 and audit.split_info.p == 0.6  # the original is untouched
+    by_value = audit.split(threshold=top.threshold)
+    assert by_value.flags() == top.flags() and by_value.split_info.kind == "value"
+    assert by_value.meta["config"]["threshold"] == top.threshold
+    auto = audit.split(percentile="auto")  # the poison scores highest here (test above): auto flags all of it
+    gt = auto.table["gt_poisoned"].astype(bool)
+    assert auto.table.loc[gt, "suspicious"].all() and auto.split_info.kind == "auto" and auto.split_info.reason
+    back = Audit.load(auto.save(tmp_path / "auto"))
+    assert back.split_info == auto.split_info and back.flags() == auto.flags()
+    with pytest.raises(ValueError, match="give a split"):
+        audit.split()
+
+
 def test_save_load_and_cache(vlm, poisoned, audit, tmp_path):
     loaded = Audit.load(audit.save(tmp_path / "a"))
     assert loaded.table["tokens"].iloc[0] == audit.table["tokens"].iloc[0]
