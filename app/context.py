@@ -59,7 +59,9 @@ from byorn.decisions import STATUSES, Decision, DecisionStore, DecisionStoreErro
 from .images import ImageFiles
 from .index import TableIndex, status_codes
 from .jobs import TrainingJob
-from .state import DEFAULT_PERCENTILE, View
+from byorn.split import AUTO, PAPER_P, Split
+
+from .state import View
 from .views import join_decisions, threshold_at, with_threshold
 
 logger = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ class Workspace:
     _vlm_lock: threading.Lock = field(default_factory=threading.Lock)
     _index: TableIndex | None = None
     _clusters: Any = None
+    _auto: Split | None = None
     _lazy_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -138,8 +141,26 @@ class Workspace:
     def default_threshold(self) -> float:
         t = self.meta.get("threshold")
         if t is None:
-            t = threshold_at(self.table["score"], float(self.meta.get("p", DEFAULT_PERCENTILE)))
+            t = self.audit_split().threshold
         return float(t)
+
+    def audit_split(self) -> Split:
+        """The split the audit flagged by (audits older than the record: its p, else the paper's)."""
+        if self.meta.get("split"):
+            return Split.from_dict(self.meta["split"])
+        p = self.meta.get("p", PAPER_P)
+        if p == AUTO:
+            return self.auto_split()
+        t = self.meta.get("threshold")
+        return Split("percentile", p=float(p),
+                     threshold=float(t) if t is not None else threshold_at(self.table["score"], float(p)))
+
+    def auto_split(self) -> Split:
+        """The adaptive split of this audit's scores, with what it saw (computed once)."""
+        with self._lazy_lock:
+            if self._auto is None:
+                self._auto = Split(AUTO).apply(self.table["score"].to_numpy(dtype=float))[1]
+            return self._auto
 
 
 class WorkspaceRegistry:
@@ -171,7 +192,8 @@ class WorkspaceRegistry:
 
 
 Trainer = Callable[..., Any]
-"""``trainer(ws, settings: dict, decisions, audit_table, callbacks, cancel) -> RunResult``."""
+"""``trainer(ws, cfg: TrainConfig, decisions, callbacks, cancel) -> RunResult`` (the run folder is
+``cfg.out_dir``; the split to train by is ``cfg.p`` / ``cfg.threshold``)."""
 
 
 class UnavailableStore:
@@ -268,7 +290,7 @@ class AppContext:
         if ws is None:  # evicted (many uploads since): fall back to the default
             ws = self.workspaces.get(self.default_key)
             fresh = new_view(ws)
-            for name in ("ws", "threshold", "percentile"):
+            for name in ("ws", "threshold", "percentile", "split"):
                 setattr(view, name, getattr(fresh, name))
             view.order, view.current, view.selection, view.bulk, view.proposals = fresh.order, None, None, None, {}
         return ws
@@ -335,8 +357,9 @@ def new_view(ws: Workspace | None, owner: str | None = None) -> View:
     """Fresh per-user state for a workspace."""
     if ws is None:
         return View(owner=owner)
-    return View(ws=ws.key, threshold=ws.default_threshold(),
-                percentile=float(ws.meta.get("p", DEFAULT_PERCENTILE)), owner=owner)
+    split = ws.audit_split()
+    return View(ws=ws.key, threshold=ws.default_threshold(), split=split.kind,
+                percentile={"percentile": split.p, "value": None}.get(split.kind, PAPER_P), owner=owner)
 
 
 class DecisionCache:

@@ -15,6 +15,9 @@ import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
+from byorn.scoring import DEFAULT_SCORE
+from byorn.split import DEFAULT_P
+
 from .context import Workspace
 
 logger = logging.getLogger(__name__)
@@ -152,8 +155,8 @@ def load_model(model_path: str | None):
         raise OpenError(f"Could not load the model at {model_path}: {e}") from e
 
 
-def audit_workspace(dataset, model_path: str | None, cache_dir: Path, *, p: float = 0.6,
-                    score: str = "mean", propose: bool = True, ground_truth: dict | None = None,
+def audit_workspace(dataset, model_path: str | None, cache_dir: Path, *, p: float | str = DEFAULT_P,
+                    score: str = DEFAULT_SCORE, propose: bool = True, ground_truth: dict | None = None,
                     progress: Progress | None = None) -> Workspace:
     """Audit ``dataset`` with the model (cached by fingerprint + model identity)."""
     from byorn.audit import AuditConfig

@@ -38,8 +38,18 @@ _LAYOUT_JS = {"margin": {"l": 50, "r": 10, "t": 30, "b": 40}, "paper_bgcolor": "
               "font": {"family": "system-ui, sans-serif", "size": 12}}
 
 
-def histogram_figure(index: TableIndex, threshold: float, bins: int = 60) -> dict:
+MARK_COLOURS = ("#059669", "#6b7280", "#d97706")  # other thresholds drawn beside the one in use
+SCORE_UNITS = {"mean": "mean NLL, nats", "max": "max token NLL, nats", "topk": "top-k token NLL, nats",
+               "grounding": "NLL with the image minus with a blank one, nats",
+               "mean+grounding": "robust z of the mean NLL + of the grounding"}
+
+
+def histogram_figure(index: TableIndex, threshold: float, bins: int = 60, *, marks: dict[str, float] | None = None,
+                     score: str = "mean") -> dict:
     """Score histogram (split by ground truth when known) with the threshold, as a plotly.js figure dict.
+
+    ``marks``: other thresholds drawn beside it as labelled dotted lines (name -> score, e.g. the adaptive
+    split's and the paper's); ``score``: the score method, for the axis title.
 
     Binned here and drawn as filled step lines (``scatter``: the page's
     plotly.js bundle has no ``bar`` / ``histogram`` traces).
@@ -67,8 +77,18 @@ def histogram_figure(index: TableIndex, threshold: float, bins: int = 60) -> dic
                        "line": {"color": "#dc2626", "dash": "dash"}})
         notes.append({"x": t, "xref": "x", "y": 1, "yref": "paper", "yanchor": "bottom", "xanchor": "left",
                       "showarrow": False, "text": f"threshold {t:.3f}: {n_flag} flagged"})
+    for k, (name, value) in enumerate((marks or {}).items()):
+        if value is None or not math.isfinite(float(value)) or float(value) == t:
+            continue
+        colour, v = MARK_COLOURS[k % len(MARK_COLOURS)], float(value)
+        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": v, "x1": v, "y0": 0, "y1": 1,
+                       "line": {"color": colour, "dash": "dot", "width": 2}})
+        notes.append({"x": v, "xref": "x", "y": 0.92 - 0.08 * k, "yref": "paper", "xanchor": "left",
+                      "showarrow": False, "font": {"color": colour},
+                      "text": f"{name} {v:.3f}: {int((scores > v).sum())}"})
+    unit = SCORE_UNITS.get(score, score)
     layout = {**_LAYOUT_JS, "height": 330, "shapes": shapes, "annotations": notes,
-              "xaxis": {"title": {"text": "misalignment score (mean NLL, nats)"}, "zeroline": False},
+              "xaxis": {"title": {"text": f"misalignment score ({unit})"}, "zeroline": False},
               "yaxis": {"title": {"text": _unit_name(index)}, "rangemode": "tozero"}}
     return {"data": traces, "layout": layout}
 

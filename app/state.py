@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_PERCENTILE = 0.6
+from byorn.split import PAPER_P, SPLIT_KINDS, Split
+
+DEFAULT_PERCENTILE = PAPER_P  # what the percentile slider shows until a person moves it (the paper's)
 
 
 def _no_rows() -> np.ndarray:
@@ -61,6 +63,7 @@ class View:
     ws: str | None = None                # workspace key
     threshold: float = math.inf
     percentile: float | None = DEFAULT_PERCENTILE
+    split: str = "percentile"            # how the threshold was set: auto, percentile or value (SPLIT_KINDS)
     owner: str | None = None             # visitor token (private sessions)
     filter: Filter = field(default_factory=Filter)
     order: np.ndarray = field(default_factory=_no_rows)   # the current filter's rows, sorted
@@ -87,6 +90,8 @@ class View:
             # arrays and nested state are not taken from a dict (older dicts held ids there)
             view = cls(**{k: v for k, v in value.items()
                           if k in known and k not in ("order", "walk", "selection", "filter", "proposals", "bulk")})
+            if "split" not in value and "threshold" in value and "percentile" not in value:
+                view.split = "value"  # a dict that sets a threshold alone means that threshold
             return view
         raise TypeError(f"not a view state: {type(value).__name__}")
 
@@ -94,6 +99,18 @@ class View:
     def has_selection(self) -> bool:
         return self.selection is not None and len(self.selection) > 0
 
-    def reset_for(self, ws_key: str | None, threshold: float, percentile: float | None) -> "View":
+    def reset_for(self, ws_key: str | None, threshold: float, percentile: float | None,
+                  split: str = "percentile") -> "View":
         """A fresh view of another workspace; who the visitor is stays."""
-        return View(ws=ws_key, threshold=threshold, percentile=percentile, owner=self.owner)
+        return View(ws=ws_key, threshold=threshold, percentile=percentile, split=split, owner=self.owner)
+
+    def split_spec(self) -> Split:
+        """This user's split as the library's value (what a run started from this page trains by)."""
+        kind = self.split if self.split in SPLIT_KINDS else "percentile"
+        if kind == "percentile" and self.percentile is None:
+            kind = "value"  # older views: no percentile means the threshold was typed
+        if kind == "percentile":
+            return Split("percentile", p=float(self.percentile))
+        if kind == "value":
+            return Split("value", value=float(self.threshold))
+        return Split(kind)

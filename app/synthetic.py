@@ -19,6 +19,7 @@ from PIL import Image
 
 from byorn.data import Sample, VLDataset
 from byorn.data.sample import IMAGE_TOKEN, ImageRef, Turn
+from byorn.split import PAPER_P, Split
 
 from .context import Workspace
 
@@ -73,11 +74,12 @@ def synthetic_workspace(n: int = 200, poison_rate: float = 0.1, seed: int = 0, i
         samples.append(Sample(sid, turns, [images[(c, bool(poisoned[i]))]]))
     table = pd.DataFrame(cols)
     _score_rows(table, rng, poisoned, bad_turn, colour, shape)
-    threshold = float(np.quantile(table["score"], 0.6))
-    table["suspicious"] = table["score"] > threshold
+    flags, split = Split("percentile", p=PAPER_P).apply(table["score"].to_numpy(dtype=float))  # as the paper
+    table["suspicious"] = flags
     spec = f"synthetic:{n}:{poison_rate}:{seed}:{image_px}:{multi_turn}"
     ds = VLDataset(samples, name=f"synthetic-{n}", fingerprint=hashlib.sha256(spec.encode()).hexdigest()[:16])
-    meta = {"p": 0.6, "threshold": threshold, "dataset_fingerprint": ds.fingerprint(), "model_identity": "synthetic"}
+    meta = {"p": PAPER_P, "threshold": split.threshold, "split": split.to_dict(), "dataset_fingerprint": ds.fingerprint(),
+            "model_identity": "synthetic", "config": {"score": "mean"}}
     unit = "samples" if multi_turn == 0 else f"samples, {len(table)} assistant turns"
     ws = Workspace(key=key or f"synthetic:{ds.fingerprint()}", name=f"Synthetic data ({n} {unit})",
                    dataset=ds, table=table, meta=meta, target=TARGET)

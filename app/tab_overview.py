@@ -12,23 +12,25 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from byorn.split import AUTO, PAPER_P, SPLIT_KINDS
+
 from . import bulk
 from .context import AppContext
 from .plotly_html import clickable_plot, selection_sink
 from .plots import EMBEDDINGS, histogram_figure, map_payload, payload_json, rows_from_mask
 from .selection import clear_selection, selection_outputs, selection_summary, set_selection
 from .showing import extras_event, open_in_inspector, open_outputs
-from .state import View
-from .views import counts_of, counts_text, threshold_at, unit_of
+from .state import DEFAULT_PERCENTILE, View
+from .views import counts_of, counts_text, split_text, threshold_at, unit_of
 
 
 def build_overview(color_choices: list[str]) -> SimpleNamespace:
     title = gr.Markdown(elem_id="overview-title")
     with gr.Row():
-        mode = gr.Radio(["percentile", "value"], value="percentile", label="set the threshold by",
-                        scale=1, elem_id="threshold-mode")
-        percentile = gr.Slider(0.0, 1.0, value=0.6, step=0.01, scale=2, elem_id="threshold-percentile",
-                               label="percentile p (samples above the p-quantile are flagged; paper: 0.6)")
+        mode = gr.Radio(list(SPLIT_KINDS), value="percentile", scale=1, elem_id="threshold-mode",
+                        label="set the threshold by (auto: read off the score distribution)")
+        percentile = gr.Slider(0.0, 1.0, value=DEFAULT_PERCENTILE, step=0.01, scale=2, elem_id="threshold-percentile",
+                               label=f"percentile p (samples above the p-quantile are flagged; paper: {PAPER_P:g})")
         value = gr.Number(label="threshold value (score)", scale=1, elem_id="threshold-value")
         apply_btn = gr.Button("apply threshold", scale=1, elem_id="apply-threshold")
     counts = gr.Markdown(elem_id="overview-counts")
@@ -53,7 +55,7 @@ def build_overview(color_choices: list[str]) -> SimpleNamespace:
 
 def overview_outputs(ui) -> list:
     o = ui.overview
-    return [ui.view, o.title, o.counts, o.histogram, o.sample_map, o.percentile, o.value]
+    return [ui.view, o.title, o.counts, o.histogram, o.sample_map, o.percentile, o.value, o.mode]
 
 
 def refresh_overview(ctx: AppContext, view: View, embedding: str, color_by: str):
@@ -70,24 +72,32 @@ def refresh_overview(ctx: AppContext, view: View, embedding: str, color_by: str)
         fig = map_payload(ix, codes, view.threshold, embedding or "joint", color_by or "score")
     except ValueError as e:
         raise gr.Error(str(e)) from e
-    return (view, title, counts_text(counts_of(ix, codes, view.threshold), unit=unit),
-            payload_json(histogram_figure(ix, view.threshold)), payload_json(fig),
-            view.percentile if view.percentile is not None else gr.Slider(), round(view.threshold, 4))
+    auto, paper = ws.auto_split(), threshold_at(ix.score, PAPER_P)
+    score = str((ws.meta.get("config") or {}).get("score", "mean"))
+    hist = histogram_figure(ix, view.threshold, marks={"auto": auto.threshold, f"paper (p = {PAPER_P:g})": paper},
+                            score=score)
+    counts = counts_text(counts_of(ix, codes, view.threshold), unit=unit)
+    mode = view.split_spec().kind
+    return (view, title, f"{counts}\n\n{split_text(view.split_spec(), ix.score, auto, paper, score)}",
+            payload_json(hist), payload_json(fig),
+            view.percentile if view.percentile is not None else gr.Slider(), round(view.threshold, 4), mode)
 
 
 def set_threshold(ctx: AppContext, view: View, mode: str, percentile: float, value: float | None,
                   embedding: str, color_by: str):
-    """Move this user's split threshold (by percentile or by score value)."""
+    """Move this user's split threshold (adaptive, by percentile or by score value)."""
     view = View.coerce(view)
     ws = ctx.workspace(view)
-    if mode == "value":
+    if mode == AUTO:
+        view.split, view.threshold = AUTO, float(ws.auto_split().threshold)
+    elif mode == "value":
         if value is None:
             raise gr.Error("Type a threshold value, or set it by percentile.")
-        view.threshold, view.percentile = float(value), None
+        view.threshold, view.percentile, view.split = float(value), None, "value"
     else:
         if percentile is None or not 0.0 <= float(percentile) <= 1.0:
             raise gr.Error("The percentile must be between 0 and 1.")
-        view.percentile = float(percentile)
+        view.percentile, view.split = float(percentile), "percentile"
         view.threshold = threshold_at(ws.index.score, float(percentile))
     return refresh_overview(ctx, view, embedding, color_by)
 
@@ -152,7 +162,7 @@ def _after_bulk(ctx: AppContext, ui, view: View, embedding: str, color_by: str) 
     """After a bulk decision: the selection's counts, the totals, and the map (its colours may be decisions)."""
     view = View.coerce(view)
     o = ui.overview
-    _, _, counts, _, fig, _, _ = refresh_overview(ctx, view, embedding, color_by)
+    _, _, counts, _, fig, *_ = refresh_overview(ctx, view, embedding, color_by)
     out = {o.selection: selection_summary(ctx, view), o.counts: counts}
     if color_by == "decision":
         out[o.sample_map] = fig

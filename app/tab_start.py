@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from byorn.scoring import SCORE_METHODS
+from byorn.scoring import DEFAULT_SCORE, SCORE_METHODS
+from byorn.split import AUTO, DEFAULT_P, PAPER_P, parse_p
 
 from .context import AppContext, new_view, store_errors
 from .state import View
@@ -47,8 +48,11 @@ def build_start() -> SimpleNamespace:
                 model_path = gr.Textbox(label="model folder on the server (empty = embedded model)",
                                         elem_id="model-path")
         with gr.Row():
-            p = gr.Slider(0.0, 0.99, value=0.6, step=0.01, label="percentile p for the split")
-            score = gr.Dropdown(list(SCORE_METHODS), value="mean", elem_id="score-method",
+            p = gr.Dropdown([AUTO] + [f"{q:g}" for q in (0.5, PAPER_P, 0.7, 0.8, 0.9)], value=str(DEFAULT_P),
+                            allow_custom_value=True, elem_id="split-p",
+                            label=f"split: auto (a threshold read off the scores) or a percentile p in [0, 1] "
+                                  f"(turns above the p-quantile are flagged; the paper: {PAPER_P:g})")
+            score = gr.Dropdown(list(SCORE_METHODS), value=DEFAULT_SCORE, elem_id="score-method",
                                 label="score (mean / max / top-k token NLL; grounding: NLL with the image minus "
                                       "with a blank one, scores twice)")
             propose = gr.Checkbox(value=True, label="propose replacements (slower)")
@@ -79,13 +83,17 @@ def open_data(ctx: AppContext, view: View, upload, path, model_path, p, score, p
     if model_path and not ctx.allow_server_paths:
         raise gr.Error("Model folders on the server are switched off here; leave the model empty.")
     try:
+        p = parse_p(p)
+    except ValueError as e:
+        raise gr.Error(f"The split: {e}.") from e
+    try:
         # Checked before anything is read: outside the data roots, one answer whether it exists or not.
         path = str(allowed_server_path(path, ctx.data_roots)) if path and not upload else path
         model_path = str(allowed_server_path(model_path, ctx.data_roots)) if model_path else None
         progress(0.0, desc="reading the data")
         dataset = load_user_dataset(path=path, upload=upload, upload_root=ctx.data_dir / "uploads")
         ws = audit_workspace(dataset, model_path, ctx.data_dir / "audits",
-                             p=float(p), score=score, propose=bool(propose),
+                             p=p, score=score, propose=bool(propose),
                              progress=lambda frac, msg: progress(frac, desc=msg))
     except OpenError as e:
         raise gr.Error(str(e)) from e

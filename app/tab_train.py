@@ -12,7 +12,6 @@ only its owner can cancel it.
 """
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import math
 import re
@@ -24,6 +23,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
+from byorn.split import Split
 from byorn.train import TrainConfig
 
 from .context import AppContext, Workspace
@@ -31,7 +31,6 @@ from .hosting import training_message
 from .jobs import RUNNING, JobBusy
 from .plots import loss_figure
 from .state import View
-from .views import with_threshold
 
 _LABELS = {"byorn": "BYORn (bootstrap replacements)", "byorn-f": "BYORn-F (drop flagged)",
            "onion": "ONION (remove outlier words)", "bye": "BYE (attention entropy, retrain)",
@@ -99,12 +98,8 @@ FORM_LABELS = {"method": "method", "epochs": "epochs", "batch_size": "batch size
 
 def settings_from(method, epochs, batch_size, lr, lora, ema_decay, temperature, seed, max_steps,
                   eval_every, eval_max) -> dict:
-    """``TrainConfig`` fields from the form, checked by ``TrainConfig`` itself (raises gr.Error).
-
-    The library's validation is the one source of truth: the config is built
-    here, in the handler, so a value it rejects is a form error naming the
-    field, and no run starts.
-    """
+    """``TrainConfig`` fields from the form (raises gr.Error on a missing one; :func:`config_from` checks the
+    values)."""
     if method not in METHODS:
         raise gr.Error(f"Unknown method {method!r}.")
     for name, v in (("learning rate", lr), ("EMA decay", ema_decay), ("temperature", temperature),
@@ -117,11 +112,24 @@ def settings_from(method, epochs, batch_size, lr, lora, ema_decay, temperature, 
                 "max_steps": int(max_steps) if max_steps else None,
                 "eval_every": int(eval_every) if eval_every else 0,
                 "eval_max_samples": int(eval_max) if eval_max else None}
+    return settings
+
+
+def config_from(settings: dict, split: Split, score: str | None, out_dir: Path) -> TrainConfig:
+    """The run's one ``TrainConfig``: the form's settings, this user's split and the audit's score.
+
+    The library's validation is the one source of truth: the config is built
+    here, in the handler, so a value it rejects is a form error naming the
+    field, and no run starts.
+    """
+    if split.kind == "value":
+        chosen = {"threshold": float(split.value)}
+    else:
+        chosen = {"p": split.kind if split.kind == "auto" else float(split.p)}
     try:
-        TrainConfig(**settings)
+        return TrainConfig(**settings, **chosen, score=score, out_dir=str(out_dir))
     except (TypeError, ValueError) as e:
         raise gr.Error(f"Check the training settings: {_with_labels(str(e))}") from e
-    return settings
 
 
 def _with_labels(message: str) -> str:
@@ -132,21 +140,19 @@ def _with_labels(message: str) -> str:
     return message
 
 
-def library_trainer(ws: Workspace, settings: dict, decisions: dict, table: pd.DataFrame,
-                    threshold: float, callbacks: list, cancel, out_dir: Path):
-    """Run ``byorn.train.train`` on the workspace (the default trainer)."""
+def library_trainer(ws: Workspace, cfg: TrainConfig, decisions: dict, callbacks: list, cancel):
+    """Run ``byorn.train.train`` on the workspace (the default trainer).
+
+    The workspace's audit goes in as it is; ``train`` splits it at the run's
+    split (``cfg.p`` / ``cfg.threshold``: this user's) and records it.
+    """
     from byorn.evaluate import EvalSuite
     from byorn.models import VLM
     from byorn.train import train
 
-    cfg = TrainConfig(**settings, out_dir=str(out_dir))
-    audit = copy.copy(ws.audit)  # shallow: same data, this user's threshold
-    if audit is not None:
-        audit.table = table
-        audit.meta = {**dict(ws.audit.meta), "threshold": threshold}
     vlm = VLM.load(ws.model_path)  # a fresh copy: training must never touch the shared reference model
     evals = EvalSuite(ws.test_clean, ws.test_triggered, ws.target if ws.test_triggered is not None else None)
-    return train(ws.dataset, cfg, vlm=vlm, audit=audit, decisions=decisions, evals=evals,
+    return train(ws.dataset, cfg, vlm=vlm, audit=ws.audit, decisions=decisions, evals=evals,
                  callbacks=callbacks, cancel=cancel, copy_model=False)
 
 
@@ -159,17 +165,18 @@ def start_training(ctx: AppContext, view: View, *raw):
         raise gr.Error(blocked)
     ws = ctx.workspace(view)
     settings = settings_from(*raw)
-    decisions = dict(ctx.decisions(ws))  # a snapshot: the run must not see later decisions change
-    table = with_threshold(ws.table, view.threshold)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = ctx.run_folder(view, f"{stamp}-{settings['method']}", shared=bool(share))
+    score = (ws.meta.get("config") or {}).get("score")  # the audit's: the run flags by this user's split of it
+    cfg = config_from(settings, view.split_spec(), score, out_dir)
+    decisions = dict(ctx.decisions(ws))  # a snapshot: the run must not see later decisions change
     trainer = ctx.trainer or library_trainer
     label = f"{settings['method']} on {ws.name}, {len(decisions)} review decisions"
     if ws.test_clean is None and ws.test_triggered is None:
         label += " (no test sets with this data: no clean metric / ASR)"
 
     def runner(callbacks, cancel):
-        return trainer(ws, settings, decisions, table, view.threshold, callbacks, cancel, out_dir)
+        return trainer(ws, cfg, decisions, callbacks, cancel)
 
     try:
         ctx.job.start(runner, label=label, owner=ctx.owner(view), shared=bool(share) or not ctx.private_sessions)

@@ -14,8 +14,9 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from byorn.audit import apply_threshold
 from byorn.decisions import STATUSES, Decision
-from byorn.scoring import percentile_threshold, split_by_value
+from byorn.split import AUTO, PAPER_P, Split, percentile_threshold
 
 from .index import TableIndex, status_names
 from .state import Filter
@@ -38,10 +39,28 @@ def threshold_at(scores: Sequence[float], percentile: float) -> float:
 
 
 def with_threshold(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """A copy of the table whose ``suspicious`` flag is ``score > threshold``."""
-    out = table.copy()
-    out["suspicious"] = split_by_value(out["score"].to_numpy(dtype=float), float(threshold))
-    return out
+    """A copy of the table whose ``suspicious`` flag is ``score > threshold`` (the library's split by value)."""
+    return apply_threshold(table, value=float(threshold))[0]
+
+
+def split_text(split: Split, scores: Sequence[float], auto: Split, paper: float, score: str = "mean") -> str:
+    """What the Overview says about the split: the one in use and why, and the adaptive and paper's beside it.
+
+    ``split``: this user's split (not applied yet); ``auto``: the adaptive split of these scores (applied);
+    ``paper``: the threshold of the paper's split (p = 0.6).
+    """
+    scores = np.asarray(scores, dtype=float)
+    n = len(scores)
+    paper_n = int((scores > paper).sum())
+    paper_line = f"the paper's split (p = {PAPER_P:g}) is at {paper:.4g} and flags {paper_n} of {n}"
+    if split.kind == AUTO:
+        return (f"**Split: adaptive (auto)**, by the {score} score: {auto.reason}. Beside it (dotted), "
+                f"{paper_line}.")
+    _, done = split.apply(scores)
+    paper_line = "" if done.kind == "percentile" and done.p == PAPER_P else f"; {paper_line}"
+    return (f"**Split: {done.label}**, by the {score} score: {done.n_flagged} of {n} flagged above "
+            f"{done.threshold:.4g}. The adaptive split (dotted, *auto*) would put the threshold at "
+            f"{auto.threshold:.4g} and flag {auto.n_flagged}: {auto.reason}{paper_line}.")
 
 
 def join_decisions(table: pd.DataFrame, decisions: Mapping[tuple[str, int], Decision],

@@ -35,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from byorn.attacks import Target, get_attack, poison  # noqa: E402
 from byorn.audit import AuditConfig, run_audit  # noqa: E402
-from byorn.data import Conversation  # noqa: E402
 from byorn.models import VLM, templates, zoo  # noqa: E402
 from byorn.models.loading import image_only  # noqa: E402
 from byorn.train import TrainConfig, train  # noqa: E402

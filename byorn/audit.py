@@ -35,7 +35,8 @@ from .batching import token_chunks
 from .data import Conversation, DataError, VLDataset, turn_key
 from .maps import FIT_MAX, MAP_KINDS, compute_maps
 from .models import VLM
-from .scoring import GROUNDED_METHODS, SCORE_METHODS, aggregate, blank_image, split_by_percentile, split_by_value
+from .scoring import DEFAULT_SCORE, GROUNDED_METHODS, SCORE_METHODS, aggregate, blank_image
+from .split import DEFAULT_P, PAPER_P, Split, parse_p
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,14 @@ EMBED_DIM = 256  # embeddings are projected to at most this many dimensions (see
 class AuditConfig:
     """How to audit a dataset."""
 
-    p: float = field(default=0.6, metadata={"help": "split percentile: turns above it are suspicious (paper: 0.6)"})
-    score: str = field(default="mean", metadata={"help": f"score aggregate, one of {SCORE_METHODS}"})
+    p: float | str = field(default=DEFAULT_P, metadata={
+        "help": "the split: 'auto' (a threshold read off the score distribution: a gap above the bulk of "
+                "scores, else at least the top 10 %%) or a percentile (turns above the p-quantile are "
+                "suspicious; the paper: 0.6)"})
+    threshold: float | None = field(default=None, metadata={
+        "help": "split at this score value instead (turns scoring above it are suspicious; overrides p)"})
+    score: str = field(default=DEFAULT_SCORE, metadata={
+        "help": f"score aggregate, one of {SCORE_METHODS} (the paper: mean)"})
     grounding: bool = field(default=False, metadata={
         "help": "also score every turn with blank images (column surprisals_blank), as the grounding scores "
                 "need; implied by them; doubles the scoring time"})
@@ -82,8 +89,8 @@ class AuditConfig:
     seed: int = field(default=0, metadata={"help": "seed for proposals and UMAP"})
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"p must be in [0, 1], got {self.p}")
+        self.p = parse_p(self.p)
+        self.split_spec  # noqa: B018  (raises on a threshold that is not a finite number)
         if self.score not in SCORE_METHODS:
             raise ValueError(f"score must be one of {SCORE_METHODS}, got {self.score!r}")
         for name in ("batch_size", "max_new_tokens", "topk", "shard_size", "map_fit_max"):
@@ -96,6 +103,11 @@ class AuditConfig:
         for name in ("max_batch_tokens", "max_length"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or unset, got {getattr(self, name)}")
+
+    @property
+    def split_spec(self) -> Split:
+        """The split this config asks for (not applied yet)."""
+        return Split.of(self.p, self.threshold)
 
     @property
     def blank_pass(self) -> bool:
@@ -162,6 +174,36 @@ class Audit:
     def threshold(self) -> float:
         return float(self.meta["threshold"])
 
+    @property
+    def split_info(self) -> Split:
+        """The split this audit's flags come from (audits older than the record: read from p and threshold)."""
+        if self.meta.get("split"):
+            return Split.from_dict(self.meta["split"])
+        flags = self.table["suspicious"].astype(bool)
+        return Split("percentile", p=float(self.meta.get("p", PAPER_P)), threshold=self.threshold,
+                     n_flagged=int(flags.sum()), n=len(flags))
+
+    @property
+    def score_method(self) -> str:
+        """The score this audit ranks turns by (``mean`` for audits older than the record)."""
+        return str((self.meta.get("config") or {}).get("score", "mean"))
+
+    def split(self, split: Split | None = None, *, percentile: float | str | None = None,
+              threshold: float | None = None) -> "Audit":
+        """A new audit of the same scores re-split (by a :class:`Split`, a percentile or ``"auto"``, or a
+        score value), with its flags, threshold and ``meta["split"]`` consistent.  This audit is unchanged;
+        the table and embeddings are shared where they do not change."""
+        if split is None:
+            if percentile is None and threshold is None:
+                raise ValueError("give a split, a percentile (or 'auto') or a threshold")
+            split = Split.of(percentile, threshold)
+        table, done = _resplit(self.table, split)
+        meta = {**self.meta, **_split_meta(table, done)}
+        if isinstance(meta.get("config"), dict):  # the config says how this audit is split now
+            meta["config"] = {**meta["config"], "p": meta["p"] if done.kind != "value" else meta["config"].get("p"),
+                              "threshold": done.value}
+        return Audit(table, meta, self.source, self.embeddings)
+
     def flags(self) -> dict[tuple[str, int], bool]:
         """Suspicious flag per (sample id, turn)."""
         t = self.table
@@ -176,19 +218,28 @@ def _with_turn_columns(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def apply_threshold(table: pd.DataFrame, *, percentile: float | None = None,
+def apply_threshold(table: pd.DataFrame, *, percentile: float | str | None = None,
                     value: float | None = None) -> tuple[pd.DataFrame, float]:
-    """A copy of ``table`` re-split at a percentile or an absolute score."""
+    """A copy of ``table`` re-split at a percentile (or ``"auto"``) or an absolute score."""
     if (percentile is None) == (value is None):
         raise ValueError("give exactly one of percentile or value")
+    out, split = _resplit(table, Split.of(percentile, value))
+    return out, float(split.threshold)
+
+
+def _resplit(table: pd.DataFrame, split: Split) -> tuple[pd.DataFrame, Split]:
     out = table.copy()
-    if percentile is not None:
-        mask, thr = split_by_percentile(out["score"].to_numpy(), percentile)
-    else:
-        thr = float(value)
-        mask = split_by_value(out["score"].to_numpy(), thr)
+    mask, done = split.spec.apply(out["score"].to_numpy(dtype=float))
     out["suspicious"] = mask
-    return out, thr
+    return out, done
+
+
+def _split_meta(table: pd.DataFrame, split: Split) -> dict:
+    """The audit metadata that follow from its split."""
+    flags = table["suspicious"].to_numpy(dtype=bool)
+    return {"threshold": split.threshold, "p": split.p if split.kind == "percentile" else split.kind,
+            "split": split.to_dict(), "n_suspicious": int(flags.sum()),
+            "n_samples_suspicious": int(table.loc[flags, "id"].nunique())}
 
 
 # --------------------------------------------------------------------- proposals --
@@ -275,11 +326,16 @@ class _EncodeBatch:
                  self._blank([convs[j] for j in g])) for g in groups], skipped, truncated
 
     def _blank(self, convs: list[Conversation]):
-        """The same conversations with every image blanked, encoded (None unless the config asks for it)."""
+        """The conversations that have an image, with every image blanked, encoded, and their positions in
+        ``convs``: ``(batch or None, positions)``; None unless the config asks for the blank pass.  One without
+        an image would score the same twice: it is not encoded again (:func:`_blank_scores`)."""
         if not self.cfg.blank_pass:
             return None
-        return self.vlm.encode([Conversation(c.turns, [blank_image(im) for im in c.images]) for c in convs],
-                               max_length=self.cfg.max_length)
+        where = [j for j, c in enumerate(convs) if c.images]
+        if not where:
+            return None, []
+        return self.vlm.encode([Conversation(convs[j].turns, [blank_image(im) for im in convs[j].images])
+                                for j in where], max_length=self.cfg.max_length), where
 
 
 def _score_shard(dataset: VLDataset, indices: list[int], vlm: VLM, cfg: AuditConfig, proj: np.ndarray | None,
@@ -298,7 +354,7 @@ def _score_shard(dataset: VLDataset, indices: list[int], vlm: VLM, cfg: AuditCon
         for samples, batch, blank in chunks:
             out = vlm.score_batch(batch, embed=cfg.maps)
             scores, emb = out if cfg.maps else (out, None)
-            blank_scores = vlm.score_batch(blank) if blank is not None else [None] * len(samples)
+            blank_scores = _blank_scores(vlm, blank, scores)
             for s, turn_scores, turn_blank in zip(samples, scores, blank_scores):  # truncated: fewer turns
                 rows.extend(_row(s, k, ts, turn_blank[k] if turn_blank is not None else None)
                             for k, ts in enumerate(turn_scores))
@@ -312,6 +368,18 @@ def _score_shard(dataset: VLDataset, indices: list[int], vlm: VLM, cfg: AuditCon
     emb = {"response": np.concatenate(emb_r).astype(np.float32)[order],
            "image": np.concatenate(emb_i).astype(np.float32)[order]} if emb_r else {}
     return pd.DataFrame(rows), emb, skipped, truncated
+
+
+def _blank_scores(vlm: VLM, blank, scores: list) -> list:
+    """Each sample's turn scores with its images blanked: scored where it has an image, and its own scores
+    where it has none (blanking would change nothing); ``None`` each without a blank pass."""
+    if blank is None:
+        return [None] * len(scores)
+    batch, where = blank
+    out = list(scores)
+    for j, blank_scores in zip(where, vlm.score_batch(batch) if where else []):
+        out[j] = blank_scores
+    return out
 
 
 def _row(sample, k: int, ts, blank=None) -> dict:
@@ -459,8 +527,9 @@ def _assemble(dataset, vlm, cfg: AuditConfig, shards: _Shards, t0: float, report
     idx_best = table.loc[table.groupby("id", sort=False)["score"].idxmax(), ["id", "turn"]]
     table["sample_turn"] = table["id"].map(dict(zip(idx_best["id"], idx_best["turn"]))).astype(int)
     table["key"] = _row_keys(table)
-    flags, threshold = split_by_percentile(table["score"].to_numpy(), cfg.p)
+    flags, split = cfg.split_spec.apply(table["score"].to_numpy(dtype=float))
     table["suspicious"] = flags
+    logger.info("split %s", split.describe())
     t_score = time.time() - t0
     table["proposed_response"] = ""
     if cfg.propose and flags.any():
@@ -472,8 +541,7 @@ def _assemble(dataset, vlm, cfg: AuditConfig, shards: _Shards, t0: float, report
     t_propose = time.time() - t0 - t_score
     map_info, embeddings = _add_maps(table, parts, cfg, report)
     meta = {
-        "threshold": threshold, "p": cfg.p, "n": len(dataset), "n_turns": len(table),
-        "n_suspicious": int(flags.sum()), "n_samples_suspicious": int(table.loc[flags, "id"].nunique()),
+        **_split_meta(table, split), "n": len(dataset), "n_turns": len(table),
         "dataset_fingerprint": dataset.fingerprint(), "dataset_name": dataset.name,
         "model_identity": vlm.identity, "model_name": vlm.name, "config": asdict(cfg),
         "model_warnings": list(getattr(vlm, "warnings", [])),  # e.g. a stop token that could not be determined

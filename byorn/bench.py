@@ -30,7 +30,8 @@ import torch
 from .audit import AuditConfig, run_audit
 from .evaluate import EvalSuite
 from .metrics import detection_by_score, detection_metrics
-from .scoring import SCORE_METHODS
+from .scoring import DEFAULT_SCORE, PAPER_SCORE, SCORE_METHODS
+from .split import AUTO, DEFAULT_P, PAPER_P, parse_p
 from .models import VLM
 from .train import TrainConfig, train
 from .world import make_captions
@@ -54,9 +55,12 @@ class BenchConfig:
     epochs: float = field(default=8.0, metadata={"help": "training epochs"})
     batch_size: int = field(default=32, metadata={"help": "batch size"})
     lr: float = field(default=2e-3, metadata={"help": "learning rate"})
-    score: str = field(default="mean", metadata={
-        "help": f"the score BYORn and BYORn-F flag by, one of {SCORE_METHODS}; rows of another score than mean "
-                "are named byorn@<score> (detection is reported for every score either way)"})
+    score: str = field(default=DEFAULT_SCORE, metadata={
+        "help": f"the score BYORn and BYORn-F flag by, one of {SCORE_METHODS} (the paper: mean); detection is "
+                "reported for every score either way"})
+    p: float | str = field(default=DEFAULT_P, metadata={
+        "help": "their split: 'auto' or a percentile (the paper: 0.6). Rows of the paper's setting (mean, 0.6) "
+                "are named byorn, others byorn@<score>[@auto|@p<p>] (defense_label)"})
     model: str | None = field(default=None, metadata={"help": "reference model folder (None = embedded)"})
 
     def __post_init__(self) -> None:
@@ -68,6 +72,7 @@ class BenchConfig:
         unknown = [d for d in self.defenses if d not in DEFENSES]
         if unknown:
             raise ValueError(f"unknown defense(s) {unknown}; known: {sorted(DEFENSES)}")
+        self.p = parse_p(self.p)
         if self.score not in SCORE_METHODS:
             raise ValueError(f"score must be one of {SCORE_METHODS}, got {self.score!r}")
         if not self.seeds or any(not 0.0 < r < 1.0 for r in self.rates):
@@ -78,6 +83,10 @@ class BenchConfig:
         """The configuration that runs in under 15 minutes on 2 CPU cores."""
         return cls(scenarios=PAPER_SCENARIOS, defenses=("sft", "byorn-f", "byorn"), rates=(0.1,), seeds=(0,))
 
+    def label(self, defense: str) -> str:
+        """How ``defense``'s rows are named under this configuration (:func:`defense_label`)."""
+        return defense_label(defense, self.score, self.p)
+
     def runs(self) -> list[tuple[str, float, int, str]]:
         return [(sc, r, s, d) for s in self.seeds for r in self.rates for sc in self.scenarios for d in self.defenses]
 
@@ -85,9 +94,22 @@ class BenchConfig:
 AUDITED_DEFENSES = ("byorn-f", "byorn")  # the defenses that train on the audit's flags
 
 
-def defense_label(defense: str, score: str = "mean") -> str:
-    """How a run is named in rows and tables: ``byorn@grounding`` when an audited defense uses another score."""
-    return defense if score == "mean" or defense not in AUDITED_DEFENSES else f"{defense}@{score}"
+def defense_label(defense: str, score: str = PAPER_SCORE, p: float | str = PAPER_P) -> str:
+    """How a run is named in rows and tables.  An audited defense in the paper's setting (the mean score, split
+    at p = 0.6) is plain ``byorn``; another score adds ``@<score>``, another split ``@auto`` or ``@p<p>``:
+    ``byorn@grounding`` (p = 0.6), ``byorn@mean+grounding@auto`` (the library's default since issue 19).
+    Each row also records its ``score``, ``p`` and the ``split`` the audit chose."""
+    if defense not in AUDITED_DEFENSES:
+        return defense
+    parts = [defense] + ([score] if score != PAPER_SCORE else [])
+    if p != PAPER_P:
+        parts.append(AUTO if p == AUTO else f"p{p:g}")
+    return "@".join(parts)
+
+
+def default_label(defense: str = "byorn") -> str:
+    """The label of ``defense`` run with the library's default score and split."""
+    return defense_label(defense, DEFAULT_SCORE, DEFAULT_P)
 
 
 def _base(label: str) -> str:
@@ -111,14 +133,14 @@ def run_bench(cfg: BenchConfig, out_dir: Path, progress: Callable[[float, str], 
     done = 0
     for scenario, rate, seed in cells:
         todo = [d for d in cfg.defenses
-                if not (out_dir / "rows" / f"{row_name(scenario, rate, defense_label(d, cfg.score), seed)}.json").exists()]
+                if not (out_dir / "rows" / f"{row_name(scenario, rate, cfg.label(d), seed)}.json").exists()]
         done += len(cfg.defenses) - len(todo)
         if not todo:
             continue
         report(done / total, f"{scenario} {rate:g} seed {seed}")
         cell = _Cell(cfg, ref, scenario, rate, seed)
         for defense in todo:
-            name = row_name(scenario, rate, defense_label(defense, cfg.score), seed)
+            name = row_name(scenario, rate, cfg.label(defense), seed)
             row = cell.run(defense, out_dir / "runs" / name)
             (out_dir / "rows" / f"{name}.json").write_text(json.dumps(row, indent=1))
             done += 1
@@ -145,17 +167,23 @@ def poisoned_cell(ref: VLM, scenario: str, rate: float, seed: int, n_train: int,
     return clean_test, built, pr
 
 
-def audit_cell(ref: VLM, pr, score: str = "mean"):
-    """The reference model's audit of a cell's poisoned training split, with the blank-image pass (so that
-    detection is reported for the grounding scores too): ``(audit, detection of its flags, detection_by_score)``.
+def audit_cell(ref: VLM, pr, score: str = PAPER_SCORE, p: float | str = PAPER_P):
+    """The reference model's audit of a cell's poisoned training split: ``(audit, detection of its flags,
+    detection_by_score)``.  ``audit.meta["bench_audit_s"]`` is the time of that audit alone, as the defense
+    needs it; a score that needs no blank-image pass gets one afterwards, untimed, so that detection is
+    reported for the grounding scores too.
 
     Ground truth (``pr.mask``) is read here for the figures only; the audit itself never sees it.
     """
-    audit = run_audit(pr.train, ref, AuditConfig(score=score, grounding=True, propose=False, maps=False))
+    t = time.time()
+    audit = run_audit(pr.train, ref, AuditConfig(score=score, p=p, propose=False, maps=False))
+    audit.meta["bench_audit_s"] = round(time.time() - t, 2)
     table = audit.table
+    blanked = table if "surprisals_blank" in table.columns else run_audit(
+        pr.train, ref, AuditConfig(score=score, p=p, grounding=True, propose=False, maps=False)).table
     mask = [pr.mask[i] for i in table["id"]]
     return (audit, detection_metrics(table["score"], mask, flagged=table["suspicious"]),
-            detection_by_score(table["surprisals"].tolist(), mask, blank=table["surprisals_blank"].tolist()))
+            detection_by_score(blanked["surprisals"].tolist(), mask, blank=blanked["surprisals_blank"].tolist()))
 
 
 class _Cell:
@@ -168,27 +196,27 @@ class _Cell:
         self.scenario = scenario
         self.rate = rate
         t_build = time.time() - t
-        t = time.time()
-        self.audit, self.detection, self.detection_by_score = audit_cell(ref, self.pr, cfg.score)
-        self.audit_s = time.time() - t
+        self.audit, self.detection, self.detection_by_score = audit_cell(ref, self.pr, cfg.score, cfg.p)
+        self.audit_s = self.audit.meta["bench_audit_s"]
         self.cell_s = t_build  # building the scenario (PGD, clean-label search) is the attacker's cost
         self.evals = EvalSuite(self.clean_test, self.pr.triggered_test, self.built.target, self.pr.extra_tests)
 
     def run(self, defense: str, run_dir: Path) -> dict:
         cfg = self.cfg
+        uses_audit = defense in AUDITED_DEFENSES
         tcfg = TrainConfig(method=defense, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=self.seed,
-                           score=cfg.score, out_dir=str(run_dir), checkpoint_every=50)
+                           score=cfg.score if uses_audit else None, out_dir=str(run_dir), checkpoint_every=50)
         resume = (run_dir / "checkpoint" / "state.json").exists() and not (run_dir / "metrics.json").exists()
         if run_dir.exists() and not resume:
             shutil.rmtree(run_dir)  # interrupted before its first checkpoint: start it again
-        uses_audit = defense in ("byorn", "byorn-f")
         res = train(self.pr.train, tcfg, vlm=self.ref, audit=self.audit if uses_audit else None, evals=self.evals,
                     resume=resume)
         m = res.metrics
         wall = m["wall_s"] + (self.audit_s if uses_audit else 0.0)
         return {
-            "scenario": self.scenario, "rate": self.rate, "defense": defense_label(defense, cfg.score),
-            "score": cfg.score if uses_audit else None, "seed": self.seed,
+            "scenario": self.scenario, "rate": self.rate, "defense": cfg.label(defense),
+            "score": cfg.score if uses_audit else None, "p": cfg.p if uses_audit else None,
+            "split": _jsonable(self.audit.split_info.to_dict()) if uses_audit else None, "seed": self.seed,
             "asr": m.get("asr"), "asr_mode": m.get("asr_mode"), "clean_metric": m.get("clean_metric", "cider"),
             "clean_value": m.get("clean_value"), "cider": m.get("cider"), "bleu": m.get("bleu"),
             "n_poisoned": len(self.pr.poisoned_ids), "detection_auroc": self.detection["auroc"],
@@ -196,13 +224,14 @@ class _Cell:
             "flag_recall": self.detection["recall"],
             "detection_by_score": self.detection_by_score, "wall_s": round(wall, 2), "cell_s": round(self.cell_s, 2),
             "train_s": m.get("train_s"), "generate_s": m.get("generate_s"), "audit_s": round(self.audit_s, 2),
-            "steps": m.get("steps"), "scenario_info": _jsonable(self.built.info),
+            "steps": m.get("steps"), "bootstrap": m.get("bootstrap"), "scenario_info": _jsonable(self.built.info),
             **{k: v for k, v in m.items() if k.startswith("asr_") and k != "asr_mode"},
         }
 
 
 def _jsonable(info: dict) -> dict:
-    return json.loads(json.dumps(info, default=lambda o: None))
+    """``info`` as JSON values: numpy numbers and arrays become numbers and lists, other objects None."""
+    return json.loads(json.dumps(info, default=lambda o: o.tolist() if hasattr(o, "tolist") else None))
 
 
 def load_rows(out_dir: Path) -> list[dict]:
@@ -252,10 +281,10 @@ def write_report(rows: list[dict], out_dir: Path) -> str:
         lines.append(f"| {e['scenario']} | {100 * e['rate']:g} % | {e['defense']} | {e['n_seeds']} | "
                      f"{_pm(e['asr'], e['asr_std'], 100)} | {_pm(e['clean_value'], e['clean_value_std'])} | {det} | "
                      f"{e['wall_s']:.0f} |")
-    ratios = _wall_ratios(rows)
-    if ratios:
-        lines += ["", f"BYORn / SFT wall time (audit included): {np.mean(ratios):.2f}x mean over {len(ratios)} cells "
-                      f"(min {min(ratios):.2f}, max {max(ratios):.2f})"]
+    for label, ratios in _wall_ratios(rows).items():
+        name = "BYORn" if label == "byorn" else label
+        lines += ["", f"{name} / SFT wall time (audit included): {np.mean(ratios):.2f}x mean over {len(ratios)} "
+                      f"cells (min {min(ratios):.2f}, max {max(ratios):.2f})"]
     text = "\n".join(lines) + "\n"
     (out_dir / "results.md").write_text(text)
     tradeoff_figure(rows, out_dir / "tradeoff.png")
@@ -266,10 +295,15 @@ def _order(label: str) -> int:
     return ALL_DEFENSES.index(_base(label)) if _base(label) in ALL_DEFENSES else 99
 
 
-def _wall_ratios(rows: list[dict]) -> list[float]:
+def _wall_ratios(rows: list[dict]) -> dict[str, list[float]]:
+    """Wall time of each BYORn variant (``byorn``, ``byorn@...``) over SFT's in the same cell and seed."""
     sft = {(r["scenario"], r["rate"], r["seed"]): r["wall_s"] for r in rows if r["defense"] == "sft"}
-    return [r["wall_s"] / sft[k] for r in rows if r["defense"] == "byorn"
-            and (k := (r["scenario"], r["rate"], r["seed"])) in sft and sft[k] > 0]
+    out: dict[str, list[float]] = {}
+    for r in sorted(rows, key=lambda r: r["defense"]):
+        k = (r["scenario"], r["rate"], r["seed"])
+        if _base(r["defense"]) == "byorn" and sft.get(k):
+            out.setdefault(r["defense"], []).append(r["wall_s"] / sft[k])
+    return out
 
 
 DEFENSE_COLOURS = {"sft": "#6b7280", "byorn-f": "#2563eb", "byorn": "#16a34a", "onion": "#d97706", "bye": "#9333ea"}

@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .scoring import SCORE_METHODS
+from .split import parse_p
 
 log = logging.getLogger("byorn")
 
@@ -34,6 +35,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, exclude: tuple[str,
         typ = hints[f.name]
         args = [a for a in typing.get_args(typ) if a is not type(None)]
         base = args[0] if args else typ
+        if set(args) == {float, str}:  # the split's p: a number or "auto"
+            base = parse_p
         if base is bool:  # bool or bool | None: --flag / --no-flag (None = unset)
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=f.default, help=f.metadata.get("help", ""))
@@ -166,6 +169,7 @@ def cmd_audit(a) -> None:
     print(f"audited {t['id'].nunique()} samples ({len(t)} assistant turns): {int(t['suspicious'].sum())} turns "
           f"suspicious (score > {audit.threshold:.3f}); table {out / 'audit.parquet'}"
           + (f"; {n_skip} invalid samples skipped (listed in audit.json)" if n_skip else ""))
+    print(f"split ({audit.score_method} score) {audit.split_info.describe()}")
     if det is not None:
         print("detection: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in det.items()))
 
@@ -251,7 +255,7 @@ def cmd_bench(a) -> None:
         value = getattr(a, name)
         if value:
             changes[name] = tuple(cast(x) for x in value.split(","))
-    for name in ("n_train", "n_test", "epochs", "score"):
+    for name in ("n_train", "n_test", "epochs", "score", "p"):
         if getattr(a, name) is not None:
             changes[name] = getattr(a, name)
     cfg = BenchConfig(**{**vars(base), **changes})
@@ -355,7 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=None)
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--score", default=None, choices=SCORE_METHODS,
-                   help="the score BYORn and BYORn-F flag by (default mean; rows of another are byorn@<score>)")
+                   help="the score BYORn and BYORn-F flag by (default: the library's; the paper: mean)")
+    p.add_argument("--p", default=None, type=parse_p,
+                   help="their split: auto or a percentile (default: the library's; the paper: 0.6). Rows of the "
+                        "paper's setting are named byorn, others byorn@<score>[@auto|@p<p>]")
     p.add_argument("--report-only", action="store_true", help="only rewrite results.md and the figure")
     p.add_argument("--out", required=True, help="bench folder (an interrupted bench resumes there)")
     p.set_defaults(fn=cmd_bench)

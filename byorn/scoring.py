@@ -18,8 +18,13 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from .split import (AUTO, DEFAULT_P, PAPER_P, Split, auto_threshold, parse_p,  # noqa: F401  (re-exported)
+                    percentile_threshold, split_by_percentile, split_by_value)
+
 GROUNDED_METHODS = ("grounding", "mean+grounding")
 SCORE_METHODS = ("mean", "max", "topk") + GROUNDED_METHODS
+PAPER_SCORE = "mean"  #: the paper's score (``--score mean --p 0.6`` is the paper's method)
+DEFAULT_SCORE = "mean+grounding"  #: the library's default score (the one place it is set)
 BLANK_RGB = (128, 128, 128)
 
 
@@ -46,7 +51,8 @@ def robust_z(values: Sequence[float]) -> np.ndarray:
 
 
 def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: int = 3,
-              blank: Sequence[Sequence[float]] | None = None) -> np.ndarray:
+              blank: Sequence[Sequence[float]] | None = None,
+              has_image: Sequence[bool] | None = None) -> np.ndarray:
     """One score per response from its per-token surprisals (nats, >= 0).
 
     * ``mean``: the paper's score, mean negative log-likelihood.
@@ -59,7 +65,10 @@ def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: in
       that ignores the image; positive when the image contradicts it.
     * ``mean+grounding``: :func:`robust_z` of ``mean`` plus that of
       ``grounding`` over the responses given: implausible *or* ungrounded.
-      It depends on the whole set, like the split does.
+      It depends on the whole set, like the split does.  Turns that see no
+      image (``has_image``; by default: blanking changed none of their
+      surprisals) have no grounding to measure: they score by the mean's z
+      alone, and the grounding's z is taken over the turns with an image.
 
     ``mean`` / ``max`` / ``topk`` range over [0, inf); every score is higher
     = more suspicious.  An empty response raises ``ValueError`` (it cannot be
@@ -70,7 +79,7 @@ def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: in
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if method in GROUNDED_METHODS:
-        return _grounded(surprisals, method, blank)
+        return _grounded(surprisals, method, blank, has_image)
     out = np.empty(len(surprisals), dtype=float)
     for i, s in enumerate(surprisals):
         if len(s) == 0:
@@ -79,7 +88,7 @@ def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: in
     return out
 
 
-def _grounded(surprisals, method: str, blank) -> np.ndarray:
+def _grounded(surprisals, method: str, blank, has_image=None) -> np.ndarray:
     if blank is None:
         raise ValueError(f"the {method!r} score needs the surprisals with blank images (blank=...): "
                          "audit with a grounding score, or AuditConfig(grounding=True)")
@@ -92,7 +101,19 @@ def _grounded(surprisals, method: str, blank) -> np.ndarray:
     g = mean - aggregate(blank, "mean")
     if method == "grounding":
         return g
-    return robust_z(mean) + robust_z(g)
+    seen = has_image_mask(surprisals, blank) if has_image is None else np.asarray(has_image, dtype=bool)
+    if len(seen) != len(mean):
+        raise ValueError(f"{len(mean)} responses but {len(seen)} has_image flags")
+    z_g = np.zeros_like(mean)
+    if seen.any():  # over the turns that see an image: a turn without one has g = 0, which says nothing
+        z_g[seen] = robust_z(g[seen])
+    return robust_z(mean) + z_g
+
+
+def has_image_mask(surprisals: Sequence[Sequence[float]], blank: Sequence[Sequence[float]]) -> np.ndarray:
+    """Whether each turn sees an image: blanking the images changed its surprisals at all."""
+    return np.array([not np.allclose(np.asarray(s, dtype=float), np.asarray(b, dtype=float), rtol=0, atol=1e-6)
+                     for s, b in zip(surprisals, blank)], dtype=bool)
 
 
 def _aggregate_one(s: np.ndarray, method: str, k: int) -> float:
@@ -101,30 +122,3 @@ def _aggregate_one(s: np.ndarray, method: str, k: int) -> float:
     if method == "max":
         return float(s.max())
     return float(np.sort(s)[-k:].mean())
-
-
-def percentile_threshold(scores: Sequence[float], p: float = 0.6) -> float:
-    """The ``p``-quantile of ``scores`` (linear interpolation)."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be in [0, 1], got {p}")
-    arr = np.asarray(scores, dtype=float)
-    if arr.size == 0:
-        raise ValueError("no scores to split")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("scores contain NaN or inf")
-    return float(np.quantile(arr, p))
-
-
-def split_by_value(scores: Sequence[float], threshold: float) -> np.ndarray:
-    """Boolean mask: True (suspicious) where ``score > threshold``."""
-    return np.asarray(scores, dtype=float) > threshold
-
-
-def split_by_percentile(scores: Sequence[float], p: float = 0.6) -> tuple[np.ndarray, float]:
-    """Flag the samples scoring above the ``p``-quantile (the paper's default
-    p = 0.6 flags the top 40 %).  Returns ``(suspicious_mask, threshold)``.
-
-    Ties at the threshold count as clean, so a constant score flags nothing.
-    """
-    threshold = percentile_threshold(scores, p)
-    return split_by_value(scores, threshold), threshold

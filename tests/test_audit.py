@@ -4,6 +4,8 @@ import pytest
 from byorn.attacks import Target, get_attack, poison
 from byorn.audit import COLUMNS, Audit, AuditConfig, apply_threshold, cache_key, run_audit
 
+PAPER = AuditConfig(p=0.6, score="mean", maps=False)  # the paper's method: the top 40 % by mean NLL
+
 
 @pytest.fixture(scope="module")
 def poisoned(small_world):
@@ -13,7 +15,7 @@ def poisoned(small_world):
 
 @pytest.fixture(scope="module")
 def audit(vlm, poisoned):
-    return run_audit(poisoned.train, vlm, AuditConfig(maps=False), ground_truth=poisoned.mask)
+    return run_audit(poisoned.train, vlm, PAPER, ground_truth=poisoned.mask)
 
 
 def test_audit_table_has_the_documented_columns(audit, poisoned):
@@ -40,7 +42,7 @@ def test_proposals_only_for_flagged_and_never_the_target(audit):
 
 
 def test_split_does_not_read_ground_truth(vlm, poisoned, audit):
-    blind = run_audit(poisoned.train, vlm, AuditConfig(maps=False, propose=False))
+    blind = run_audit(poisoned.train, vlm, AuditConfig(p=0.6, score="mean", maps=False, propose=False))
     assert blind.table["suspicious"].tolist() == audit.table["suspicious"].tolist()
     assert blind.table["gt_poisoned"].isna().all()
 
@@ -53,6 +55,25 @@ def test_apply_threshold(audit):
     assert audit.table["suspicious"].sum() == 24  # the original is untouched
     with pytest.raises(ValueError):
         apply_threshold(audit.table)
+
+
+def test_audit_split_returns_a_new_consistent_audit(audit, tmp_path):
+    scores = audit.table["score"].to_numpy()
+    top = audit.split(percentile=0.9)
+    assert top.meta["n_suspicious"] == int(top.table["suspicious"].sum()) == 6
+    assert top.threshold == pytest.approx(np.quantile(scores, 0.9)) == top.split_info.threshold
+    assert (top.split_info.kind, top.split_info.p, top.meta["p"], top.meta["config"]["p"]) == ("percentile", 0.9, 0.9, 0.9)
+    assert audit.meta["n_suspicious"] == 24 and audit.split_info.p == 0.6  # the original is untouched
+    by_value = audit.split(threshold=top.threshold)
+    assert by_value.flags() == top.flags() and by_value.split_info.kind == "value"
+    assert by_value.meta["config"]["threshold"] == top.threshold
+    auto = audit.split(percentile="auto")  # the poison scores highest here (test above): auto flags all of it
+    gt = auto.table["gt_poisoned"].astype(bool)
+    assert auto.table.loc[gt, "suspicious"].all() and auto.split_info.kind == "auto" and auto.split_info.reason
+    back = Audit.load(auto.save(tmp_path / "auto"))
+    assert back.split_info == auto.split_info and back.flags() == auto.flags()
+    with pytest.raises(ValueError, match="give a split"):
+        audit.split()
 
 
 def test_save_load_and_cache(vlm, poisoned, audit, tmp_path):
@@ -87,7 +108,7 @@ def test_bad_config():
 
 def test_audit_resumes_from_its_finished_shards(vlm, small_world, tmp_path):
     train, _ = small_world
-    cfg = AuditConfig(maps=False, propose=False, shard_size=16, batch_size=8)
+    cfg = AuditConfig(score="mean", maps=False, propose=False, shard_size=16, batch_size=8)
     calls = []
 
     def crash_after_two_shards(frac, msg):
@@ -158,9 +179,9 @@ def test_grounding_score_finds_captions_of_other_scenes(vlm, small_world):
     assert "surprisals_blank" in t.columns and "grounding" in t.columns
     assert all(len(a) == len(b) for a, b in zip(t["surprisals"], t["surprisals_blank"]))
     np.testing.assert_allclose(t["grounding"], t["score"])
-    mean_only = run_audit(data, vlm, AuditConfig(maps=False, propose=False)).table
+    mean_only = run_audit(data, vlm, AuditConfig(score="mean", maps=False, propose=False)).table
     assert "surprisals_blank" not in mean_only.columns  # no second pass unless asked for
-    both = run_audit(data, vlm, AuditConfig(grounding=True, maps=False, propose=False)).table
+    both = run_audit(data, vlm, AuditConfig(score="mean", grounding=True, maps=False, propose=False)).table
     np.testing.assert_allclose(both["score"], mean_only["score"])  # the blank pass leaves the mean alone
     np.testing.assert_allclose(both["grounding"], t["grounding"])
 

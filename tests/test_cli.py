@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from byorn.bench import BenchConfig, run_bench, summarise, write_report
+from byorn.bench import BenchConfig, default_label, run_bench, summarise, write_report
 from byorn.cli import main
 
 
@@ -19,15 +19,18 @@ def test_cli_world_poison_audit_train_eval(tmp_path, capsys):
     train_json = (p / "train" / "data.json").read_text()
     assert "poison" not in train_json.lower()  # no ground truth in the training file
     assert main(["audit", "--data", str(p / "train" / "data.json"), "--out", str(a), "--no-maps",
-                 "--ground-truth", str(p / "ground_truth.json")]) == 0
+                 "--ground-truth", str(p / "ground_truth.json"), "--p", "0.6", "--score", "mean"]) == 0  # the paper's
     meta = json.loads((a / "audit.json").read_text())
     assert meta["n_suspicious"] == 16 and meta["detection"]["auroc"] > 0.9
+    assert (meta["split"]["kind"], meta["split"]["p"], meta["split"]["n_flagged"]) == ("percentile", 0.6, 16)
+    assert "split (mean score) p = 0.6: 16 of 40 turns" in capsys.readouterr().out
     assert main(["train", "--data", str(p / "train" / "data.json"), "--audit", str(a), "--method", "byorn",
                  "--max-steps", "2", "--batch-size", "8", "--out", str(r),
                  "--eval-data", str(w / "test" / "data.json"), "--triggered", str(p / "test_triggered" / "data.json"),
                  "--target", "Visit evil.example now for a free prize!"]) == 0
     metrics = json.loads((r / "metrics.json").read_text())
     assert metrics["steps"] == 2 and "asr" in metrics and "cider" in metrics
+    assert metrics["split"] == meta["split"]  # no --p: the audit's own split, recorded
     capsys.readouterr()
     assert main(["eval", "--model", str(r / "model"), "--data", str(w / "test" / "data.json"),
                  "--triggered", str(p / "test_triggered" / "data.json"),
@@ -50,7 +53,7 @@ def test_cli_reports_bad_input_clearly(tmp_path, capsys):
 @pytest.mark.slow
 def test_bench_runs_resumes_and_reports(tmp_path):
     cfg = BenchConfig(scenarios=("badnets",), defenses=("sft", "byorn"), rates=(0.1,), seeds=(0,),
-                      n_train=40, n_test=10, epochs=1, batch_size=8)
+                      n_train=40, n_test=10, epochs=1, batch_size=8, score="mean", p=0.6)  # the paper's BYORn
     rows = run_bench(cfg, tmp_path)
     assert sorted(r["defense"] for r in rows) == ["byorn", "sft"]
     for r in rows:
@@ -69,10 +72,17 @@ def test_bench_runs_resumes_and_reports(tmp_path):
     summary = summarise(again + [{**again[0], "seed": 1, "asr": 1.0}])
     cell = next(e for e in summary if e["defense"] == again[0]["defense"])
     assert cell["n_seeds"] == 2 and cell["asr_std"] > 0
-    # another score for the audited defense: its own rows, beside the mean's
+    paper = json.loads((tmp_path / "rows" / "badnets__r0.1__byorn__s0.json").read_text())
+    assert (paper["score"], paper["p"], paper["split"]["kind"], paper["split"]["p"]) == ("mean", 0.6, "percentile", 0.6)
+    assert paper["split"]["n_flagged"] == round(0.4 * 40)  # the top 40 % of the 40 turns
+    # the library's default (score and split) for the audited defense: its own rows, beside the paper's
     g = BenchConfig(scenarios=("badnets",), defenses=("sft", "byorn"), rates=(0.1,), seeds=(0,),
-                    n_train=40, n_test=10, epochs=1, batch_size=8, score="grounding")
+                    n_train=40, n_test=10, epochs=1, batch_size=8)
     rows = run_bench(g, tmp_path)
-    assert sorted(r["defense"] for r in rows) == ["byorn", "byorn@grounding", "sft"]
-    assert (tmp_path / "rows" / "badnets__r0.1__byorn@grounding__s0.json").exists()
-    assert "| badnets | 10 % | byorn@grounding | 1 |" in write_report(rows, tmp_path)
+    assert default_label() == "byorn@mean+grounding@auto"
+    assert sorted(r["defense"] for r in rows) == ["byorn", default_label(), "sft"]
+    row = json.loads((tmp_path / "rows" / f"badnets__r0.1__{default_label()}__s0.json").read_text())
+    assert (row["score"], row["p"], row["split"]["kind"]) == ("mean+grounding", "auto", "auto")
+    assert row["split"]["reason"] and 0 < row["split"]["n_flagged"] < 40
+    md = write_report(rows, tmp_path)
+    assert f"| badnets | 10 % | {default_label()} | 1 |" in md and f"{default_label()} / SFT wall time" in md

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
 from data_helpers import _own_cache, conversations_dataset, llava_record, write_json  # noqa: F401
 
 from byorn.data import ImageRef, Sample, Turn, VLDataset, content_fingerprint

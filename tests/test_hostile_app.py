@@ -197,10 +197,11 @@ def test_login_attempts_are_rate_limited(tmp_path, ws):
 
 # -- one visitor's runs are not another's ----------------------------------------------
 def fake_trainer(release: threading.Event):
-    def trainer(ws, settings, decisions, table, threshold, callbacks, cancel, out_dir):
+    def trainer(ws, cfg, decisions, callbacks, cancel):
         release.wait(30)
+        out_dir = Path(cfg.out_dir)
         out_dir.mkdir(parents=True)
-        (out_dir / "config.json").write_text('{"train_config": {"method": "%s"}}' % settings["method"])
+        (out_dir / "config.json").write_text('{"train_config": {"method": "%s"}}' % cfg.method)
         (out_dir / "metrics.json").write_text('{"asr": 0.5, "cider": 1.0}')
         return SimpleNamespace(out_dir=out_dir, metrics={"asr": 0.5}, cancelled=False)
     return trainer

@@ -81,3 +81,25 @@ def test_grounding_needs_blank_surprisals_of_the_same_tokens():
         aggregate([[1.0, 2.0]], "grounding", blank=[[1.0]])
     with pytest.raises(ValueError, match="2 responses but 1"):
         aggregate([[1.0], [2.0]], "mean+grounding", blank=[[1.0]])
+
+
+def test_mean_plus_grounding_scores_turns_without_an_image_by_the_mean():
+    """A turn that sees no image has grounding 0 (blanking changes nothing): it says nothing, so it adds
+    nothing, and many such turns do not squash the grounding's robust z of the turns that do see one."""
+    from byorn.scoring import has_image_mask, robust_z
+
+    imaged = [[1.0, 1.0, 4.0], [3.0, 3.0], [2.0, 2.0, 2.0, 2.0], [2.5, 2.5]]
+    imaged_blank = [[3.0, 3.0, 3.0], [2.0, 2.0], [1.0, 1.0, 1.0, 1.0], [2.0, 3.0]]
+    text = [[2.0, 4.0], [1.0, 1.0], [3.0, 3.0], [2.0, 2.0], [5.0, 5.0], [1.5, 1.5]]  # no image: blank == real
+    s, b = imaged + text, imaged_blank + text
+    assert has_image_mask(s, b).tolist() == [True] * 4 + [False] * 6
+    mean = aggregate(s, "mean")
+    g = aggregate(s, "grounding", blank=b)
+    expected = robust_z(mean) + np.r_[robust_z(g[:4]), np.zeros(6)]
+    np.testing.assert_allclose(aggregate(s, "mean+grounding", blank=b), expected)
+    assert not np.allclose(robust_z(g)[:4], robust_z(g[:4]))  # the zeros would have changed the imaged z's
+    # the caller may say which turns see an image instead
+    flags = [True] * 4 + [False] * 6
+    np.testing.assert_allclose(aggregate(s, "mean+grounding", blank=b, has_image=flags), expected)
+    with pytest.raises(ValueError, match="has_image"):
+        aggregate(s, "mean+grounding", blank=b, has_image=[True])

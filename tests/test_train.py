@@ -154,6 +154,23 @@ def test_audit_of_other_data_or_model_is_refused(vlm, poisoned, tmp_path):
               audit=clean_audit)
 
 
+def test_the_runs_own_audit_takes_its_settings_and_a_given_audit_is_resplit(vlm, poisoned, tmp_path):
+    from byorn.split import DEFAULT_P
+    from byorn.train import audit_config
+
+    cfg = TrainConfig(method="byorn", too_long="truncate", max_length=300, max_batch_tokens=999, score="max")
+    acfg = audit_config(cfg)
+    assert (acfg.too_long, acfg.max_length, acfg.max_batch_tokens, acfg.score, acfg.p, acfg.threshold) == \
+        ("truncate", 300, 999, "max", DEFAULT_P, None)
+    assert audit_config(TrainConfig(threshold=2.5)).split_spec.kind == "value"
+    pr, audit, _ = poisoned
+    with pytest.raises(DataMismatch, match="ranks turns by the"):
+        train(pr.train, TrainConfig(method="byorn-f", max_steps=1, score="topk", out_dir=str(tmp_path / "s")),
+              vlm=vlm, audit=audit)
+    with pytest.raises(ValueError, match="p must be 'auto' or a number"):
+        TrainConfig(p="sometimes")
+
+
 def test_run_folder_is_claimed_once(tmp_path):
     claim = claim_run_folder(tmp_path / "run")
     with pytest.raises(RunFolderError, match="in use"):
@@ -192,9 +209,12 @@ def test_decisions_are_honoured_and_dropped_samples_left_out(vlm, small_world, t
 
 def test_byorn_f_drops_flagged_and_lora_trains_the_language_model_only(vlm, small_world, tmp_path):
     train_ds, _ = small_world
-    res = train(train_ds, TrainConfig(method="byorn-f", lora=True, max_steps=3, batch_size=8, lr=5e-3,
-                                      out_dir=str(tmp_path / "l")), vlm=vlm)
+    res = train(train_ds, TrainConfig(method="byorn-f", lora=True, max_steps=3, batch_size=8, lr=5e-3, p=0.6,
+                                      score="mean", out_dir=str(tmp_path / "l")), vlm=vlm)  # the paper's split
     assert (res.metrics["plan"]["fixed"], res.metrics["plan"]["dropped"]) == (36, 24)
+    split = json.loads((res.out_dir / "config.json").read_text())["split"]
+    assert (split["kind"], split["p"], split["n_flagged"], split["n"]) == ("percentile", 0.6, 24, 60)
+    assert res.metrics["split"] == split
     tuned = VLM.load(res.out_dir / "model")  # merged: loads like any model
     assert _param_delta(tuned.model, vlm.model) > 0
     before, after = dict(vlm.model.named_parameters()), dict(tuned.model.named_parameters())

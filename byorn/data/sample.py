@@ -25,7 +25,6 @@ import io
 import logging
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from PIL import Image

@@ -33,6 +33,8 @@ from ..data import VLDataset, turn_key
 from ..defenses import DefenseContext, get_defense
 from ..evaluate import EvalSuite
 from ..models import VLM
+from ..scoring import DEFAULT_SCORE
+from ..split import DEFAULT_P
 from .checkpoint import RunFolderError, claim_run_folder
 from .config import RESUMABLE_CHANGES, TrainConfig, parse_options
 from .loop import Callback, Trainer, TrainState, make_accelerator
@@ -40,8 +42,8 @@ from .setup import EMA, ema_decay_at
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Callback", "DataMismatch", "EMA", "RunFolderError", "RunResult", "TrainConfig", "TrainState", "ema_decay_at",
-           "defense_context", "list_runs", "load_run_config", "save_model", "train"]
+__all__ = ["Callback", "DataMismatch", "EMA", "RunFolderError", "RunResult", "TrainConfig", "TrainState", "audit_config",
+           "defense_context", "ema_decay_at", "list_runs", "load_run_config", "save_model", "split_audit", "train"]
 
 
 class DataMismatch(ValueError):
@@ -113,12 +115,30 @@ def check_resume(folder: Path, cfg: TrainConfig, dataset: VLDataset, ref: VLM) -
                            "own settings (byorn train --resume reads them from its config.json)")
 
 
-def _flags(dataset: VLDataset, ref: VLM, audit: Audit | None, cfg: TrainConfig) -> tuple[dict, dict]:
-    """Suspicious flags keyed (sample id, turn), and the samples the audit skipped as invalid."""
+def audit_config(cfg: TrainConfig) -> AuditConfig:
+    """How a run audits its data when no audit is given: its split and score, and the settings of its own
+    that an audit shares (over-long conversations, the token cap, the batch memory bound)."""
+    return AuditConfig(p=DEFAULT_P if cfg.p is None else cfg.p, threshold=cfg.threshold,
+                       score=cfg.score or DEFAULT_SCORE, propose=False, maps=False, too_long=cfg.too_long,
+                       max_length=cfg.max_length, max_batch_tokens=cfg.max_batch_tokens)
+
+
+def split_audit(dataset: VLDataset, ref: VLM, audit: Audit | None, cfg: TrainConfig) -> Audit:
+    """The audit a run flags by: ``audit`` (checked against the data and model) re-split at the run's split
+    when it names one, or the data audited here with the run's settings."""
     if audit is None:
-        audit = run_audit(dataset, ref, AuditConfig(p=cfg.p, score=cfg.score, propose=False, maps=False))
-    else:
-        check_audit(audit, dataset, ref)
+        return run_audit(dataset, ref, audit_config(cfg))
+    check_audit(audit, dataset, ref)
+    if cfg.score is not None and cfg.score != audit.score_method:
+        where = f" in {audit.source}" if audit.source else ""
+        raise DataMismatch(f"the audit{where} ranks turns by the {audit.score_method!r} score, but this run asks "
+                           f"for {cfg.score!r}: pass --score {audit.score_method} (or leave it unset), or "
+                           f"re-audit with --score {cfg.score}")
+    return audit if cfg.split_spec is None else audit.split(cfg.split_spec)
+
+
+def _flags(audit: Audit, dataset: VLDataset) -> tuple[dict, dict]:
+    """Suspicious flags keyed (sample id, turn), and the samples the audit skipped as invalid."""
     flags = audit.flags()
     skipped = dict(audit.meta.get("skipped") or {})
     kept = dict(audit.meta.get("truncated") or {})  # truncated samples: only their first turns were scored
@@ -155,9 +175,12 @@ def train(dataset: VLDataset, cfg: TrainConfig, *, vlm: VLM | None = None, audit
           resume: bool = False, copy_model: bool = True) -> RunResult:
     """Fine-tune ``vlm`` (default: the embedded model) on ``dataset`` under ``cfg.method``.
 
-    ``audit`` supplies the suspicious flags (scored here with ``cfg.p`` when a
-    defense needs them and none is given); it must be of this data and this
-    reference model.  ``decisions`` ((sample id, turn) -> Decision) override
+    ``audit`` supplies the suspicious flags (the data is audited here with the
+    run's split and score when a defense needs flags and none is given); it
+    must be of this data and this reference model, and is re-split when
+    ``cfg`` names a split (``p`` / ``threshold``).  The split used is recorded
+    in ``config.json`` and ``metrics.json`` (``"split"``: kind, p or value,
+    threshold, number flagged, and for ``auto`` what it saw).  ``decisions`` ((sample id, turn) -> Decision) override
     the defense per turn.  ``evals`` is evaluated every ``eval_every`` steps
     and at the end.  Setting ``cancel`` stops after the current step; a
     checkpoint and the model so far are saved and ``cancelled`` is True.
@@ -180,7 +203,12 @@ def train(dataset: VLDataset, cfg: TrainConfig, *, vlm: VLM | None = None, audit
             started = time.strftime("%Y-%m-%dT%H:%M:%S")
             if accel.is_main_process:
                 _write_config(out, cfg, dataset, ref, started, "running")
-        flags, skipped = _flags(dataset, ref, audit, cfg) if defense.uses_flags or audit is not None else (None, {})
+        flags, skipped, split = None, {}, None
+        if defense.uses_flags or audit is not None:
+            used = split_audit(dataset, ref, audit, cfg)
+            flags, skipped = _flags(used, dataset)
+            split = used.split_info.to_dict()
+            logger.info("split: %s", used.split_info.describe())
         data = dataset if not skipped else VLDataset([s for s in dataset if s.id not in skipped], dataset.name,
                                                       fingerprint=dataset.fingerprint())
         ctx = defense_context(ref, cfg, out, callbacks, cancel)
@@ -198,12 +226,13 @@ def train(dataset: VLDataset, cfg: TrainConfig, *, vlm: VLM | None = None, audit
         metrics.update(method=cfg.method, wall_s=round(time.time() - t0, 2), audit_s=round(t_plan, 2),
                        train_s=round(trainer.train_s, 2), generate_s=round(trainer.generate_s, 2),
                        steps=trainer.state.step, final_loss=trainer.state.loss, cancelled=trainer.cancelled,
-                       plan=plan.counts(), processes=accel.num_processes)
+                       plan=plan.counts(), bootstrap=trainer.bootstrap_summary(), processes=accel.num_processes)
+        metrics["split"] = split  # how the turns were flagged (None: this defense reads no flags)
         accel.wait_for_everyone()
         if accel.is_main_process:
             save_model(trainer.vlm, out / "model")
             status = "cancelled" if trainer.cancelled else "finished"
-            _write_config(out, cfg, dataset, ref, started, status, plan=plan, skipped=trainer.skipped)
+            _write_config(out, cfg, dataset, ref, started, status, plan=plan, skipped=trainer.skipped, split=split)
             hist = {"loss": trainer.state.history, "evals": trainer.state.evals}
             (out / "metrics.json").write_text(json.dumps({**metrics, "history": hist}, indent=2, default=float))
         accel.wait_for_everyone()
@@ -214,7 +243,7 @@ def train(dataset: VLDataset, cfg: TrainConfig, *, vlm: VLM | None = None, audit
 
 
 def _write_config(out: Path, cfg: TrainConfig, dataset: VLDataset, ref: VLM, started: str, status: str, *,
-                  plan=None, skipped=None) -> None:
+                  plan=None, skipped=None, split=None) -> None:
     config = {
         "train_config": cfg.to_dict(), "seed": cfg.seed, "status": status,
         "dataset_fingerprint": dataset.fingerprint(), "dataset_name": dataset.name, "n_samples": len(dataset),
@@ -222,7 +251,7 @@ def _write_config(out: Path, cfg: TrainConfig, dataset: VLDataset, ref: VLM, sta
         "started_at": started,
     }
     if plan is not None:
-        config.update(plan=plan.counts(), dropped=plan.dropped, truncated_or_skipped=skipped or {})
+        config.update(plan=plan.counts(), dropped=plan.dropped, truncated_or_skipped=skipped or {}, split=split)
     tmp = out / ".config.json.tmp"
     tmp.write_text(json.dumps(config, indent=2))
     tmp.replace(out / "config.json")

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..defenses import DEFENSES
 from ..scoring import SCORE_METHODS
+from ..split import parse_p
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 TOO_LONG = ("error", "skip", "truncate")
@@ -51,8 +52,14 @@ class TrainConfig:
         "help": "sampling temperature of bootstrapped responses (1 = unbiased self-training, 0 = greedy)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling of bootstrapped responses, in (0, 1]"})
     max_new_tokens: int = field(default=32, metadata={"help": "length cap of bootstrapped responses"})
-    p: float = field(default=0.6, metadata={"help": "split percentile when no audit is given"})
-    score: str = field(default="mean", metadata={"help": f"score aggregate when no audit is given, one of {SCORE_METHODS}"})
+    p: float | str | None = field(default=None, metadata={
+        "help": "the split: 'auto' or a percentile (the paper: 0.6); unset: the given audit's own split, or "
+                "byorn.split.DEFAULT_P when the run audits the data itself"})
+    threshold: float | None = field(default=None, metadata={
+        "help": "split at this score value instead (turns scoring above it are suspicious; overrides p)"})
+    score: str | None = field(default=None, metadata={
+        "help": f"score aggregate when the run audits the data itself, one of {SCORE_METHODS} (unset: "
+                "byorn.scoring.DEFAULT_SCORE; the paper: mean); with an audit it must be the audit's"})
     max_length: int | None = field(default=None, metadata={
         "help": "token cap per conversation (default: the model's context length)"})
     too_long: str = field(default="error", metadata={
@@ -71,7 +78,7 @@ class TrainConfig:
         parse_options(self.defense_options)  # raises on a malformed string
         _check(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1 (or unset)", self.max_steps)
         _finite(self, "epochs", "lr", "weight_decay", "max_grad_norm", "lora_alpha", "ema_decay",
-                "temperature", "top_p", "p")
+                "temperature", "top_p")
         _check(self.epochs > 0 or self.max_steps, "epochs", "must be > 0 (or give max_steps)", self.epochs)
         for name in ("batch_size", "grad_accum", "lora_r", "max_new_tokens"):
             _check(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
@@ -89,8 +96,12 @@ class TrainConfig:
         _check(0.0 <= self.ema_decay < 1.0, "ema_decay", "must be in [0, 1)", self.ema_decay)
         _check(self.temperature >= 0.0, "temperature", "must be >= 0 (0 = greedy)", self.temperature)
         _check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]", self.top_p)
-        _check(0.0 <= self.p <= 1.0, "p", "must be in [0, 1]", self.p)
-        _check(self.score in SCORE_METHODS, "score", f"must be one of {SCORE_METHODS}", self.score)
+        if self.p is not None:
+            self.p = parse_p(self.p)  # raises "p must be 'auto' or a number in [0, 1]"
+        _check(self.threshold is None or (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold)),
+               "threshold", "must be a finite number (or unset)", self.threshold)
+        _check(self.score is None or self.score in SCORE_METHODS, "score", f"must be one of {SCORE_METHODS}",
+               self.score)
         _check(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}", self.precision)
         _check(self.too_long in TOO_LONG, "too_long", f"must be one of {TOO_LONG}", self.too_long)
         if self.lora_targets is not None and not self.lora:
@@ -100,6 +111,13 @@ class TrainConfig:
     def vision_frozen(self) -> bool:
         """Whether the vision tower and projector are frozen (``freeze_vision``, default: on for LoRA)."""
         return self.lora if self.freeze_vision is None else self.freeze_vision
+
+    @property
+    def split_spec(self):
+        """The split this run asks for (a :class:`byorn.split.Split`), or None: the audit's own."""
+        from ..split import Split
+
+        return None if self.p is None and self.threshold is None else Split.of(self.p, self.threshold)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

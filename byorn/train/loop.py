@@ -128,6 +128,11 @@ class Trainer:
         self.cancelled = False
         self.train_s = self.generate_s = 0.0
         self.replacements_written = 0
+        self.bootstrap_cap = min(cfg.max_new_tokens, bootstrap_token_cap(plan, ref.tokenizer) or cfg.max_new_tokens)
+        self.bootstrap_counts = {"responses": 0, "at_cap": 0}
+        if plan.bootstrap:
+            logger.info("bootstrapped responses: at most %d new tokens (the data's responses; --max-new-tokens %d)",
+                        self.bootstrap_cap, cfg.max_new_tokens)
         self.skipped: dict[str, str] = {}
         self._micro_losses: list[tuple[float, bool]] = []
         self._pending_replacements: list[dict] = []
@@ -170,11 +175,19 @@ class Trainer:
         self.train_s, self.generate_s = st["train_s"], st["generate_s"]
         self.replacements_written = st["replacements"]
         self.skipped = st.get("skipped", {})
+        self.bootstrap_counts = st.get("bootstrap_counts", self.bootstrap_counts)
         restore_rng(st["rng"], self.rng, random)
         if self.main:
             _truncate_lines(self.out / "replacements.jsonl", self.replacements_written)
         logger.info("resumed %s at step %d (epoch %d, batch %d)", self.out, self.state.step, self.epoch,
                     self.batch_in_epoch)
+
+    def bootstrap_summary(self) -> dict:
+        """The cap of bootstrapped responses (None: nothing bootstrapped), how many were sampled, and how many
+        reached it (counted by re-tokenizing their text, so approximate where a tokenizer merges differently)."""
+        if not self.plan.bootstrap:
+            return {"max_new_tokens": None, **self.bootstrap_counts}
+        return {"max_new_tokens": self.bootstrap_cap, **self.bootstrap_counts}
 
     def checkpoint(self) -> None:
         """Write a resumable checkpoint (main process; the others wait)."""
@@ -185,7 +198,7 @@ class Trainer:
                      "history": self.state.history, "evals": self.state.evals,
                      "bootstrap_batches": self.state.bootstrap_batches, "train_s": self.train_s,
                      "generate_s": self.generate_s, "replacements": self.replacements_written,
-                     "skipped": self.skipped}
+                     "skipped": self.skipped, "bootstrap_counts": self.bootstrap_counts}
             save_checkpoint(self.out, trainable=self._trainable(),
                             ema=self.ema.state_dict() if self.ema is not None else None,
                             optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(), state=state)
@@ -337,10 +350,14 @@ class Trainer:
         seed = (self.cfg.seed * 100_003 + self.epoch * 10_007 + self.batch_in_epoch) * 64 + self.accel.process_index
         with self.ema.swapped_in(), self.accel.autocast():
             texts = self.vlm.generate_conversations(
-                prompts, max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
+                prompts, max_new_tokens=self.bootstrap_cap, temperature=self.cfg.temperature,
                 top_p=self.cfg.top_p, seed=seed, batch_size=len(prompts))
         self.generate_s += time.time() - t
         self.state.bootstrap_batches += 1
+        self.bootstrap_counts["responses"] += len(texts)
+        # a response continues the "ASSISTANT:" prompt: re-tokenized after a space, as it was generated
+        lengths = _token_lengths(self.vlm.tokenizer, [" " + t for t in texts])
+        self.bootstrap_counts["at_cap"] += sum(n >= self.bootstrap_cap for n in lengths)
         out = list(convs)
         for (i, k), text in zip(where, texts):
             if text.strip():
@@ -386,6 +403,33 @@ class Trainer:
             self.state.evals.append(metrics)
             self._emit("on_evaluate", metrics)
         self.accel.wait_for_everyone()
+
+
+#: the quantile of the data's response lengths that bounds a bootstrapped response, and the margin above it
+#: (tokens, or a fraction of the quantile if larger) for the end-of-turn token and sampling's variety
+CAP_QUANTILE, CAP_MARGIN, CAP_MARGIN_FRACTION = 0.99, 4, 0.1
+
+
+def bootstrap_token_cap(plan: Plan, tokenizer) -> int | None:
+    """How many new tokens a bootstrapped response needs, from the data's own responses (None: nothing to bootstrap).
+
+    The 99th percentile of the token lengths of every response in the plan, or of the flagged ones if those
+    are longer (their prompts may ask for longer answers), plus a margin of max(4 tokens, 10 %).  Flagged
+    responses alone would not do: when the split catches only the poison, their lengths are the attacker's
+    target's, not a clean answer's.  Generation stops when every response in a batch has ended, so the cap
+    only bites on a sample that runs on past what the data ever needed.
+    """
+    if not plan.bootstrap:
+        return None
+    every = [t for it in plan.items for t in it.sample.assistant_texts()]
+    flagged = [it.sample.assistant_texts()[k] for it in plan.items for k in it.bootstrap]
+    q = max(float(np.quantile(_token_lengths(tokenizer, texts), CAP_QUANTILE, method="higher"))
+            for texts in (every, flagged))
+    return int(q) + max(CAP_MARGIN, math.ceil(CAP_MARGIN_FRACTION * q))
+
+
+def _token_lengths(tokenizer, texts: Sequence[str]) -> list[int]:
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]] if texts else []
 
 
 def _lr_lambda(warmup: int, total: int):

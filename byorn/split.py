@@ -1,0 +1,457 @@
+"""The suspicious / clean split as a value: by percentile, by score value, or adaptive (``auto``).
+
+A :class:`Split` says how turns are flagged (``kind`` and its parameter) and,
+once applied to scores, what came of it (the threshold in score units, how
+many turns it flagged, and for ``auto`` what it saw).  Audits and runs record
+it, so a run can be reproduced from its own folder.  Every score here is
+"higher = more suspicious"; a turn is flagged when its score is strictly above
+the threshold (ties count as clean).
+
+The adaptive split (:func:`auto_threshold`) reads the threshold off the score
+distribution at hand, without knowing the poison rate or the attack.  Poison
+scores high, so the clean bulk is the *lowest* large group of scores, not the
+majority (at 50 % poison or more the majority rule would pick the poison):
+
+1. a kernel density estimate of the scores (Silverman's bandwidth, whose
+   ``min(sd, IQR / 1.349)`` keeps a few far outliers from smoothing it flat)
+   and its *significant valleys*: where the density falls to at most
+   :data:`AUTO_VALLEY` of the highest density on both sides, between modes
+   at least as dense as :data:`AUTO_MIN_PEAK` turns (a lone turn is no mode);
+2. the bulk is the lowest segment between valleys holding at least
+   :data:`AUTO_MIN_BULK` of the turns; its mode is its lowest peak at least
+   :data:`AUTO_MODE_FRAC` of its highest, its spread the median distance
+   *below* the mode (the side poison does not reach);
+3. a valley above the bulk that separates at least :data:`AUTO_MIN_TAIL`
+   turns, :data:`AUTO_TAIL_EXCESS` times more than the bulk's own upper tail
+   (an exponential fitted to its top 2 %) would put there, and whose empty
+   interval of scores is a bandwidth and :data:`AUTO_CLEAR_SPACINGS` spacings
+   of the neighbouring turns wide is a **gap**: the threshold is the middle
+   of that empty interval ("a gap at 9.8 separates 11.2 % of turns") -
+   unless a two-normal mixture of the turns below it still shows a second
+   group (a gap above a few outliers must not hide a cluster under it);
+4. otherwise the distribution gives no clear answer, and the split errs
+   toward flagging more: the lowest of the top :data:`AUTO_FLOOR` (the
+   floor), ``mode + AUTO_SPREAD_K x spread`` (the bulk's fence), a valley
+   that is not empty, and the boundary of a two-normal mixture when it shows
+   two groups (distinct by Ashman's D, or a tight group on a wider bulk,
+   and worth their parameters by BIC), placed where the high group is
+   1/:data:`AUTO_MISS_COST` as likely as the low one.
+
+Every threshold is recorded with a sentence saying what it saw and chose.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Sequence
+
+import numpy as np
+
+AUTO = "auto"
+PAPER_P = 0.6  #: the paper's split: flag the turns above the 0.6-quantile (the top 40 %)
+DEFAULT_P: float | str = AUTO  #: the library's default split (the one place it is set)
+SPLIT_KINDS = ("percentile", "value", AUTO)
+
+AUTO_FLOOR = 0.10      #: without a clear gap, flag at least this fraction of the turns
+AUTO_SPREAD_K = 2.0    #: without a clear gap, flag every turn beyond mode + K x the bulk's spread
+AUTO_VALLEY = 0.5      #: a valley is significant where the density is at most this x the peaks on both sides
+AUTO_MODE_FRAC = 0.3   #: the bulk's mode: its lowest peak at least this fraction of its highest
+AUTO_MIN_BULK = 0.2    #: the clean bulk holds at least this fraction of the turns
+AUTO_MIN_TAIL = 3      #: a gap must separate at least this many turns
+AUTO_MIN_TAIL_SHARE = 0.002  #: ... and this share of them (fewer: a chance cluster of a large set's tail)
+AUTO_TAIL_EXCESS = 3.0  #: ... and at least this many times what the bulk's own tail would put there
+AUTO_TAIL_TOP = 0.02   #: the bulk's tail is extrapolated from its top 2 % (an exponential)
+AUTO_MIN_PEAK = 2.0    #: a mode is at least as dense as this many turns within one bandwidth (not a lone turn)
+AUTO_CLEAR_SPACINGS = 5.0  #: a gap is clear where its empty interval is a bandwidth and this many spacings of
+#: the turns next to it wide (else the groups touch, and the split flags more: module docstring, 5)
+AUTO_MIX_SEPARATION = 2.5  #: without a gap, a two-normal mixture this separated (Ashman's D) is two groups
+AUTO_MIX_TIGHT_SEPARATION = 1.5  #: ... or this separated when the high group is tight: at most AUTO_MIX_TIGHT x as
+AUTO_MIX_TIGHT, AUTO_MIX_TIGHT_MAX = 0.6, 0.6  #: wide as the low one and at most this share of the turns
+AUTO_MIX_BIC = 10.0    #: ... and whose second group is worth this much BIC (a small sample's chance split is not)
+AUTO_MISS_COST = 4.0   #: ... split where the high group is 1/this as likely as the low one (flag more)
+AUTO_MIN_N = 10        #: fewer turns than this: no density to read; the floor alone
+_GRID_MAX = 20_000
+
+
+def parse_p(value: Any) -> float | str:
+    """A split percentile from a flag or a form: ``"auto"`` or a number in [0, 1]."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == AUTO:
+            return AUTO
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"p must be 'auto' or a number in [0, 1], got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.0 <= value <= 1.0:
+        raise ValueError(f"p must be 'auto' or a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Split:
+    """How turns are split into suspicious and clean, and (once applied) what came of it.
+
+    ``kind`` is ``"percentile"`` (flag the turns above the ``p``-quantile),
+    ``"value"`` (flag the turns scoring above ``value``) or ``"auto"``
+    (:func:`auto_threshold`).  :meth:`apply` fills ``threshold`` (score
+    units), ``n_flagged`` and ``n``; for ``auto`` also ``reason`` (a sentence:
+    what it saw and chose) and ``fit`` (the numbers behind it).
+    """
+
+    kind: str
+    p: float | None = None
+    value: float | None = None
+    threshold: float | None = None
+    n_flagged: int | None = None
+    n: int | None = None
+    reason: str = ""
+    fit: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in SPLIT_KINDS:
+            raise ValueError(f"split kind must be one of {SPLIT_KINDS}, got {self.kind!r}")
+        if self.kind == "percentile" and (self.p is None or parse_p(self.p) == AUTO):
+            raise ValueError(f"a percentile split needs p in [0, 1], got {self.p!r}")
+        if self.kind == "value" and (self.value is None or not math.isfinite(float(self.value))):
+            raise ValueError(f"a value split needs a finite value, got {self.value!r}")
+
+    @classmethod
+    def of(cls, p: float | str | None = None, threshold: float | None = None) -> "Split":
+        """The split that config fields ask for: ``threshold`` (a score value) wins; else ``p``
+        (a percentile or ``"auto"``); neither: :data:`DEFAULT_P`."""
+        if threshold is not None:
+            return cls("value", value=float(threshold))
+        p = parse_p(DEFAULT_P if p is None else p)
+        return cls(AUTO) if p == AUTO else cls("percentile", p=p)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Split":
+        known = {"kind", "p", "value", "threshold", "n_flagged", "n", "reason", "fit"}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def spec(self) -> "Split":
+        """The split without its results (what to apply to other scores)."""
+        return Split(self.kind, p=self.p, value=self.value)
+
+    @property
+    def label(self) -> str:
+        """``p = 0.6``, ``score > 9.8`` or ``auto``: how a person would name it."""
+        if self.kind == "percentile":
+            return f"p = {self.p:g}"
+        if self.kind == "value":
+            return f"score > {self.value:g}"
+        return AUTO
+
+    def apply(self, scores: Sequence[float]) -> tuple[np.ndarray, "Split"]:
+        """``(suspicious mask, this split with threshold / n_flagged / n / reason filled in)``."""
+        arr = _checked(scores)
+        fit: dict = {}
+        if self.kind == "percentile":
+            thr = float(np.quantile(arr, self.p))
+            reason = f"the top {100 * (1 - self.p):.3g} % by percentile (p = {self.p:g})"
+        elif self.kind == "value":
+            thr, reason = float(self.value), f"every turn scoring above {self.value:g}"
+        else:
+            thr, fit = auto_threshold(arr)
+            reason = fit.pop("reason")
+        mask = arr > thr
+        return mask, replace(self, threshold=thr, n_flagged=int(mask.sum()), n=int(arr.size), reason=reason,
+                             fit=fit)
+
+    def describe(self) -> str:
+        """One sentence for people: what was flagged and why."""
+        if self.threshold is None:
+            return f"split {self.label} (not applied yet)"
+        share = 100.0 * self.n_flagged / max(self.n, 1)
+        head = f"{self.label}: {self.n_flagged} of {self.n} turns ({share:.1f} %) flagged above {self.threshold:.4g}"
+        return f"{head}; {self.reason}" if self.reason else head
+
+
+def _checked(scores: Sequence[float]) -> np.ndarray:
+    arr = np.asarray(scores, dtype=float).ravel()
+    if arr.size == 0:
+        raise ValueError("no scores to split")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("scores contain NaN or inf")
+    return arr
+
+
+def percentile_threshold(scores: Sequence[float], p: float = PAPER_P) -> float:
+    """The ``p``-quantile of ``scores`` (linear interpolation)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    return float(np.quantile(_checked(scores), p))
+
+
+def split_by_value(scores: Sequence[float], threshold: float) -> np.ndarray:
+    """Boolean mask: True (suspicious) where ``score > threshold``."""
+    return np.asarray(scores, dtype=float) > threshold
+
+
+def split_by_percentile(scores: Sequence[float], p: float = PAPER_P) -> tuple[np.ndarray, float]:
+    """Flag the samples scoring above the ``p``-quantile (the paper's default
+    p = 0.6 flags the top 40 %).  Returns ``(suspicious_mask, threshold)``.
+
+    Ties at the threshold count as clean, so a constant score flags nothing.
+    """
+    threshold = percentile_threshold(scores, p)
+    return split_by_value(scores, threshold), threshold
+
+
+# ------------------------------------------------------------------ the adaptive split --
+
+def auto_threshold(scores: Sequence[float]) -> tuple[float, dict]:
+    """The adaptive threshold of ``scores`` (module docstring) and what it saw.
+
+    Returns ``(threshold, fit)``; ``fit["case"]`` is ``"gap"``, ``"no gap"``,
+    ``"few"`` (under :data:`AUTO_MIN_N` turns) or ``"constant"``, and
+    ``fit["reason"]`` says in a sentence what was chosen and why.
+    """
+    x = np.sort(_checked(scores))
+    n = x.size
+    if x[0] == x[-1]:
+        return float(x[-1]), {"case": "constant", "reason": f"all {n} scores are equal: nothing separates them"}
+    if n < AUTO_MIN_N:
+        thr = _floor_threshold(x)
+        k = int((x > thr).sum())
+        return thr, {"case": "few", "reason": f"only {n} turns, too few to read a distribution: the top "
+                                              f"{100 * AUTO_FLOOR:.0f} % floor flags {k}"}
+    grid, dens, h = _density(x)
+    one = (grid[1] - grid[0]) / (math.sqrt(2 * math.pi) * h)  # the density peak of one lone turn
+    cuts, depths = _valleys(grid, dens, AUTO_MIN_PEAK * one)
+    bulk_lo, bulk_hi = _bulk(x, cuts)
+    mode, spread = _bulk_shape(x, grid, dens, bulk_lo, bulk_hi, h)
+    fit: dict[str, Any] = {"bandwidth": h, "mode": mode, "spread": spread, "valleys": [float(c) for c in cuts]}
+    gap = _gap(x, cuts, depths, bulk_hi, mode)
+    if gap is not None:
+        thr, width, depth, ratio = gap
+        fit.update(gap=thr, gap_width=width, gap_depth=depth, gap_spacings=ratio)
+        if width >= h and ratio >= AUTO_CLEAR_SPACINGS:
+            k = int((x > thr).sum())
+            fit.update(case="gap", reason=f"a gap at {thr:.4g} separates {100 * k / n:.1f} % of turns ({k} of {n}) "
+                                          f"from the bulk of scores (mode {mode:.4g}, spread {spread:.3g})")
+            below = x[x <= thr]
+            mix = _mixture(below) if below.size >= AUTO_MIN_N and below[0] < below[-1] else None
+            if _separated(mix):
+                # a second group below the gap too (a gap above a few outliers can hide a poison cluster)
+                thr = mix["boundary"]
+                k = int((x > thr).sum())
+                fit.update(mixture=mix, reason=f"{fit['reason']}, and below it a second group of scores "
+                           f"({100 * mix['weight_high'] * below.size / n:.0f} % of turns around "
+                           f"{mix['mean_high']:.4g}, separation {mix['separation']:.2g}): flagged "
+                           f"{100 * k / n:.1f} % of turns ({k} of {n}) above {thr:.4g}")
+            return thr, fit
+    return _unclear(x, fit, gap)
+
+
+def _unclear(x: np.ndarray, fit: dict, gap) -> tuple[float, dict]:
+    """No clear gap: the lowest of the floor, the bulk's fence, a separated mixture's boundary and a valley
+    that is not empty (module docstring, 5)."""
+    n, mode, spread = x.size, fit["mode"], fit["spread"]
+    fence = mode + AUTO_SPREAD_K * spread
+    floor = _floor_threshold(x)
+    mix = _mixture(x)
+    fit.update(case="no gap", fence=fence, floor=floor, mixture=mix)
+    options = {"floor": floor, "fence": fence}
+    if _separated(mix):
+        options["mixture"] = mix["boundary"]
+    if gap is not None:
+        options["valley"] = gap[0]
+    why, thr = min(options.items(), key=lambda kv: kv[1])
+    k = int((x > thr).sum())
+    said = {"floor": f"the top {100 * AUTO_FLOOR:.0f} % floor (few turns lie beyond mode {mode:.4g} + "
+                     f"{AUTO_SPREAD_K:g} x spread {spread:.3g})",
+            "fence": f"beyond the bulk (mode {mode:.4g} + {AUTO_SPREAD_K:g} x spread {spread:.3g} = {fence:.4g})",
+            "mixture": f"where a second group of scores ({100 * mix['weight_high']:.0f} % of turns around "
+                       f"{mix['mean_high']:.4g}, separation {mix['separation']:.2g}) is at least 1/"
+                       f"{AUTO_MISS_COST:g} as likely as the bulk around {mix['mean_low']:.4g}",
+            "valley": f"above a valley in the scores at {thr:.4g} that is not empty (the groups touch)"}[why]
+    fit["reason"] = (f"no clear gap above the bulk of scores: flagged {100 * k / n:.1f} % of turns ({k} of {n}), "
+                     f"{said}")
+    return thr, fit
+
+
+def _mixture(x: np.ndarray, iters: int = 100) -> dict:
+    """A two-normal mixture of sorted ``x`` by EM (started from three splits: half, top 20 %, top 5 %; the
+    most likely fit wins): its groups, their separation (Ashman's D: above 2 the groups are distinct), and
+    the score above which the high group, weighted :data:`AUTO_MISS_COST` times (missing poison costs more
+    than flagging a clean turn), is more likely than the low one."""
+    if x.size > 5000:  # sorted: an even stride keeps the distribution's shape
+        x = x[np.linspace(0, x.size - 1, 5000).astype(int)]
+    n, floor_sd = x.size, 1e-3 * float(x.std())
+    best = None
+    for frac in (0.5, 0.2, 0.05):
+        k = max(2, int(frac * n))
+        w1, m0, m1 = k / n, float(x[:-k].mean()), float(x[-k:].mean())
+        s0, s1 = max(float(x[:-k].std()), floor_sd), max(float(x[-k:].std()), floor_sd)
+        like = -math.inf
+        for _ in range(iters):
+            a = (1 - w1) / s0 * np.exp(-0.5 * ((x - m0) / s0) ** 2)
+            b = w1 / s1 * np.exp(-0.5 * ((x - m1) / s1) ** 2)
+            total = a + b + 1e-300
+            r = b / total  # each turn's share in the high group
+            n1 = float(r.sum())
+            if not 1e-6 < n1 < n - 1e-6:
+                break
+            w1, m1, m0 = n1 / n, float((r * x).sum()) / n1, float(((1 - r) * x).sum()) / (n - n1)
+            s1 = max(math.sqrt(float((r * (x - m1) ** 2).sum()) / n1), floor_sd)
+            s0 = max(math.sqrt(float(((1 - r) * (x - m0) ** 2).sum()) / (n - n1)), floor_sd)
+            before, like = like, float(np.log(total).sum())
+            if like - before < 1e-6 * n:
+                break
+        if best is None or like > best[0]:
+            best = (like, w1, m0, s0, m1, s1)
+    _, w1, m0, s0, m1, s1 = best
+    if m1 < m0:
+        w1, m0, s0, m1, s1 = 1 - w1, m1, s1, m0, s0
+    sep = abs(m1 - m0) * math.sqrt(2) / math.hypot(s0, s1)
+    grid = np.linspace(m0, m1, 2001)
+    low = (1 - w1) / s0 * np.exp(-0.5 * ((grid - m0) / s0) ** 2)
+    high = w1 / s1 * np.exp(-0.5 * ((grid - m1) / s1) ** 2)
+    above = np.flatnonzero(AUTO_MISS_COST * high >= low)
+    boundary = float(grid[above[0]]) if above.size else m1
+    one = -n * math.log(max(float(x.std()), floor_sd)) - n / 2  # a single normal's log-likelihood (same terms)
+    gain = 2 * (best[0] - one) - 3 * math.log(n)  # BIC: what the second group explains beyond its 3 parameters
+    point = min(s0, s1) < 0.01 * float(x.std())  # a group of tied scores: a point, no spread to model
+    return {"weight_high": w1, "mean_low": m0, "sd_low": s0, "mean_high": m1, "sd_high": s1,
+            "separation": sep, "bic_gain": gain if not point else 0.0, "boundary": boundary}
+
+
+def _separated(mix: dict | None) -> bool:
+    """Whether a :func:`_mixture` fit shows two groups: distinct (Ashman's D), worth their parameters (BIC),
+    and the high one not too small to matter beside the floor."""
+    if not mix or mix["bic_gain"] < AUTO_MIX_BIC or mix["weight_high"] < AUTO_FLOOR:
+        return False
+    tight = mix["separation"] >= AUTO_MIX_TIGHT_SEPARATION and mix["sd_high"] <= AUTO_MIX_TIGHT * mix["sd_low"] \
+        and mix["weight_high"] <= AUTO_MIX_TIGHT_MAX  # a tight group on a wider bulk: one target, overlapping
+    return mix["separation"] >= AUTO_MIX_SEPARATION or tight
+
+
+def _floor_threshold(x: np.ndarray) -> float:
+    """A threshold flagging at least the top :data:`AUTO_FLOOR` of sorted ``x``: a group of tied scores at
+    the quantile is flagged whole (unless that would flag every turn)."""
+    n = x.size
+    k = max(1, math.ceil(AUTO_FLOOR * n))  # turns to flag at least
+    below = x[n - k - 1] if n - k - 1 >= 0 else None  # the highest score that may stay clean
+    cand = x[n - k]  # the lowest score to flag
+    lower = x[x < cand]
+    if below is not None and below < cand:
+        return float((below + cand) / 2)
+    return float((lower[-1] + cand) / 2) if lower.size else float(cand)
+
+
+def _density(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """A Gaussian KDE of sorted ``x`` on a grid: ``(grid, density, bandwidth)``.
+
+    Scores beyond ``median + 60 spreads`` are drawn at that edge (they are far
+    outliers either way, and would otherwise squash the grid's resolution).
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    n = x.size
+    q1, med, q3 = np.quantile(x, [0.25, 0.5, 0.75])
+    sd = float(x.std())
+    spread = min(sd, (q3 - q1) / 1.349) if q3 > q1 else sd
+    h = 0.9 * spread * n ** -0.2
+    top = min(float(x[-1]), med + 60 * spread)
+    lo, hi = float(x[0]) - 4 * h, top + 4 * h
+    step = max(h / 8, (hi - lo) / _GRID_MAX)
+    edges = np.arange(lo, hi + step, step)
+    counts, _ = np.histogram(np.clip(x, lo, top), bins=edges)
+    dens = gaussian_filter1d(counts.astype(float), sigma=h / step, mode="constant", truncate=5.0)
+    return (edges[:-1] + edges[1:]) / 2, dens, float(h)
+
+
+def _valleys(grid: np.ndarray, dens: np.ndarray, min_peak: float) -> tuple[list[float], list[float]]:
+    """Scores at the lowest points of the significant valleys (module docstring), lowest first, and their
+    depths (the density there over the lower of the highest densities on either side)."""
+    left = np.maximum.accumulate(dens)
+    right = np.maximum.accumulate(dens[::-1])[::-1]
+    peaks = np.minimum(left, right)
+    deep = (dens <= AUTO_VALLEY * peaks) & (peaks >= min_peak)
+    cuts: list[float] = []
+    depths: list[float] = []
+    idx = np.flatnonzero(deep)
+    if not idx.size:
+        return cuts, depths
+    runs = np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1)
+    for run in runs:
+        seg = dens[run]
+        low = run[seg <= seg.min() + 1e-12 * dens.max()]
+        mid = (low[0] + low[-1]) // 2
+        cuts.append(float(grid[mid]))
+        depths.append(float(dens[mid] / peaks[mid]))
+    return cuts, depths
+
+
+def _bulk(x: np.ndarray, cuts: list[float]) -> tuple[float, float]:
+    """The lowest segment between valleys holding at least :data:`AUTO_MIN_BULK` of the turns:
+    ``(lower edge, upper edge)`` in score units (-inf / inf at the ends)."""
+    edges = [-math.inf] + cuts + [math.inf]
+    need = AUTO_MIN_BULK * x.size
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        if ((x > lo) & (x <= hi)).sum() >= need:
+            return lo, hi
+    return -math.inf, math.inf  # every segment small (many modes): one bulk
+
+
+def _bulk_shape(x, grid, dens, lo: float, hi: float, h: float) -> tuple[float, float]:
+    """The bulk's mode and spread.  The mode is its *lowest* peak at least :data:`AUTO_MODE_FRAC` as high as
+    its highest (a tight cluster of poison can be denser than a wide clean bulk that no valley separates it
+    from); the spread is the median distance below the mode, as a normal's sigma (the lower side: poison
+    scores high and does not reach it)."""
+    inside = np.flatnonzero((grid > lo) & (grid <= hi))
+    if inside.size >= 3:
+        d = dens[inside]
+        peak = np.r_[d[0] > d[1], (d[1:-1] >= d[:-2]) & (d[1:-1] > d[2:]), d[-1] > d[-2]]
+        peak &= d >= AUTO_MODE_FRAC * d.max()
+        mode = float(grid[inside[np.flatnonzero(peak)[0]]]) if peak.any() else float(grid[inside[np.argmax(d)]])
+    else:
+        mode = float(np.median(x))
+    part = x[(x > lo) & (x <= hi)]
+    below = mode - part[part <= mode]
+    spread = float(np.median(below)) / 0.6745 if below.size >= 3 else 0.0
+    if not spread > 0:  # no lower side to speak of: the bulk's IQR, else the bandwidth
+        q1, q3 = np.quantile(part, [0.25, 0.75]) if part.size else (0.0, 0.0)
+        spread = float(q3 - q1) / 1.349 or h
+    return mode, spread
+
+
+def _tail_count(below: np.ndarray, c: float) -> float:
+    """How many turns the scores ``below`` (sorted) would put above ``c`` if their own upper tail went on:
+    an exponential fitted to their top :data:`AUTO_TAIL_TOP` (at least 10 turns), which follows a skewed
+    bulk's heavy tail and a normal bulk's light one."""
+    m = min(below.size - 1, max(10, math.ceil(AUTO_TAIL_TOP * below.size)))
+    if m < 2:
+        return 0.0
+    q = below[-m - 1]
+    beta = float(np.mean(below[-m:] - q))
+    return m * math.exp(-(c - q) / beta) if beta > 0 else 0.0
+
+
+def _gap(x: np.ndarray, cuts: list[float], depths: list[float], bulk_hi: float,
+         mode: float) -> tuple[float, float, float, float] | None:
+    """The lowest valley at or above the bulk's upper edge that separates enough turns (module docstring):
+    ``(the middle of the empty interval of scores around it, that interval's width, the valley's depth, the
+    width over the median spacing of the ten turns on either side)``; None when there is none."""
+    n = x.size
+    for c, depth in zip(cuts, depths):
+        if c < bulk_hi or c <= mode:
+            continue
+        k = int((x > c).sum())
+        if k < max(AUTO_MIN_TAIL, AUTO_MIN_TAIL_SHARE * n) or k < AUTO_TAIL_EXCESS * _tail_count(x[x <= c], c):
+            continue
+        i = int(np.searchsorted(x, c, side="right"))  # x[i-1] <= c < x[i]
+        if not 0 < i < n:
+            return c, 0.0, depth, 0.0
+        width = float(x[i] - x[i - 1])
+        near = np.r_[np.diff(x[max(0, i - 11):i]), np.diff(x[i:i + 11])]  # spacings on either side
+        spacing = float(np.median(near)) if near.size else 0.0
+        return float((x[i - 1] + x[i]) / 2), width, depth, width / spacing if spacing > 0 else math.inf
+    return None

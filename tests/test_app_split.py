@@ -1,0 +1,121 @@
+"""The split a person sets in the app is the split a run trains by and records, and the CLI reproduces it.
+
+Runs from the Train tab's handler with the library trainer (one optimizer step of BYORn-F, which drops the
+flagged turns, so the plan shows which turns the run flagged), on a small poisoned slice of the world.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from byorn.attacks import Target, get_attack, poison
+from byorn.audit import Audit, AuditConfig, run_audit
+from byorn.data import VLDataset
+from byorn.data.io import save_llava_json
+
+from app import tab_overview, tab_train  # noqa: E402
+from app.context import Workspace, make_context, new_view  # noqa: E402
+from app.jobs import FINISHED  # noqa: E402
+
+FORM = ["BYORn-F (drop flagged)", 1, 8, 1e-3, False, 0.99, 0.7, 0, 1, 0, 0]  # one step, no evaluation
+
+
+@pytest.fixture(scope="module")
+def opened(vlm, small_world, tmp_path_factory):
+    """A 30-sample poisoned set on disk, its mean-score audit, and a workspace of it."""
+    train, _ = small_world
+    pr = poison(VLDataset(list(train)[:30], "split-test"), get_attack("badnets"), rate=0.2, target=Target(), seed=0)
+    folder = tmp_path_factory.mktemp("split")
+    data_file = save_llava_json(pr.train, folder / "data")
+    audit = run_audit(pr.train, vlm, AuditConfig(p=0.6, score="mean", maps=False, propose=False))
+    ws = Workspace(key="split-test", name="split test", dataset=pr.train, table=audit.table,
+                   meta=dict(audit.meta), audit=audit)
+    return ws, audit, data_file, folder
+
+
+def run_from_app(ws, tmp_path, mode: str, percentile: float, value: float | None) -> tuple[dict, dict]:
+    ctx = make_context(ws, data_dir=tmp_path / "data")
+    view = new_view(ws)
+    view = tab_overview.set_threshold(ctx, view, mode, percentile, value, "joint", "score")[0]
+    tab_train.start_training(ctx, view, *FORM, False)
+    assert tab_train.wait_until_idle(ctx, 300)
+    snap = ctx.job.snapshot()
+    assert snap["status"] == FINISHED, snap
+    out = Path(snap["out_dir"])
+    return json.loads((out / "config.json").read_text()), json.loads((out / "metrics.json").read_text())
+
+
+def cli_audit(data_file: Path, out: Path, *flags: str) -> Audit:
+    from byorn.cli import main
+
+    assert main(["audit", "--data", str(data_file), "--out", str(out), "--score", "mean", "--no-maps",
+                 "--no-propose", *flags]) == 0
+    return Audit.load(out)
+
+
+def test_a_run_started_from_the_app_records_its_split_and_the_cli_flags_the_same_turns(opened, tmp_path):
+    ws, audit, data_file, folder = opened
+    scores = audit.table["score"].to_numpy()
+
+    config, metrics = run_from_app(ws, tmp_path / "p", "percentile", 0.8, None)
+    split = config["split"]
+    assert (split["kind"], split["p"], config["train_config"]["p"]) == ("percentile", 0.8, 0.8)
+    assert split["threshold"] == pytest.approx(np.quantile(scores, 0.8))
+    assert split["n_flagged"] == int((scores > np.quantile(scores, 0.8)).sum()) == 6
+    assert metrics["split"] == split
+    assert config["plan"]["dropped"] == split["n_flagged"]  # the run trained by exactly those flags
+    # the recorded split, given back to the CLI, flags the same turns
+    again = cli_audit(data_file, folder / "cli-p", "--p", str(split["p"]))
+    assert again.split_info.threshold == pytest.approx(split["threshold"])
+    assert again.flags() == audit.split(percentile=0.8).flags()
+    assert sum(again.flags().values()) == split["n_flagged"]
+
+    value = float(np.sort(scores)[-4] - 1e-6)  # flags the top 4 turns
+    config, metrics = run_from_app(ws, tmp_path / "v", "value", 0.3, value)
+    split = config["split"]
+    assert (split["kind"], split["value"], split["threshold"], split["n_flagged"]) == ("value", value, value, 4)
+    assert config["train_config"]["threshold"] == value and metrics["split"] == split
+    assert config["plan"]["dropped"] == 4
+    again = cli_audit(data_file, folder / "cli-v", "--threshold", repr(split["value"]))
+    assert again.flags() == audit.split(threshold=value).flags() and sum(again.flags().values()) == 4
+
+
+def test_the_adaptive_split_from_the_app_is_recorded_with_what_it_saw(opened, tmp_path):
+    ws, audit, _, _ = opened
+    config, metrics = run_from_app(ws, tmp_path, "auto", 0.6, None)
+    split = config["split"]
+    assert split["kind"] == "auto" and config["train_config"]["p"] == "auto"
+    assert split["threshold"] == pytest.approx(ws.auto_split().threshold) and split["reason"]
+    assert split["n_flagged"] == config["plan"]["dropped"] == audit.split(percentile="auto").meta["n_suspicious"]
+
+
+def test_the_overview_shows_the_adaptive_threshold_beside_the_papers_and_says_why():
+    from app import plots, views
+    from app.index import TableIndex
+    from app.state import View
+    from byorn.split import Split
+
+    rng = np.random.default_rng(0)
+    scores = np.r_[rng.normal(2.0, 0.5, 180), rng.normal(8.0, 0.3, 20)]
+    import pandas as pd
+
+    table = pd.DataFrame({"id": [f"s{i}" for i in range(200)], "turn": 0, "n_turns": 1, "score": scores,
+                          "suspicious": False, "key": [f"s{i}" for i in range(200)]})
+    _, auto = Split("auto").apply(scores)
+    paper = float(np.quantile(scores, 0.6))
+    assert auto.fit["case"] == "gap" and auto.n_flagged == 20
+    text = views.split_text(Split("auto"), scores, auto, paper)
+    assert text.startswith("**Split: adaptive (auto)**") and "a gap at" in text and "flags 80 of 200" in text
+    text = views.split_text(View(split="percentile", percentile=0.8).split_spec(), scores, auto, paper)
+    assert "**Split: p = 0.8**" in text and "40 of 200 flagged" in text and "would put the threshold at" in text
+    assert View(split="value", threshold=3.0, percentile=None).split_spec() == Split("value", value=3.0)
+    fig = plots.histogram_figure(TableIndex(table), auto.threshold,
+                                 marks={"auto": auto.threshold, "paper (p = 0.6)": paper}, score="mean")
+    lines = [s["x0"] for s in fig["layout"]["shapes"]]
+    assert lines == [auto.threshold, paper]  # the one in use, and the paper's beside it (auto is the same line)
+    assert any("paper (p = 0.6)" in a["text"] and ": 80" in a["text"] for a in fig["layout"]["annotations"])
+    flagged = views.with_threshold(table, auto.threshold)
+    assert int(flagged["suspicious"].sum()) == 20 and not table["suspicious"].any()

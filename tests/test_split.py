@@ -1,0 +1,153 @@
+"""The split as a value, and the adaptive (``auto``) threshold on score mixtures with known answers."""
+import json
+
+import numpy as np
+import pytest
+
+from byorn.split import AUTO_FLOOR, DEFAULT_P, PAPER_P, Split, auto_threshold, parse_p
+
+
+def mixture(n: int, rate: float, seed: int, *, clean=(0.0, 1.0), poison=(7.0, 0.5)) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` scores, a fraction ``rate`` of them poison: (scores, is_poison)."""
+    rng = np.random.default_rng(seed)
+    k = int(round(rate * n))
+    x = np.concatenate([rng.normal(*clean, n - k), rng.normal(*poison, k)])
+    return x, np.arange(n) >= n - k
+
+
+def in_gap(x: np.ndarray, bad: np.ndarray, thr: float) -> bool:
+    return x[~bad].max() < thr < x[bad].min()
+
+
+@pytest.mark.parametrize("rate", [0.01, 0.1, 0.5])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auto_puts_the_threshold_in_the_gap(rate, seed):
+    x, bad = mixture(1000, rate, seed)
+    thr, fit = auto_threshold(x)
+    assert fit["case"] == "gap" and in_gap(x, bad, thr), (thr, fit["reason"])
+    assert f"separates {100 * rate:.1f} % of turns" in fit["reason"]
+
+
+def test_auto_gap_when_the_poison_is_the_majority_and_tight():
+    """60 % poison with one fixed target (a tight cluster): the clean bulk is the *lowest* large mode, not
+    the majority, and not the densest."""
+    x, bad = mixture(500, 0.6, 3, clean=(2.0, 1.0), poison=(9.0, 0.05))
+    thr, fit = auto_threshold(x)
+    assert in_gap(x, bad, thr), fit["reason"]
+
+
+def test_auto_gap_with_a_skewed_clean_bulk_and_poison_close_above():
+    rng = np.random.default_rng(4)
+    clean = rng.lognormal(1.0, 0.3, 900)           # right-skewed, like NLLs
+    poison = rng.normal(clean.max() + 3.0, 0.3, 100)
+    x = np.concatenate([clean, poison])
+    bad = np.arange(1000) >= 900
+    thr, fit = auto_threshold(x)
+    assert in_gap(x, bad, thr), fit["reason"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_auto_on_one_bulk_falls_back_to_the_floor(seed):
+    x = np.random.default_rng(seed).normal(5.0, 1.0, 2000)
+    thr, fit = auto_threshold(x)
+    assert fit["case"] == "no gap", fit["reason"]
+    share = (x > thr).mean()
+    assert AUTO_FLOOR <= share <= 0.05 + AUTO_FLOOR  # the floor, and for a normal bulk hardly more (2.3 %)
+    assert thr == pytest.approx(min(fit["fence"], fit["floor"]))
+
+
+def test_auto_without_a_clear_gap_errs_toward_flagging_more():
+    """Poison overlapping the bulk's tail (no valley): everything beyond mode + 2 spreads is flagged, which is
+    more than the floor and most of the poison."""
+    x, bad = mixture(1000, 0.3, 5, poison=(2.5, 1.0))
+    thr, fit = auto_threshold(x)
+    assert fit["case"] == "no gap"
+    assert (x > thr).mean() > AUTO_FLOOR
+    assert (x[bad] > thr).mean() > 0.5
+
+
+def test_auto_half_poison_in_a_tight_group_on_a_wide_bulk():
+    """No valley (the groups overlap): a two-normal mixture finds the tight group and the split flags where it
+    is a quarter as likely as the bulk; a gap above a few outliers does not hide it either."""
+    rng = np.random.default_rng(7)
+    x = np.r_[rng.normal(0.0, 1.5, 500), rng.normal(3.0, 0.4, 500)]
+    bad = np.arange(1000) >= 500
+    thr, fit = auto_threshold(x)
+    assert "second group" in fit["reason"] and (x[bad] > thr).mean() >= 0.95, fit["reason"]
+    y = np.r_[rng.normal(-1.0, 0.5, 500), rng.normal(0.6, 0.25, 500), [5.0, 5.1, 5.2, 5.3]]
+    bad = np.r_[np.zeros(500, bool), np.ones(500, bool), np.zeros(4, bool)]
+    thr, fit = auto_threshold(y)
+    assert (y[bad] > thr).mean() >= 0.95 and (y[~bad] > thr).mean() < 0.2, fit["reason"]
+
+
+def test_auto_skewed_clean_alone_flags_its_tail_not_a_lone_pair():
+    x = np.random.default_rng(1).exponential(1.0, 1000)  # two turns far out by chance make no group
+    thr, fit = auto_threshold(x)
+    assert fit["case"] == "no gap" and (x > thr).mean() >= AUTO_FLOOR
+
+
+def test_auto_a_few_far_turns_of_a_large_set_are_no_gap():
+    """Four turns far above 200 000 (a chance cluster of a long tail, or 0.002 % poison): not a gap that would
+    flag them alone; the floor and the fence still flag them and more."""
+    x = np.r_[np.random.default_rng(8).lognormal(1.0, 0.4, 200_000), [40.0, 40.1, 40.2, 40.3]]
+    thr, fit = auto_threshold(x)
+    assert fit["case"] == "no gap" and (x[-4:] > thr).all() and (x > thr).mean() >= AUTO_FLOOR
+
+
+def test_auto_ties_and_tiny_inputs():
+    thr, fit = auto_threshold([3.0] * 50)
+    assert fit["case"] == "constant" and not (np.array([3.0] * 50) > thr).any()
+    # a large group tied at the floor's quantile is flagged whole (flag more, not an arbitrary part)
+    x = np.array([1.0] * 80 + [2.0] * 15 + [3.0] * 5)
+    thr, fit = auto_threshold(x)
+    assert set(x[x > thr]) >= {3.0} and (x > thr).sum() in (20, 5 + 15)
+    # ties in a clear gap's upper mode
+    x = np.array([0.0, 0.1, 0.2, 0.1, 0.15] * 40 + [5.0] * 20)
+    thr, fit = auto_threshold(x)
+    assert fit["case"] == "gap" and (x > thr).sum() == 20
+    for n in (1, 2, 5, 9):
+        x = np.arange(n, dtype=float)
+        thr, fit = auto_threshold(x)
+        assert (x > thr).sum() == (min(1, n - 1)), (n, fit)
+    with pytest.raises(ValueError, match="no scores"):
+        auto_threshold([])
+    with pytest.raises(ValueError, match="NaN"):
+        auto_threshold([1.0, float("nan")])
+
+
+def test_auto_one_far_outlier_is_flagged_with_the_floor():
+    x = np.random.default_rng(6).normal(0.0, 1.0, 500)
+    x[0] = 40.0
+    thr, fit = auto_threshold(x)
+    assert x[0] > thr and (x > thr).mean() >= AUTO_FLOOR  # one turn is no mode: the floor still applies
+
+
+def test_split_values():
+    x = np.arange(10, dtype=float)
+    mask, done = Split("percentile", p=0.6).apply(x)
+    assert mask.tolist() == [False] * 6 + [True] * 4 and done.threshold == pytest.approx(5.4)
+    assert (done.n_flagged, done.n) == (4, 10)
+    mask2, by_value = Split.of(threshold=done.threshold).apply(x)
+    assert mask2.tolist() == mask.tolist() and by_value.kind == "value"
+    assert Split.of() == Split(DEFAULT_P) if DEFAULT_P == "auto" else Split("percentile", p=DEFAULT_P)
+    assert Split.of(p=PAPER_P).label == "p = 0.6" and Split.of(threshold=9.8).label == "score > 9.8"
+    assert Split.of(p="auto", threshold=1.0).kind == "value"  # a value wins
+    back = Split.from_dict(json.loads(json.dumps(done.to_dict())))
+    assert back == done and back.spec == Split("percentile", p=0.6)
+    assert "4 of 10 turns (40.0 %)" in done.describe()
+    _, auto = Split.of(p="auto").apply(mixture(300, 0.1, 0)[0])
+    assert auto.reason.startswith("a gap at") and auto.fit["case"] == "gap"
+    assert json.loads(json.dumps(auto.to_dict()))["fit"]["mode"] == pytest.approx(auto.fit["mode"])
+
+
+def test_parse_p_and_bad_splits():
+    assert parse_p("auto") == "auto" and parse_p(" AUTO ") == "auto" and parse_p("0.8") == 0.8 and parse_p(1) == 1.0
+    for bad in ("often", 1.5, -0.1, float("nan"), True, None):
+        with pytest.raises(ValueError, match="p must be 'auto' or a number"):
+            parse_p(bad)
+    with pytest.raises(ValueError):
+        Split("median")
+    with pytest.raises(ValueError):
+        Split("value")
+    with pytest.raises(ValueError):
+        Split("percentile", p=2.0)
