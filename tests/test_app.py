@@ -53,13 +53,13 @@ def flagged_ids(ws, n=3):
 
 
 def test_page_load_shows_demo_overview(served, client):
-    title, counts, hist, map_json, pct, value = client.predict("joint", "ground truth",
-                                                               api_name="/refresh_overview")
+    title, counts, hist, map_json, pct, value, mode = client.predict("joint", "ground truth",
+                                                                     api_name="/refresh_overview")
     assert "Embedded demo" in title and "flagged" in counts
     fig = json.loads(map_json)  # one WebGL point per row, point i = table row i (hover: its id)
     assert fig["n"] == len(served.ws.table)
     assert [t.split("<br>")[0] for t in fig["text"]] == served.ws.table["id"].tolist()
-    assert pct == pytest.approx(0.6)
+    assert pct == pytest.approx(0.6) and mode == "percentile"  # the demo's audit was split at the paper's p
 
 
 def test_select_decide_and_persist(served, client):
