@@ -31,7 +31,8 @@ majority (at 50 % poison or more the majority rule would pick the poison):
    group (a gap above a few outliers must not hide a cluster under it);
 4. otherwise the distribution gives no clear answer, and the split errs
    toward flagging more: the lowest of the top :data:`AUTO_FLOOR` (the
-   floor), ``mode + AUTO_SPREAD_K x spread`` (the bulk's fence), a valley
+   floor: the paper's top 40 %; a 10 % floor let a one-word substitution
+   through at 10 % poisoning, 85 % ASR, where the paper's split held it at 0), ``mode + AUTO_SPREAD_K x spread`` (the bulk's fence), a valley
    that is not empty, and the boundary of a two-normal mixture when it shows
    two groups (distinct by Ashman's D, or a tight group on a wider bulk,
    and worth their parameters by BIC), placed where the high group is
@@ -52,7 +53,7 @@ PAPER_P = 0.6  #: the paper's split: flag the turns above the 0.6-quantile (the 
 DEFAULT_P: float | str = AUTO  #: the library's default split (the one place it is set)
 SPLIT_KINDS = ("percentile", "value", AUTO)
 
-AUTO_FLOOR = 0.10      #: without a clear gap, flag at least this fraction of the turns
+AUTO_FLOOR = 0.40      #: without a clear gap, flag at least this fraction of the turns: the paper's (1 - p)
 AUTO_SPREAD_K = 2.0    #: without a clear gap, flag every turn beyond mode + K x the bulk's spread
 AUTO_VALLEY = 0.5      #: a valley is significant where the density is at most this x the peaks on both sides
 AUTO_MODE_FRAC = 0.3   #: the bulk's mode: its lowest peak at least this fraction of its highest
