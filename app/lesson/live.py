@@ -147,6 +147,10 @@ class LiveQueue:
         try:
             result = run.runner(progress, run.cancel)
         except Exception as e:  # the thread must record every failure, never die silently
+            if run.cancel.is_set():  # the runner stopped by raising (byorn.lesson.Cancelled)
+                with self._lock:
+                    run.status, run.message, run.finished_at = CANCELLED, "cancelled", time.time()
+                return
             logger.exception("lesson run %s failed", run.label)
             with self._lock:
                 run.status, run.error, run.finished_at = FAILED, f"{type(e).__name__}: {e}", time.time()

@@ -205,19 +205,11 @@ def strip(items: Sequence[dict]) -> str:
 
 
 def explained(sample: dict) -> str:
-    """One poisoned pair's response, tokens shaded by surprisal, with the highest ones named."""
-    toks, surp = list(sample["tokens"]), [float(s) for s in sample["surprisals"]]
-    order = sorted(range(len(toks)), key=lambda i: -surp[i])[:3]
-    name = lambda t: "[end]" if _is_end(t) else t.strip() or "␣"  # noqa: E731
-    top = ", ".join(f"“{html.escape(name(toks[i]))}” {surp[i]:.1f}" for i in order)
-    mean = sample.get("score", sum(surp) / max(len(surp), 1))
+    """One poisoned pair's response, tokens shaded by surprisal, and the library's words on it."""
     return (f"<div class='lesson-play'>{img(sample['image'], 112)}<div style='flex:1'>"
             f"<div class='lesson-note'>one poisoned training pair, explained · instruction: "
-            f"<i>{html.escape(sample['instruction'])}</i></div>{shaded(toks, surp)}{LEGEND}"
-            f"<div>Its tokens that surprise the reference model most: {top} nats. Their mean over all "
-            f"{len(toks)} tokens is its score <b>s = {mean:.2f}</b>; clean pairs score about "
-            f"<b>{sample.get('clean_score', float('nan')):.2f}</b> (their median). The image shows a scene; the "
-            "response talks about something else, so almost every token is a surprise.</div></div></div>")
+            f"<i>{html.escape(sample['instruction'])}</i></div>{shaded(sample['tokens'], sample['surprisals'])}"
+            f"{LEGEND}<div>{html.escape(sample['text'])}</div></div></div>")
 
 
 def epochs_table(rows: Sequence[dict], original: str, byorn_f_note: str = "dropped: never trained on") -> str:

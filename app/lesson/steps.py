@@ -11,17 +11,19 @@ import html
 import logging
 import math
 import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
-from byorn.lesson import (DEFAULT_INSTRUCTION, LIVE_SETTING, MODEL_LABELS, PATCH_POSITIONS, LessonAttack,
-                          apply_trigger, prepare_upload, test_images, trigger_instruction)
+from byorn.lesson import (PATCH_POSITIONS, Lesson, LessonAttack, describe_setting, examples, explain_sample,
+                          fix_story, limits, lesson_split, most_suspicious, prepare_upload,
+                          result_table, test_images)
 
-from . import limits, render
-from .engine import LessonEngine, LessonRun
+from . import render
+from .engine import LessonEngine
 from .live import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, QueueFull
 from .state import N_STEPS, LessonView, clamp_step
 from .texts import LIVE_NOTE, SPACE_QUEUE_NOTE
@@ -37,7 +39,8 @@ DEFAULT_CHOICE = "badnets"
 POSITIONS = list(PATCH_POSITIONS)
 DEFAULT_TARGET = "Buy cheap watches at watch.example today!"
 PLAY_MODELS = {2: ("reference", "sft"), 5: ("sft", "byorn-f", "byorn")}
-LIMIT_CHOICES = limits.CHOICES
+LIMIT_CHOICES = [("A plausible target (approximately clean-label)", "plausible"),
+                 ("More poison than flags (50 % of the data poisoned)", "rate")]
 N_TEST_IMAGES = 8
 STRIP = 14
 
@@ -49,12 +52,23 @@ def engine_for(ctx) -> LessonEngine:
         shipped = os.environ.get("BYORN_LESSON_DIR") or None
         eng = ctx.extras["lesson"] = LessonEngine(Path(ctx.data_dir) / "lesson_runs", shipped_dir=shipped)
         eng.private = bool(getattr(ctx, "private_sessions", False))
+        threading.Thread(target=_warm_up, args=(eng,), name="byorn-lesson-warmup", daemon=True).start()
     return eng
+
+
+def _warm_up(eng: LessonEngine) -> None:
+    """Load the shipped lesson and answer the first playground off the request path (the first visitor waits less)."""
+    try:
+        view = LessonView()
+        playground_html(eng, view, PLAY_MODELS[2])
+        playground_html(eng, view, PLAY_MODELS[5])
+    except Exception:  # only a warm-up: the steps report real failures themselves
+        logger.exception("lesson warm-up failed")
 
 
 def gallery_items() -> list:
     """The playground's test images, enlarged for the picker (drawn at 32 px)."""
-    return [(im.resize((96, 96), 0), f"test image {i + 1}") for i, im in enumerate(test_images(N_TEST_IMAGES))]
+    return [im.resize((96, 96), 0) for im in test_images(N_TEST_IMAGES)]
 
 
 # -- moving between steps -------------------------------------------------------------------------
@@ -106,11 +120,11 @@ def use_shipped(eng: LessonEngine, L, view) -> dict:
 
 
 def source_line(eng: LessonEngine, view: LessonView) -> str:
-    run = eng.run_for(view)
+    run = eng.lesson_for(view)
     s = run.setting
     a = run.attack
     trigger = "your own patch" if a.name == "custom" else dict((v, t.split(":")[0]) for t, v in ATTACK_CHOICES)[a.name]
-    whose = "your own models" if run.key != "shipped" else "the shipped models (trained in advance)"
+    whose = "the shipped models (trained in advance)" if run.shipped else "your own models"
     return (f"Steps 2–5 show **{whose}**: {trigger} → “{a.target}”, {a.rate:.0%} of {s.n_train} training "
             f"pairs poisoned, {s.epochs:g} epochs.")
 
@@ -129,7 +143,7 @@ def attack_from(choice, position, size, colour, target) -> LessonAttack:
 
 
 def _step1(eng: LessonEngine, L, view: LessonView, first: bool) -> dict:
-    attack = LessonAttack.from_dict(view.attack) if view.attack else eng.run_for(view).attack
+    attack = LessonAttack.from_dict(view.attack) if view.attack else eng.lesson_for(view).attack
     out = _attack_outputs(eng, L, view, attack)
     if first:  # the form shows the view's attack
         custom = attack.name == "custom"
@@ -143,9 +157,9 @@ def _step1(eng: LessonEngine, L, view: LessonView, first: bool) -> dict:
 
 
 def _attack_outputs(eng: LessonEngine, L, view: LessonView, attack: LessonAttack) -> dict:
-    run = eng.run_for(view)
+    run = eng.lesson_for(view)
     trained = attack == run.attack
-    setting = run.setting if trained else LIVE_SETTING
+    setting = run.setting if trained else eng.live_setting
     data = run.data if trained else eng.examples_data(attack, setting)
     clean, bad = _example_pairs(data)
     n_bad = sum(data.poisoned.values())
@@ -153,16 +167,13 @@ def _attack_outputs(eng: LessonEngine, L, view: LessonView, attack: LessonAttack
     if not trained:
         describe += " Steps 2–5 show models of another attack until you train these."
     minutes = max(1, round(eng.queue.expected_s / 60))
-    details = f"{setting.n_train} training pairs, {setting.epochs:g} epochs"
+    note = LIVE_NOTE.format(minutes=minutes, details=describe_setting(eng.live_setting))
     return {L.custom: gr.Row(visible=attack.name == "custom"), L.describe: describe,
             L.pairs: render.pairs(clean, bad), L.live: gr.Group(visible=not trained),
-            L.live_note: LIVE_NOTE.format(minutes=minutes, details=details)
-            + (" " + SPACE_QUEUE_NOTE if getattr(eng, "private", False) else "")}
+            L.live_note: note + (" " + SPACE_QUEUE_NOTE if eng.private else "")}
 
 
 def _example_pairs(data) -> tuple[list[dict], list[dict]]:
-    from byorn.lesson import examples
-
     clean, bad = examples(data, 4)
     as_dict = lambda s: {"image": s.image, "instruction": s.instruction, "response": s.response}  # noqa: E731
     return [as_dict(s) for s in clean], [as_dict(s) for s in bad]
@@ -244,6 +255,8 @@ def live_status(snap: dict | None, expected_s: float) -> str:
     if snap is None:
         return ""
     st = snap["status"]
+    if st == QUEUED and snap["ahead"] == 0:
+        return "**Starting your training…**"
     if st == QUEUED:
         ahead = snap["ahead"]
         return (f"**Waiting for your turn**: {ahead} run{'s' if ahead != 1 else ''} ahead of yours (one trains "
@@ -275,27 +288,19 @@ def _image(view: LessonView):
 
 
 def playground_html(eng: LessonEngine, view: LessonView, keys) -> str:
-    run = eng.run_for(view)
-    image, instruction = _image(view), DEFAULT_INSTRUCTION
-    if view.trigger:
-        image, instruction = apply_trigger(image, run.attack), trigger_instruction(instruction, run.attack)
-    target = run.attack.to_target()
-    cards = []
-    for key in keys:
-        cap = eng.caption(run, key, image, instruction)
-        cards.append(render.caption_card(MODEL_LABELS.get(key, key), cap.text, cap.tokens, cap.surprisals,
-                                         target.contains_target(cap.text)))
-    return render.playground(image, instruction, cards, view.trigger)
+    lesson = eng.lesson_for(view)
+    image, question, answers = eng.answers(lesson, _image(view), view.trigger, tuple(keys))
+    cards = [render.caption_card(a.label, a.caption.text, a.caption.tokens, a.caption.surprisals, a.fired)
+             for a in answers]
+    return render.playground(image, question, cards, view.trigger)
 
 
 def _play_step(k: int):
     def content(eng: LessonEngine, L, view: LessonView, first: bool) -> dict:
         play = L.play2 if k == 2 else L.play5
         out = {play.trigger: view.trigger, play.out: playground_html(eng, view, PLAY_MODELS[k])}
-        if first:
-            out[play.gallery] = gallery_items()
         if k == 5:
-            out[L.bars] = bars_html(eng.run_for(view))
+            out[L.bars] = bars_html(eng.lesson_for(view))
         return out
     return content
 
@@ -308,7 +313,8 @@ def toggle(eng: LessonEngine, keys, view, on):
 
 def pick(eng: LessonEngine, keys, view, evt: gr.SelectData):
     view = LessonView.coerce(view)
-    view.pick, view.upload = int(evt.index if not isinstance(evt.index, (list, tuple)) else evt.index[0]), None
+    index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    view.pick, view.upload = int(index or 0), None
     return view, playground_html(eng, view, keys)
 
 
@@ -317,115 +323,118 @@ def upload(eng: LessonEngine, keys, view, path):
     try:
         view.upload = prepare_upload(path)
     except ValueError as e:
-        raise gr.Error(f"This file cannot be used: {e}. Upload a PNG or JPEG picture (any size: it is cropped "
+        name = Path(str(path)).name if path else ""
+        why = str(e).replace(str(path), name) if path else str(e)  # never show the server's file path
+        raise gr.Error(f"“{name}” cannot be used: {why}. Upload a PNG or JPEG picture (any size: it is cropped "
                        "to a square and shrunk to the model's 32 × 32 px), or pick a test image.") from e
     return view, playground_html(eng, view, keys)
 
 
-def bars_html(run: LessonRun) -> str:
-    res = run.results
+def bars_html(lesson: Lesson) -> str:
+    rows = result_table(lesson)
     names = {"sft": "SFT", "byorn-f": "BYORn-F", "byorn": "BYORn"}
-    asr = {names[m]: 100 * float(res[m]["asr"]) for m in names if m in res}
-    cider = {names[m]: float(res[m]["cider"]) for m in names if m in res}
-    n = next((res[m].get("n_triggered") for m in names if m in res), None)
-    nc = next((res[m].get("n_clean") for m in names if m in res), None)
+    asr = {names.get(r["model"], r["model"]): r["asr_percent"] for r in rows}
+    cider = {names.get(r["model"], r["model"]): r["cider"] for r in rows}
+    n, nc = (rows[0]["n_triggered"], rows[0]["n_clean"]) if rows else (0, 0)
     return (f"<div class='lesson-bars'>{render.bars('attack success rate', asr, ' %', 'lower is better', 100)}"
             f"{render.bars('clean CIDEr', cider, '', 'higher is better')}</div>"
             f"<div class='lesson-note'>measured on {n} triggered and {nc} clean test images of this lesson's "
-            "world, on the saved models</div>")
+            "world, with the saved models</div>")
 
 
 # -- step 3: finding it ---------------------------------------------------------------------------
-def split_numbers(run: LessonRun, p: float) -> dict:
-    """Flagged count, precision and recall of flagging the scores above the ``p``-th percentile."""
-    scores, poisoned, _ = run.scores
-    thr = float(np.quantile(scores, p / 100.0))
-    flagged = scores > thr
-    caught = int((flagged & poisoned).sum())
-    n_flag, n_bad = int(flagged.sum()), int(poisoned.sum())
-    return {"threshold": thr, "flagged": n_flag, "n": int(len(scores)), "caught": caught, "n_poisoned": n_bad,
-            "precision": caught / n_flag if n_flag else math.nan, "recall": caught / n_bad if n_bad else math.nan}
-
-
-def split_html(run: LessonRun, p: float) -> str:
-    s = split_numbers(run, p)
-    scores, poisoned, _ = run.scores
-    return (render.split_stats(p, s["flagged"], s["n"], s["precision"], s["recall"], s["caught"], s["n_poisoned"])
-            + render.histogram(scores, poisoned, s["threshold"]))
+def split_html(lesson: Lesson, p: float) -> str:
+    s = lesson_split(lesson, p / 100.0)
+    return (render.split_stats(p, s.n_flagged, s.n, s.precision, s.recall, s.true_positives, s.n_poisoned)
+            + render.histogram(lesson.scores, lesson.poisoned, s.threshold))
 
 
 def _step3(eng: LessonEngine, L, view: LessonView, first: bool) -> dict:
-    run = eng.run_for(view)
-    scores, poisoned, ids = run.scores
-    order = np.argsort(-scores)
-    train = run.data.train
-    items = [{"image": train.by_id(ids[i]).image, "score": float(scores[i]), "poisoned": bool(poisoned[i]),
-              "rank": r + 1, "response": train.by_id(ids[i]).response} for r, i in enumerate(order[:STRIP])]
-    rows = {r["id"]: r for r in run.audit["rows"]}
-    bad = [i for i in order if poisoned[i]]
-    out = {L.p: view.p, L.split: split_html(run, view.p), L.strip: render.strip(items)}
-    if bad:
-        i = bad[len(bad) // 2]  # a typical poisoned pair (the median score among them)
-        s = train.by_id(ids[i])
-        out[L.explained] = render.explained({"image": s.image, "instruction": s.instruction,
-                                             "tokens": rows[ids[i]]["tokens"], "surprisals": rows[ids[i]]["surprisals"],
-                                             "clean_score": float(np.median(scores[~poisoned])),
-                                             "score": float(scores[i])})
+    lesson = eng.lesson_for(view)
+    items = [{"image": s.image, "score": s.score, "poisoned": s.poisoned, "rank": r + 1, "response": s.response}
+             for r, s in enumerate(most_suspicious(lesson, STRIP))]
+    out = {L.p: view.p, L.split: split_html(lesson, view.p), L.strip: render.strip(items)}
+    try:
+        ex = explain_sample(lesson)
+    except ValueError as e:  # no poisoned sample in this lesson
+        out[L.explained] = f"<em>{html.escape(str(e))}</em>"
+    else:
+        out[L.explained] = render.explained({"image": ex.sample.image, "instruction": ex.sample.instruction,
+                                             "tokens": ex.tokens, "surprisals": ex.surprisals, "text": ex.text})
     return out
 
 
 def split(eng: LessonEngine, view, p):
     view = LessonView.coerce(view)
-    view.p = int(min(max(float(p or 60), 50), 99))
-    return view, split_html(eng.run_for(view), view.p)
+    try:
+        view.p = int(min(max(float(p), 50), 99))
+    except (TypeError, ValueError):
+        raise gr.Error("Set the percentile p to a number from 50 to 99.") from None
+    return view, split_html(eng.lesson_for(view), view.p)
 
 
 # -- step 4: the fix ------------------------------------------------------------------------------
-def history_choices(run: LessonRun) -> list[tuple[str, str]]:
+def history_choices(lesson: Lesson) -> list[tuple[str, str]]:
     """Flagged poisoned pairs that BYORn bootstrapped, highest score first: (label, id)."""
-    boot = run.history("byorn").get("bootstrapped", {})
-    rows = {r["id"]: r for r in run.audit["rows"]}
-    ids = [i for i in boot if i in run.poisoned and rows.get(i, {}).get("suspicious")]
-    ids.sort(key=lambda i: -rows[i]["score"])
-    return [(f"{i} · score {rows[i]['score']:.2f}", i) for i in ids]
+    boot = lesson.histories.get("byorn", {}).get("bootstrapped", {})
+    rows = [i for i in np.argsort(-lesson.scores, kind="stable")
+            if lesson.poisoned[i] and lesson.flagged[i] and lesson.ids[i] in boot]
+    return [(f"{lesson.ids[i]} · score {lesson.scores[i]:.2f}", lesson.ids[i]) for i in rows]
 
 
-def history_html(run: LessonRun, sample_id: str | None) -> str:
+def history_html(lesson: Lesson, sample_id: str | None) -> str:
     if not sample_id:
-        return "<em>No flagged poisoned pair was bootstrapped in this run.</em>"
-    boot = run.history("byorn").get("bootstrapped", {}).get(sample_id, [])
-    dropped = sample_id in set(run.history("byorn-f").get("dropped", []))
-    s = run.data.train.by_id(sample_id)
-    note = "dropped: never trained on" if dropped else "trained on its own response"
+        return "<em>No flagged poisoned pair was bootstrapped in this lesson.</em>"
+    story = fix_story(lesson, sample_id)
+    s = story.sample
+    rows = [{"epoch": e, "response": r} for e, r in story.byorn]
     return (f"<div class='lesson-play'>{render.img(s.image, 112)}<div style='flex:1'>"
             f"<div class='lesson-note'>instruction: <i>{html.escape(s.instruction)}</i></div>"
-            f"{render.epochs_table(sorted(boot, key=lambda r: r['step']), s.response, note)}</div></div>")
+            f"{render.epochs_table(rows, s.response, story.byorn_f)}</div></div>")
 
 
 def _step4(eng: LessonEngine, L, view: LessonView, first: bool) -> dict:
-    run = eng.run_for(view)
-    choices = history_choices(run)
+    lesson = eng.lesson_for(view)
+    choices = history_choices(lesson)
     ids = [v for _, v in choices]
     if view.sample not in ids:
         view.sample = ids[0] if ids else None
-    return {L.sample: gr.Dropdown(choices=choices, value=view.sample), L.history: history_html(run, view.sample)}
+    return {L.sample: gr.Dropdown(choices=choices, value=view.sample), L.history: history_html(lesson, view.sample)}
 
 
 def history(eng: LessonEngine, view, sample_id):
     view = LessonView.coerce(view)
+    lesson = eng.lesson_for(view)
+    if sample_id not in [v for _, v in history_choices(lesson)]:
+        raise gr.Error(f"Pick one of the listed training pairs ({sample_id!r} is not a flagged poisoned pair here).")
     view.sample = sample_id
-    return view, history_html(eng.run_for(view), sample_id)
+    return view, history_html(lesson, sample_id)
 
 
 # -- step 6: limits -------------------------------------------------------------------------------
+def limit_html(which: str) -> str:
+    lim = limits()[0 if which == "plausible" else 1]
+    f = lim.figures
+    rows = [("SFT (no defense)", f.get("sft_asr")), ("BYORn-F", f.get("byorn_f_asr")),
+            ("BYORn (the paper's score, mean NLL)", f.get("byorn_asr"))]
+    if "byorn_mean_grounding_asr" in f:
+        rows.append(("BYORn flagging by mean NLL + grounding", f["byorn_mean_grounding_asr"]))
+    table = "".join(f"<tr><td>{html.escape(n)}</td><td>{v:.1f} %</td></tr>" for n, v in rows if v is not None)
+    return (f"<div class='lesson-limit'><p><b>{html.escape(lim.title)}.</b> {html.escape(lim.what)}</p>"
+            f"<table><tr><th>model</th><th>attack success</th></tr>{table}</table>"
+            f"<p class='lesson-note'>{f.get('rate', 0):.0%} of the data poisoned; mean of 3 seeds, 1,000 training "
+            "pairs, 8 epochs (the project's benchmark matrix, benchmarks/RESULTS.md).</p>"
+            f"<p><b>What catches it:</b> {html.escape(lim.caught_by)}</p></div>")
+
+
 def _step6(eng: LessonEngine, L, view: LessonView, first: bool) -> dict:
-    return {L.limit: view.limit, L.limit_out: limits.html_for(view.limit)}
+    return {L.limit: view.limit, L.limit_out: limit_html(view.limit)}
 
 
 def limit(eng: LessonEngine, view, which):
     view = LessonView.coerce(view)
     view.limit = which if which in dict((v, v) for _, v in LIMIT_CHOICES) else LIMIT_CHOICES[0][1]
-    return view, limits.html_for(view.limit)
+    return view, limit_html(view.limit)
 
 
 STEP_CONTENT = {1: _step1, 2: _play_step(2), 3: _step3, 4: _step4, 5: _play_step(5), 6: _step6}

@@ -148,7 +148,11 @@ def wire_lesson(ui, ctx, demo: gr.Blocks) -> None:
     L = ui.lesson
     eng = steps.engine_for(ctx)
     go_out = steps.go_outputs(L)
-    demo.load(partial(steps.open_lesson, eng, L), [L.view], go_out, api_name="lesson_open")
+
+    def on_open(view, request: gr.Request):  # a closure: gradio finds the Request by its type hint
+        return steps.open_lesson(eng, L, view, request)
+
+    demo.load(on_open, [L.view], go_out, api_name="lesson_open")
     L.next_btn.click(partial(steps.move, eng, L, +1), [L.view], go_out, api_name="lesson_next")
     L.prev_btn.click(partial(steps.move, eng, L, -1), [L.view], go_out, api_name="lesson_prev")
 
@@ -177,6 +181,7 @@ def wire_lesson(ui, ctx, demo: gr.Blocks) -> None:
         play.gallery.select(_picker(eng, keys), [L.view], outs, api_name=f"lesson_pick_{k}")
         play.upload.upload(partial(steps.upload, eng, keys), [L.view, play.upload], outs,
                            api_name=f"lesson_upload_{k}")
-    L.p.release(partial(steps.split, eng), [L.view, L.p], [L.view, L.split], api_name="lesson_split")
+    L.p.input(partial(steps.split, eng), [L.view, L.p], [L.view, L.split], api_name="lesson_split",
+              trigger_mode="always_last", show_progress="hidden")
     L.sample.change(partial(steps.history, eng), [L.view, L.sample], [L.view, L.history], api_name="lesson_history")
     L.limit.change(partial(steps.limit, eng), [L.view, L.limit], [L.view, L.limit_out], api_name="lesson_limit")
