@@ -30,7 +30,7 @@ class LessonView:
 def clamp_step(step) -> int:
     """A step number from anything (a query string included): 1..6, 1 when unreadable."""
     try:
-        k = int(str(step).strip())
-    except (TypeError, ValueError):
+        k = int(float(str(step).strip()))
+    except (TypeError, ValueError, OverflowError):
         return 1
     return min(max(k, 1), N_STEPS)
