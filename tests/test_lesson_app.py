@@ -224,3 +224,24 @@ def test_live_status_words():
     assert "40 %" in steps.live_status({**base, "status": RUNNING}, 180)
     assert "ready" in steps.live_status({**base, "status": FINISHED}, 180)
     assert steps.live_status(None, 180) == ""
+
+
+def test_models_load_in_parallel_threads():
+    """The lesson's warm-up loads models beside the app's own warm-up: concurrent loads must all work."""
+    from byorn.models import VLM
+
+    out, errors = [], []
+
+    def load():
+        try:
+            out.append(VLM.load(device="cpu"))
+        except Exception as e:  # noqa: BLE001 - collected and shown below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(out) == 4, errors
+    assert all(not p.is_meta for m in out for p in m.model.parameters())
