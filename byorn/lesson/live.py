@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .attack import LessonAttack
 from .build import LIVE_SETTING, LessonSetting, Progress, train_lesson
-from .lesson import Lesson, load_lesson, reference_model
+from .lesson import Lesson, load_lesson
 
 _LIVE_LOCK = threading.Lock()
 
@@ -58,7 +58,9 @@ def train_live(attack: LessonAttack, out_dir: str | Path, *, progress: Progress 
 
                 raise Cancelled("cancelled while waiting")
     try:
-        folder = train_lesson(attack, setting, out_dir, ref=reference_model().vlm, progress=report, cancel=cancel)
+        # Its own copy of the reference model: the shared one's tokenizer serves the playground's threads
+        # meanwhile (a fast tokenizer must not be used by two threads at once).
+        folder = train_lesson(attack, setting, out_dir, progress=report, cancel=cancel)
     finally:
         _LIVE_LOCK.release()
     return load_lesson(folder)
