@@ -77,15 +77,13 @@ class Page:
         return out
 
     def load(self, s: Session, record) -> None:
-        threads = [threading.Thread(target=self._chain, args=(s, i, record)) for i in self.loads]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        # one after the other: a session's results come over one event stream at a time
+        for i in self.loads:
+            self._chain(s, i, record)
 
     def _chain(self, s: Session, dep_id: int, record) -> None:
         name = self.deps[dep_id].get("api_name") or f"fn{dep_id}"
-        ok = record("page:" + ("lesson_open" if name == "lesson_open" else "other"),
+        ok = record("page load: the lesson's step 1" if name == "lesson_open" else "page load: the other tabs",
                     lambda: s.call_id(dep_id, self.inputs(dep_id)))
         for nxt in self.after.get(dep_id, []) if ok else []:
             self._chain(s, nxt, record)
