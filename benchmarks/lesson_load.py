@@ -163,7 +163,7 @@ def main(argv=None) -> dict:
         config = httpx.get(url + "/config", timeout=30).json()
         fns = {"/" + d["api_name"]: d["id"] for d in config["dependencies"] if d.get("api_name")}
         page = Page(config)
-        time.sleep(20)  # the app's own warm-ups (the lesson's models, UMAP) settle first
+        time.sleep(75)  # the app's own warm-ups settle first (the lesson's models; UMAP compiles 20 s after start)
         stats: dict = {"times": {}, "failures": []}
         lock = threading.Lock()
         load_before = os.getloadavg()
