@@ -422,7 +422,7 @@ def limit_html(which: str) -> str:
     table = "".join(f"<tr><td>{html.escape(n)}</td><td>{v:.1f} %</td></tr>" for n, v in rows if v is not None)
     return (f"<div class='lesson-limit'><p><b>{html.escape(lim.title)}.</b> {html.escape(lim.what)}</p>"
             f"<table><tr><th>model</th><th>attack success</th></tr>{table}</table>"
-            f"<p class='lesson-note'>{f.get('rate', 0):.0%} of the data poisoned; mean of 3 seeds, 1,000 training "
+            f"<p class='lesson-note'>{100 * f.get('rate', 0):.0f} % of the data poisoned; mean of 3 seeds, 1,000 training "
             "pairs, 8 epochs (the project's benchmark matrix, benchmarks/RESULTS.md).</p>"
             f"<p><b>What catches it:</b> {html.escape(lim.caught_by)}</p></div>")
 

@@ -179,7 +179,8 @@ def test_six_steps_trigger_and_links(lesson_app, page, tmp_path):
     shown_step(page, 6)
     wait_text(page, "#lesson-limit-out", "AUROC")
     page.locator("#lesson-limit").get_by_text("More poison than flags").click()
-    wait_text(page, "#lesson-limit-out", "50 % poisoned")
+    wait_text(page, "#lesson-limit-out", "More poison than the flagged fraction")
+    assert "50 % of the data poisoned" in page.locator("#lesson-limit-out").inner_text()
     assert page.locator("#lesson-next").is_disabled()
     page.screenshot(path=str(shots / "lesson-6.png"), full_page=True)
 
