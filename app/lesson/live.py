@@ -62,7 +62,7 @@ class LiveQueue:
         self._worker: threading.Thread | None = None
         self.max_waiting = max_waiting
         self.keep_finished = keep_finished
-        self.expected_s = expected_s  # how long one run takes, for the wait shown to the queue
+        self.expected_s = expected_s  # how long one run takes (then: learnt from finished runs), for the wait shown
 
     # -- control -------------------------------------------------------------------------------
     def submit(self, runner: Runner, label: str = "lesson run") -> str:
@@ -162,6 +162,8 @@ class LiveQueue:
                 run.status, run.message = CANCELLED, "cancelled"
             else:
                 run.status, run.result, run.fraction, run.message = FINISHED, result, 1.0, "finished"
+                # the wait told to the queue follows what runs really take on this server
+                self.expected_s = 0.5 * self.expected_s + 0.5 * (run.finished_at - (run.started_at or run.queued_at))
 
     def _forget_old(self) -> None:
         """Drop the oldest finished runs beyond ``keep_finished`` (call under the lock)."""

@@ -75,10 +75,9 @@ poisoned pairs train as clean, and SFT on them plants the backdoor again.
 
 TEXTS = (STEP1, STEP2, STEP3, STEP4, STEP5, STEP6)
 
-LIVE_NOTE = (
-    "Your own trigger needs your own models. **Train these models** fine-tunes SFT and BYORn on your "
-    "poisoned data here, on this server's CPU, in about {minutes} minutes: a **smaller world and fewer "
-    "epochs** than the shipped models ({details}), so the captions are rougher. Steps 2–5 then show your runs.")
+LIVE_NOTE = ("Your own trigger needs your own models. **Train these models** fine-tunes SFT, BYORn-F and BYORn "
+             "on this poisoned data here, on the server's CPU, in about {minutes} minutes; steps 2–5 then show "
+             "them. {details}")
 
 SPACE_QUEUE_NOTE = ("On this public Space one lesson run trains at a time for all visitors; yours waits its "
                     "turn, and only you see it.")
