@@ -245,3 +245,21 @@ def test_models_load_in_parallel_threads():
         t.join()
     assert not errors and len(out) == 4, errors
     assert all(not p.is_meta for m in out for p in m.model.parameters())
+
+
+def test_old_visitor_runs_are_removed(tmp_path):
+    import os
+
+    from app.lesson.engine import LessonEngine
+
+    e = LessonEngine(tmp_path / "runs")
+    e.max_folders = 2
+    for k in range(4):
+        d = e.runs_dir / f"run-{k}"
+        d.mkdir(parents=True)
+        os.utime(d, (1_000_000 + k, 1_000_000 + k))
+    (tmp_path / "elsewhere").mkdir()
+    e._prune()
+    assert sorted(p.name for p in e.runs_dir.iterdir()) == ["run-2", "run-3"]
+    e.discard(str(tmp_path / "elsewhere"))  # never outside its own runs folder
+    assert (tmp_path / "elsewhere").is_dir()

@@ -14,6 +14,7 @@ import collections
 import hashlib
 import json
 import logging
+import shutil
 import threading
 from pathlib import Path
 
@@ -46,6 +47,7 @@ class LessonEngine:
         self._answers: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
         self._examples: collections.OrderedDict[tuple, object] = collections.OrderedDict()
         self.max_own, self.max_answers = max_own, max_answers
+        self.max_folders = 24  # visitors' finished runs kept on disk (about 14 MB each)
 
     # -- lessons ---------------------------------------------------------------------------------
     def shipped(self) -> Lesson:
@@ -69,6 +71,23 @@ class LessonEngine:
         if view.use_own and view.own_folder and Path(view.own_folder, "lesson.json").exists():
             return self.own(view.own_folder)
         return self.shipped()
+
+    def discard(self, folder: str) -> None:
+        """Forget a visitor's lesson and remove its folder (they replaced it with a new run)."""
+        with self._lock:
+            self._own.pop(folder, None)
+        forget_lesson(folder)
+        path = Path(folder)
+        if path.parent == self.runs_dir and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _prune(self) -> None:
+        """Keep the newest ``max_folders`` run folders on disk (a public Space's disk is small)."""
+        if not self.runs_dir.is_dir():
+            return
+        folders = sorted((p for p in self.runs_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        for old in folders[:max(0, len(folders) - self.max_folders)]:
+            self.discard(str(old))
 
     # -- the playground ----------------------------------------------------------------------------
     def answers(self, lesson: Lesson, image, triggered: bool, models: tuple,
@@ -105,6 +124,7 @@ class LessonEngine:
     def submit_live(self, attack: LessonAttack, folder: Path) -> str:
         """Queue a live training of ``attack`` into ``folder``; returns the run id."""
         setting = self.live_setting
+        self._prune()
 
         def runner(progress, cancel):
             return train_live(attack, folder, progress=progress, cancel=cancel, setting=setting)

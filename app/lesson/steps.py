@@ -23,6 +23,7 @@ from byorn.lesson import (PATCH_POSITIONS, Lesson, LessonAttack, describe_settin
                           result_table, test_images)
 
 from . import render
+from ..hosting import training_message
 from .engine import LessonEngine
 from .live import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, QueueFull
 from .state import N_STEPS, LessonView, clamp_step
@@ -206,6 +207,11 @@ def start_live(eng: LessonEngine, view, choice, position, size, colour, target):
     if snap is not None and snap["status"] in (QUEUED, RUNNING):
         raise gr.Error("Your models are already training (see the status below); cancel them first to change "
                        "the attack.")
+    blocked = training_message()  # e.g. a ZeroGPU Space: training needs a dedicated machine there
+    if blocked:
+        raise gr.Error(f"Training is not possible on this server: {blocked}")
+    if view.own_folder:  # their earlier run: replaced by this one (only this session ever showed it)
+        eng.discard(view.own_folder)
     folder = eng.runs_dir / _new_folder_name()
     try:
         view.run_id = eng.submit_live(attack, folder)
