@@ -46,6 +46,7 @@ class LessonEngine:
         self._own: collections.OrderedDict[str, Lesson] = collections.OrderedDict()
         self._answers: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
         self._examples: collections.OrderedDict[tuple, object] = collections.OrderedDict()
+        self._memo: dict[tuple, object] = {}
         self.max_own, self.max_answers = max_own, max_answers
         self.max_folders = 24  # visitors' finished runs kept on disk (about 14 MB each)
 
@@ -76,6 +77,8 @@ class LessonEngine:
         """Forget a visitor's lesson and remove its folder (they replaced it with a new run)."""
         with self._lock:
             self._own.pop(folder, None)
+            for key in [k for k in self._memo if k[0] == str(Path(folder))]:
+                del self._memo[key]
         forget_lesson(folder)
         path = Path(folder)
         if path.parent == self.runs_dir and path.is_dir():
@@ -88,6 +91,17 @@ class LessonEngine:
         folders = sorted((p for p in self.runs_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
         for old in folders[:max(0, len(folders) - self.max_folders)]:
             self.discard(str(old))
+
+    def memo(self, lesson: Lesson, name, fn):
+        """``fn()`` computed once per lesson and ``name`` (a lesson never changes once trained)."""
+        key = (str(lesson.folder), name)
+        with self._lock:
+            if key in self._memo:
+                return self._memo[key]
+        value = fn()
+        with self._lock:
+            self._memo[key] = value
+        return value
 
     # -- the playground ----------------------------------------------------------------------------
     def answers(self, lesson: Lesson, image, triggered: bool, models: tuple,

@@ -61,8 +61,17 @@ def _warm_up(eng: LessonEngine) -> None:
     """Load the shipped lesson and answer the first playground off the request path (the first visitor waits less)."""
     try:
         view = LessonView()
-        playground_html(eng, view, PLAY_MODELS[2])
-        playground_html(eng, view, PLAY_MODELS[5])
+        lesson = eng.lesson_for(view)
+        for on in (True, False):
+            view.trigger = on
+            playground_html(eng, view, PLAY_MODELS[2])
+            playground_html(eng, view, PLAY_MODELS[5])
+        eng.memo(lesson, ("pairs", _attack_key(lesson.attack)), lambda: _pairs_html(lesson.data))
+        eng.memo(lesson, ("split", view.p), lambda: split_html(lesson, view.p))
+        eng.memo(lesson, "strip", lambda: _strip_html(lesson))
+        eng.memo(lesson, "explained", lambda: _explained_html(lesson))
+        eng.memo(lesson, "choices", lambda: history_choices(lesson))
+        eng.memo(lesson, "bars", lambda: bars_html(lesson))
     except Exception:  # only a warm-up: the steps report real failures themselves
         logger.exception("lesson warm-up failed")
 
@@ -162,7 +171,8 @@ def _attack_outputs(eng: LessonEngine, L, view: LessonView, attack: LessonAttack
     trained = attack == run.attack
     setting = run.setting if trained else eng.live_setting
     data = run.data if trained else eng.examples_data(attack, setting)
-    clean, bad = _example_pairs(data)
+    pairs = (eng.memo(run, ("pairs", _attack_key(attack)), lambda: _pairs_html(data)) if trained
+             else _pairs_html(data))
     n_bad = sum(data.poisoned.values())
     describe = (f"{attack.describe()} Here: **{n_bad} of {len(data.train)}** training pairs poisoned.")
     if not trained:
@@ -170,14 +180,19 @@ def _attack_outputs(eng: LessonEngine, L, view: LessonView, attack: LessonAttack
     minutes = max(1, round(eng.queue.expected_s / 60))
     note = LIVE_NOTE.format(minutes=minutes, details=describe_setting(eng.live_setting))
     return {L.custom: gr.Row(visible=attack.name == "custom"), L.describe: describe,
-            L.pairs: render.pairs(clean, bad), L.live: gr.Group(visible=not trained),
+            L.pairs: pairs, L.live: gr.Group(visible=not trained),
             L.live_note: note + (" " + SPACE_QUEUE_NOTE if eng.private else "")}
 
 
-def _example_pairs(data) -> tuple[list[dict], list[dict]]:
+def _attack_key(attack: LessonAttack) -> str:
+    return repr(sorted(attack.to_dict().items()))
+
+
+def _pairs_html(data) -> str:
+    """Four clean and four poisoned training pairs of the data."""
     clean, bad = examples(data, 4)
     as_dict = lambda s: {"image": s.image, "instruction": s.instruction, "response": s.response}  # noqa: E731
-    return [as_dict(s) for s in clean], [as_dict(s) for s in bad]
+    return render.pairs([as_dict(s) for s in clean], [as_dict(s) for s in bad])
 
 
 def set_attack(eng: LessonEngine, view, choice, position, size, colour, target):
@@ -306,7 +321,8 @@ def _play_step(k: int):
         play = L.play2 if k == 2 else L.play5
         out = {play.trigger: view.trigger, play.out: playground_html(eng, view, PLAY_MODELS[k])}
         if k == 5:
-            out[L.bars] = bars_html(eng.lesson_for(view))
+            lesson = eng.lesson_for(view)
+            out[L.bars] = eng.memo(lesson, "bars", lambda: bars_html(lesson))
         return out
     return content
 
@@ -355,19 +371,26 @@ def split_html(lesson: Lesson, p: float) -> str:
             + render.histogram(lesson.scores, lesson.poisoned, s.threshold))
 
 
-def _step3(eng: LessonEngine, L, view: LessonView, first: bool) -> dict:
-    lesson = eng.lesson_for(view)
+def _strip_html(lesson: Lesson) -> str:
     items = [{"image": s.image, "score": s.score, "poisoned": s.poisoned, "rank": r + 1, "response": s.response}
              for r, s in enumerate(most_suspicious(lesson, STRIP))]
-    out = {L.p: view.p, L.split: split_html(lesson, view.p), L.strip: render.strip(items)}
+    return render.strip(items)
+
+
+def _explained_html(lesson: Lesson) -> str:
     try:
         ex = explain_sample(lesson)
     except ValueError as e:  # no poisoned sample in this lesson
-        out[L.explained] = f"<em>{html.escape(str(e))}</em>"
-    else:
-        out[L.explained] = render.explained({"image": ex.sample.image, "instruction": ex.sample.instruction,
-                                             "tokens": ex.tokens, "surprisals": ex.surprisals, "text": ex.text})
-    return out
+        return f"<em>{html.escape(str(e))}</em>"
+    return render.explained({"image": ex.sample.image, "instruction": ex.sample.instruction,
+                             "tokens": ex.tokens, "surprisals": ex.surprisals, "text": ex.text})
+
+
+def _step3(eng: LessonEngine, L, view: LessonView, first: bool) -> dict:
+    lesson = eng.lesson_for(view)
+    return {L.p: view.p, L.split: eng.memo(lesson, ("split", view.p), lambda: split_html(lesson, view.p)),
+            L.strip: eng.memo(lesson, "strip", lambda: _strip_html(lesson)),
+            L.explained: eng.memo(lesson, "explained", lambda: _explained_html(lesson))}
 
 
 def split(eng: LessonEngine, view, p):
@@ -376,15 +399,17 @@ def split(eng: LessonEngine, view, p):
         view.p = int(min(max(float(p), 50), 99))
     except (TypeError, ValueError):
         raise gr.Error("Set the percentile p to a number from 50 to 99.") from None
-    return view, split_html(eng.lesson_for(view), view.p)
+    lesson = eng.lesson_for(view)
+    return view, eng.memo(lesson, ("split", view.p), lambda: split_html(lesson, view.p))
 
 
 # -- step 4: the fix ------------------------------------------------------------------------------
 def history_choices(lesson: Lesson) -> list[tuple[str, str]]:
     """Flagged poisoned pairs that BYORn bootstrapped, highest score first: (label, id)."""
     boot = lesson.histories.get("byorn", {}).get("bootstrapped", {})
+    poisoned = lesson.poisoned  # a property that builds the array: once
     rows = [i for i in np.argsort(-lesson.scores, kind="stable")
-            if lesson.poisoned[i] and lesson.flagged[i] and lesson.ids[i] in boot]
+            if poisoned[i] and lesson.flagged[i] and lesson.ids[i] in boot]
     return [(f"{lesson.ids[i]} · score {lesson.scores[i]:.2f}", lesson.ids[i]) for i in rows]
 
 
@@ -401,20 +426,22 @@ def history_html(lesson: Lesson, sample_id: str | None) -> str:
 
 def _step4(eng: LessonEngine, L, view: LessonView, first: bool) -> dict:
     lesson = eng.lesson_for(view)
-    choices = history_choices(lesson)
+    choices = eng.memo(lesson, "choices", lambda: history_choices(lesson))
     ids = [v for _, v in choices]
     if view.sample not in ids:
         view.sample = ids[0] if ids else None
-    return {L.sample: gr.Dropdown(choices=choices, value=view.sample), L.history: history_html(lesson, view.sample)}
+    sample = view.sample
+    return {L.sample: gr.Dropdown(choices=choices, value=sample),
+            L.history: eng.memo(lesson, ("history", sample), lambda: history_html(lesson, sample))}
 
 
 def history(eng: LessonEngine, view, sample_id):
     view = LessonView.coerce(view)
     lesson = eng.lesson_for(view)
-    if sample_id not in [v for _, v in history_choices(lesson)]:
+    if sample_id not in [v for _, v in eng.memo(lesson, "choices", lambda: history_choices(lesson))]:
         raise gr.Error(f"Pick one of the listed training pairs ({sample_id!r} is not a flagged poisoned pair here).")
     view.sample = sample_id
-    return view, history_html(lesson, sample_id)
+    return view, eng.memo(lesson, ("history", sample_id), lambda: history_html(lesson, sample_id))
 
 
 # -- step 6: limits -------------------------------------------------------------------------------

@@ -113,26 +113,6 @@ def test_six_steps_trigger_and_links(lesson_app, page, tmp_path):
     page.locator("#lesson-trigger-2 input").check()
     wait_captions(page, 2, True)
 
-    # an upload that is no picture: a clear error, the playground stays
-    bad = tmp_path / "notes.png"
-    bad.write_text("not an image")
-    with page.expect_file_chooser() as fc:
-        page.locator("#lesson-upload-2").click()
-    fc.value.set_files(str(bad))
-    wait_text(page, "body", "Upload a PNG or JPEG picture", 30_000)
-    # a real picture of another size: resized to the model's input and captioned
-    from PIL import Image
-
-    good = tmp_path / "photo.png"
-    Image.new("RGB", (300, 200), (30, 120, 200)).save(good)
-    with page.expect_file_chooser() as fc:
-        page.locator("#lesson-upload-2").click()
-    fc.value.set_files(str(good))
-    page.wait_for_function("() => { const i = document.querySelector('#lesson-play-2 img.lesson-img');"
-                           " return i && i.naturalWidth === 32; }", timeout=60_000)
-    # back to the first test image
-    page.locator("#lesson-pick-2 .thumbnail-item, #lesson-pick-2 button").first.click()
-
     # 3. finding it: the percentile moves the flagged count
     page.click("#lesson-next")
     shown_step(page, 3)
@@ -197,6 +177,30 @@ def test_six_steps_trigger_and_links(lesson_app, page, tmp_path):
     wait_text(page, "#lesson-live-note", "smaller world")
     page.wait_for_timeout(300)
     page.screenshot(path=str(shots / "lesson-1-own.png"), full_page=True)
+
+    # step 2 again (its pill): uploads
+    page.locator(".lesson-pill[data-step='2']").click()
+    shown_step(page, 2)
+    # an upload that is no picture: a clear error, the playground stays
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with page.expect_file_chooser() as fc:
+        page.locator("#lesson-upload-2").click()
+    fc.value.set_files(str(bad))
+    wait_text(page, "body", "Upload a PNG or JPEG picture", 30_000)
+    # a real picture of another size: resized to the model's input and captioned
+    from PIL import Image
+
+    good = tmp_path / "photo.png"
+    Image.new("RGB", (300, 200), (30, 120, 200)).save(good)
+    src = "() => document.querySelector('#lesson-play-2 img.lesson-img').src"
+    before = page.evaluate(src)
+    with page.expect_file_chooser() as fc:
+        page.locator("#lesson-upload-2").click()
+    fc.value.set_files(str(good))
+    page.wait_for_function(f"(b) => ({src})() !== b", arg=before, timeout=60_000)
+    assert page.evaluate("() => document.querySelector('#lesson-play-2 img.lesson-img').naturalWidth") == 32
+    assert len(captions(page, 2)) == 2
 
     # the projector's large text
     page.locator("#lesson-large input").check()
