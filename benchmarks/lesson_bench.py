@@ -77,12 +77,13 @@ def main(argv=None) -> int:
     todo = ATTACKS if args.only is None else [ATTACKS[args.only]]
     for attack in todo:
         folder = Path(tempfile.mkdtemp()) / "lesson"
-        t = time.time()
+        t, cpu = time.time(), time.process_time()
         L.train_lesson(attack, setting, folder)
-        wall = time.time() - t
+        wall, cpu = time.time() - t, time.process_time() - cpu
         info = json.loads((folder / "lesson.json").read_text())
+        info.update(json.loads((folder / "timings.json").read_text()))
         key = json.dumps(attack.to_dict(), sort_keys=True)
-        runs[key] = {"attack_key": key, "attack": attack.to_dict(), "wall_s": round(wall, 1),
+        runs[key] = {"attack_key": key, "attack": attack.to_dict(), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
                      "per_model_s": info["train_s"], "load_average_1min": os.getloadavg()[0],
                      "results": {m: {"asr_percent": round(100 * r["asr"], 1), "cider": round(r["cider"], 1)}
                                  for m, r in info["results"].items()}}

@@ -3,12 +3,14 @@
     python scripts/make_lesson_assets.py [--out assets/lesson] [--seed 0]
 
 Deterministic from the seed (the world, the poisoning and the training are
-seeded; two CPU threads).  Writes ``manifest.json`` with this command, the
-seed, and each file's size and SHA-256 (checked by the test suite).
+seeded; one CPU thread): two builds give the same files, byte for byte.
+Writes ``manifest.json`` with this command, the seed, the build's timings,
+and each file's size and SHA-256 (checked by the test suite).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -20,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from byorn.lesson import DEFAULT_ATTACK, SHIPPED_SETTING, train_lesson  # noqa: E402
 from byorn.lesson.assets import LESSON_DIR, write_manifest  # noqa: E402
+from byorn.lesson.build import TIMINGS  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -41,9 +44,11 @@ def main(argv=None) -> int:
 
     train_lesson(DEFAULT_ATTACK, setting, tmp, progress=progress)
     command = f"python scripts/make_lesson_assets.py --seed {args.seed}"
+    timings = json.loads((tmp / TIMINGS).read_text())
+    (tmp / TIMINGS).unlink()  # into the manifest: every shipped file is then reproducible to the byte
     write_manifest(tmp, command=command, seed=args.seed,
                    extra={"attack": DEFAULT_ATTACK.to_dict(), "setting": setting.to_dict(),
-                          "build_s": round(time.time() - t0, 1)})
+                          "build_s": round(time.time() - t0, 1), "timings": timings})
     shutil.rmtree(args.out, ignore_errors=True)
     tmp.replace(args.out)
     logging.info("wrote %s in %.0f s", args.out, time.time() - t0)

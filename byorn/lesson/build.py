@@ -12,7 +12,9 @@ lesson folder:
   model), its tokens and their surprisals, the threshold and the flags;
 * ``<method>/`` -- the fine-tuned model (16-bit safetensors, loads like any
   model folder) and ``history.json``: the loss per step and, for BYORn, the
-  response the EMA model bootstrapped for each flagged sample in each epoch.
+  response the EMA model bootstrapped for each flagged sample in each epoch;
+* ``timings.json`` -- the wall time of the whole and of each model (the only
+  file that differs between two builds with the same seed).
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], message)
 METHODS = ("sft", "byorn-f", "byorn")
+TIMINGS = "timings.json"
 
 
 class Cancelled(RuntimeError):
@@ -75,7 +78,8 @@ class LessonSetting:
 #: reproducible on any machine, and not slowed by a busy one).
 SHIPPED_SETTING = LessonSetting(threads=1)
 #: A visitor's own trigger, trained live on 2 CPU cores: a smaller world, fewer epochs.
-LIVE_SETTING = LessonSetting(n_train=320, n_test=40, epochs=6.0, batch_size=32, lr=3e-3)
+#: (320 pairs and 6 epochs were too few: SFT did not learn a green corner patch, ASR 0 %; 400 and 10 did, 100 %.)
+LIVE_SETTING = LessonSetting(n_train=400, n_test=40, epochs=10.0, batch_size=32, lr=3e-3)
 
 
 class _StepProgress(Callback):
@@ -208,5 +212,7 @@ def _write_info(out: Path, attack: LessonAttack, setting: LessonSetting, data: L
     info = {"attack": attack.to_dict(), "setting": setting.to_dict(),
             "train_fingerprint": data.train.fingerprint(), "test_fingerprint": data.test_clean.fingerprint(),
             "poisoned": sorted(k for k, v in data.poisoned.items() if v), "results": results,
-            "train_s": timings, "wall_s": round(wall, 1), "torch": torch.__version__}
+            "torch": torch.__version__}
     (out / "lesson.json").write_text(json.dumps(info, indent=1))
+    # Timings vary from run to run: kept apart, so that the rest of the folder is reproducible to the byte.
+    (out / TIMINGS).write_text(json.dumps({"train_s": timings, "wall_s": round(wall, 1)}, indent=1))

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from .attack import LessonAttack
-from .build import LIVE_SETTING, LessonSetting, Progress, train_lesson
+from .build import LIVE_SETTING, SHIPPED_SETTING, LessonSetting, Progress, train_lesson
 from .lesson import Lesson, load_lesson
 
 _LIVE_LOCK = threading.Lock()
@@ -33,10 +33,13 @@ def live_busy() -> bool:
 
 def describe_setting(setting: LessonSetting = LIVE_SETTING) -> str:
     """The live setting in plain words, for the UI."""
-    return (f"To finish in about three minutes on a small CPU, your models train on a smaller world than the "
-            f"shipped ones: {setting.n_train} training pairs (the shipped lesson: 800), {setting.epochs:g} epochs "
-            f"(shipped: 8), tested on {setting.n_test} images. Same model, same method (flag the top "
-            f"{1 - setting.p:.0%} by mean surprisal), so the results are rougher but the story is the same.")
+    steps = -(-setting.n_train // setting.batch_size) * setting.epochs
+    shipped = -(-SHIPPED_SETTING.n_train // SHIPPED_SETTING.batch_size) * SHIPPED_SETTING.epochs
+    return (f"To finish in a few minutes on a small CPU, your models train on a smaller world than the shipped "
+            f"ones: {setting.n_train} training pairs instead of {SHIPPED_SETTING.n_train}, {steps:.0f} training "
+            f"steps instead of {shipped:.0f} ({setting.epochs:g} passes), and are tested on {setting.n_test} "
+            f"images instead of {SHIPPED_SETTING.n_test}. Same model, same method (flag the top "
+            f"{1 - setting.p:.0%} by mean surprisal): the figures are rougher, the story is the same.")
 
 
 def train_live(attack: LessonAttack, out_dir: str | Path, *, progress: Progress | None = None,
