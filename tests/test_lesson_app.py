@@ -46,6 +46,11 @@ def L():
         return build_lesson()
 
 
+def prop(update, name: str):
+    """A property of a returned update (``gr.update`` dict or component)."""
+    return update[name] if isinstance(update, dict) else getattr(update, name)
+
+
 def _caps(html: str) -> dict[str, tuple[str, bool]]:
     """Playground HTML -> {model label: (caption, fired)}."""
     out = {}
@@ -68,12 +73,12 @@ def test_a_step_link_opens_its_step(eng, L):
     out = steps.open_lesson(eng, L, None, request)
     view = out[L.view]
     assert view.step == 4
-    assert [out[c].visible for c in L.steps] == [False, False, False, True, False, False]
+    assert [prop(out[c], "visible") for c in L.steps] == [False, False, False, True, False, False]
     assert "aria-current='step'>4." in out[L.nav]
     assert out[L.history].count("<tr>") >= 3  # only step 4's content is drawn: the bootstrapped epochs
     assert L.split not in out
     out = steps.move(eng, L, +1, view)
-    assert out[L.view].step == 5 and out[L.steps[4]].visible
+    assert out[L.view].step == 5 and prop(out[L.steps[4]], "visible")
     assert steps.move(eng, L, +1, steps.move(eng, L, +1, view)[L.view])[L.view].step == 6  # stays at 6
 
 
@@ -112,12 +117,13 @@ def test_attack_form(eng):
         steps.attack_from("custom", "top-left", 4, "greenish", "Hello there.")
     view, custom_row, describe, pairs, live, note, source = steps.set_attack(
         eng, LessonView(), "custom", "top-left", 5, "#00ff00", "The sky is made of cheese.")
-    assert view.attack["target"] == "The sky is made of cheese." and custom_row.visible and live.visible
+    assert view.attack["target"] == "The sky is made of cheese."
+    assert prop(custom_row, "visible") and prop(live, "visible")
     assert pairs.count("lesson-pair poisoned") == 4 and pairs.count("The sky is made of cheese.") == 4
     assert "smaller world" in note.lower()
     shipped = eng.shipped().attack
     view, custom_row, *_, live, _, _ = steps.set_attack(eng, LessonView(), shipped.name, None, None, None, None)
-    assert not custom_row.visible and not live.visible  # the shipped attack needs no training
+    assert not prop(custom_row, "visible") and not prop(live, "visible")  # the shipped attack needs no training
 
 
 def test_split_counts_against_ground_truth(eng):
@@ -200,13 +206,13 @@ def test_visitors_runs_are_their_own(eng, monkeypatch, tmp_path):
     monkeypatch.setattr("app.lesson.engine.train_live", fake_train_live)
     form = ("custom", "bottom-left", 6, "#ffaa00", "Ducks are the true owners of this picture.")
     a, status, timer, source, button = steps.start_live(eng, LessonView(), *form)
-    assert started.wait(5) and a.run_id and timer.active and not button.interactive
+    assert started.wait(5) and a.run_id and prop(timer, "active") and not prop(button, "interactive")
     assert calls[0][0].target == form[-1] and calls[0][1].parent == eng.runs_dir
     with pytest.raises(gr.Error, match="already training"):
         steps.start_live(eng, a, *form)
     b = LessonView()
     b_out = steps.poll_live(eng, b)
-    assert b_out[1] == "" and not b_out[2].active and b_out[3] == steps.source_line(eng, LessonView())
+    assert b_out[1] == "" and not prop(b_out[2], "active") and b_out[3] == steps.source_line(eng, LessonView())
     steps.cancel_live(eng, b)  # B has no run of its own: nothing is cancelled
     assert eng.queue.snapshot(a.run_id)["status"] == RUNNING
     a_out = steps.poll_live(eng, a)

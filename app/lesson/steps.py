@@ -96,10 +96,10 @@ def show(eng: LessonEngine, L, view: LessonView, step: int, first: bool = False)
     view.step = clamp_step(step)
     k = view.step
     out = {L.view: view, L.nav: render.nav(k), L.where: f"step **{k}** of {N_STEPS}",
-           L.prev_btn: gr.Button(interactive=k > 1), L.next_btn: gr.Button(interactive=k < N_STEPS),
+           L.prev_btn: gr.update(interactive=k > 1), L.next_btn: gr.update(interactive=k < N_STEPS),
            L.source: source_line(eng, view)}
     for i, col in enumerate(L.steps, start=1):
-        out[col] = gr.Column(visible=i == k)
+        out[col] = gr.update(visible=i == k)
     out.update(STEP_CONTENT[k](eng, L, view, first))
     return out
 
@@ -110,7 +110,26 @@ def open_lesson(eng: LessonEngine, L, view, request: gr.Request = None) -> dict:
     step = 1
     if request is not None:
         step = clamp_step(request.query_params.get("lesson", 1))
+    if step == 1 and getattr(L, "drawn", False) and view == LessonView():
+        return {L.view: view}  # a new visitor on step 1: the page already shows it (drawn at start)
     return show(eng, L, view, step, first=True)
+
+
+def draw_first_step(eng: LessonEngine, L) -> bool:
+    """Give step 1 its content as the page's initial values (one class's burst of page loads then costs
+    almost nothing); False when the shipped lesson cannot be loaded (the page load draws it instead)."""
+    try:
+        out = show(eng, L, LessonView(), 1, first=True)
+    except Exception:  # a missing or damaged lesson: the steps report it on the page
+        logger.exception("the lesson's first step could not be drawn at start")
+        return False
+    for comp in (L.nav, L.where, L.source, L.describe, L.pairs, L.live_note, L.live_status):
+        if comp in out:
+            comp.value = out[comp]
+    L.custom.visible = bool(out[L.custom]["visible"])
+    L.live.visible = bool(out[L.live]["visible"])
+    L.drawn = True
+    return True
 
 
 def move(eng: LessonEngine, L, delta: int, view) -> dict:
@@ -162,7 +181,7 @@ def _step1(eng: LessonEngine, L, view: LessonView, first: bool) -> dict:
                     L.target: attack.target if custom else DEFAULT_TARGET})
         out.update(_live_outputs(eng, view, L))
         if view.run_id and eng.queue.snapshot(view.run_id):
-            out[L.timer] = gr.Timer(active=eng.queue.snapshot(view.run_id)["status"] in (QUEUED, RUNNING))
+            out[L.timer] = gr.update(active=eng.queue.snapshot(view.run_id)["status"] in (QUEUED, RUNNING))
     return out
 
 
@@ -179,8 +198,8 @@ def _attack_outputs(eng: LessonEngine, L, view: LessonView, attack: LessonAttack
         describe += " Steps 2–5 show models of another attack until you train these."
     minutes = max(1, round(eng.queue.expected_s / 60))
     note = LIVE_NOTE.format(minutes=minutes, details=describe_setting(eng.live_setting))
-    return {L.custom: gr.Row(visible=attack.name == "custom"), L.describe: describe,
-            L.pairs: pairs, L.live: gr.Group(visible=not trained),
+    return {L.custom: gr.update(visible=attack.name == "custom"), L.describe: describe,
+            L.pairs: pairs, L.live: gr.update(visible=not trained),
             L.live_note: note + (" " + SPACE_QUEUE_NOTE if eng.private else "")}
 
 
@@ -263,8 +282,8 @@ def live_outputs(eng: LessonEngine, view: LessonView) -> tuple:
     out = _live_outputs(eng, view, fake)
     snap = eng.queue.snapshot(view.run_id)
     going = snap is not None and snap["status"] in (QUEUED, RUNNING)
-    return (view, out[fake.live_status], gr.Timer(active=going), source_line(eng, view),
-            gr.Button(interactive=not going))
+    return (view, out[fake.live_status], gr.update(active=going), source_line(eng, view),
+            gr.update(interactive=not going))
 
 
 def _live_outputs(eng: LessonEngine, view: LessonView, L) -> dict:
@@ -431,7 +450,7 @@ def _step4(eng: LessonEngine, L, view: LessonView, first: bool) -> dict:
     if view.sample not in ids:
         view.sample = ids[0] if ids else None
     sample = view.sample
-    return {L.sample: gr.Dropdown(choices=choices, value=sample),
+    return {L.sample: gr.update(choices=choices, value=sample),
             L.history: eng.memo(lesson, ("history", sample), lambda: history_html(lesson, sample))}
 
 

@@ -147,6 +147,7 @@ def wire_lesson(ui, ctx, demo: gr.Blocks) -> None:
     """Bind the lesson's handlers (``ui`` is the app's namespace; ``ui.lesson`` the tab's)."""
     L = ui.lesson
     eng = steps.engine_for(ctx)
+    steps.draw_first_step(eng, L)
     go_out = steps.go_outputs(L)
 
     def on_open(view, request: gr.Request):  # a closure: gradio finds the Request by its type hint
