@@ -79,6 +79,7 @@ def first_views(browser, url: str, repeats: int = 3) -> list[dict]:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         t0 = time.perf_counter()
         page.goto(url)
+        page.get_by_role("tab", name="Overview").click()  # the app opens on the Lesson
         page.wait_for_function(f"() => {{ const e = document.querySelector('{MAP}'); return e && e.dataset.drawnAt; }}",
                                timeout=180_000)
         page.wait_for_function("() => /flagged/.test((document.querySelector('#overview-counts') || {}).innerText || '')",
@@ -105,6 +106,7 @@ def map_interaction(browser, url: str, blob: list[int]) -> dict:
     """Frame intervals while panning / drawing a lasso around ``blob`` (rows), and release -> counts shown."""
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(url)
+    page.get_by_role("tab", name="Overview").click()  # the app opens on the Lesson
     page.wait_for_function(f"() => {{ const e = document.querySelector('{MAP}'); return e && e.dataset.drawnAt; }}",
                            timeout=180_000)
     el = page.locator(MAP)
@@ -157,6 +159,7 @@ def gallery_times(browser, url: str, repeats: int = 2) -> list[dict]:
     out = []
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(url)
+    page.get_by_role("tab", name="Overview").click()  # the app opens on the Lesson
     page.wait_for_function("() => /flagged/.test((document.querySelector('#overview-counts') || {}).innerText || '')",
                            timeout=180_000)
     page.wait_for_timeout(2000)  # the table's default filter (flagged: 320 of the demo's 800) fills a page of 200

@@ -69,7 +69,7 @@ BYORn catches a poisoned pair only when (a) the reference model finds its respon
 the caption of another scene that the reference model finds plausible. Its score looks clean, so it \
 is rarely flagged.
 * **More poison than flags**: at a 50 % poison rate with the top 40 % flagged, a fifth of the \
-poisoned pairs train as clean, and SFT on them plants the backdoor again.
+poisoned pairs train as clean, and training on them plants the backdoor again.
 
 **Try it:** pick a limit to see the project's measured figures and what catches it instead."""
 
