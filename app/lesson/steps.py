@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import html
 import logging
-import math
 import os
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -22,8 +20,8 @@ from byorn.lesson import (PATCH_POSITIONS, Lesson, LessonAttack, describe_settin
                           fix_story, limits, lesson_split, most_suspicious, prepare_upload,
                           result_table, test_images)
 
-from . import render
 from ..hosting import training_message
+from . import render
 from .engine import LessonEngine
 from .live import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, QueueFull
 from .state import N_STEPS, LessonView, clamp_step
