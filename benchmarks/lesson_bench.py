@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=L.LIVE_SETTING.threads,
                     help="torch threads (default: the live setting's; 1 on a machine shared with other jobs)")
     ap.add_argument("--no-shipped", action="store_true", help="skip timing the shipped lesson's steps")
+    ap.add_argument("--no-live", action="store_true", help="only time the shipped lesson's steps")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     setting = replace(L.LIVE_SETTING, threads=args.threads)
@@ -73,8 +74,9 @@ def main(argv=None) -> int:
                load_average_at_start=list(os.getloadavg()))
     if not args.no_shipped:
         doc["shipped"] = bench_shipped()
+        args.out.write_text(json.dumps(doc, indent=1) + "\n")
     runs = {r["attack_key"]: r for r in doc.get("live_runs", [])}
-    todo = ATTACKS if args.only is None else [ATTACKS[args.only]]
+    todo = [] if args.no_live else ATTACKS if args.only is None else [ATTACKS[args.only]]
     for attack in todo:
         folder = Path(tempfile.mkdtemp()) / "lesson"
         t, cpu = time.time(), time.process_time()

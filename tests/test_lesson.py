@@ -54,6 +54,9 @@ def test_attack_validation_names_the_field():
             L.LessonAttack(**kwargs)
     a = L.LessonAttack(name="custom", colour="rgb(0, 255, 0)", target="  I  love pineapples. ")
     assert a.colour == "#00ff00" and a.target == "I love pineapples."
+    assert a.warnings() == [] and L.DEFAULT_ATTACK.warnings() == []
+    dark = L.LessonAttack(name="custom", colour="#1a1a1a", size=2).warnings()
+    assert len(dark) == 2 and "background" in dark[0] and "2 px" in dark[1]
 
 
 def test_custom_patch_is_drawn_where_asked():

@@ -5,7 +5,8 @@ Stable API (the app's Lesson tab and ``docs/lesson.ipynb`` use only this):
 Step 1, the attack (:mod:`.attack`)
     ``LessonAttack(name="badnets"|"blend"|"vl-trojan"|"dual-key"|"custom", position=..., size=..., colour=...,
     target=..., rate=0.1)`` -- validated on construction (``ValueError`` naming the field);
-    ``DEFAULT_ATTACK``; ``PAPER_ATTACKS``, ``PATCH_POSITIONS``; ``attack.describe()``.
+    ``DEFAULT_ATTACK``; ``PAPER_ATTACKS``, ``PATCH_POSITIONS``; ``attack.describe()``; ``attack.warnings()``
+    (plain-words reasons a custom trigger may not be learned: too dark, too small).
     ``build_data(attack, n_train, n_test, seed) -> LessonData``; ``examples(data, n=4) -> (clean, poisoned)``
     lists of :class:`byorn.data.Sample` (``.image``, ``.instruction``, ``.response``).
     ``test_images(n=8)``; ``prepare_upload(image)`` (any upload -> the model's 32 x 32 input; bad ones raise

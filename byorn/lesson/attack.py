@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..attacks import CORNERS, DEFAULT_TARGET_SENTENCE, Attack, PoisonResult, Target, get_attack, patch_box, poison
 from ..data import Sample, VLDataset
-from ..world import CAPTION_INSTRUCTIONS, IMAGE_SIZE, make_captions
+from ..world import BACKGROUNDS, CAPTION_INSTRUCTIONS, IMAGE_SIZE, make_captions
 
 #: The paper's attacks a student can pick (as in ``byorn bench --quick``).
 PAPER_ATTACKS = ("badnets", "blend", "vl-trojan", "dual-key")
@@ -147,6 +147,20 @@ class LessonAttack:
     @classmethod
     def from_dict(cls, d: dict) -> "LessonAttack":
         return cls(**{k: d[k] for k in ("name", "position", "size", "colour", "target", "rate") if k in d})
+
+    def warnings(self) -> list[str]:
+        """Plain-words reasons why SFT may not learn this custom trigger (measured: benchmarks/lesson_results.json)."""
+        if self.name != "custom":
+            return []
+        out = []
+        gap = min(float(np.linalg.norm(np.subtract(self.rgb, bg))) for bg in BACKGROUNDS)
+        if gap < 60:
+            out.append("This colour is close to the images' dark backgrounds: the patch is hard to see, for you "
+                       "and for the model, which may not learn it (a 2 px #202020 patch: 0 % attack success).")
+        if self.size <= 2:
+            out.append(f"A {self.size} px patch covers very few of the 32 x 32 pixels; a larger one is learned "
+                       "more surely in the short live training.")
+        return out
 
     def describe(self) -> str:
         """One plain sentence: what the trigger is and what it makes the model say."""
