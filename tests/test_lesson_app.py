@@ -269,3 +269,14 @@ def test_old_visitor_runs_are_removed(tmp_path):
     assert sorted(p.name for p in e.runs_dir.iterdir()) == ["run-2", "run-3"]
     e.discard(str(tmp_path / "elsewhere"))  # never outside its own runs folder
     assert (tmp_path / "elsewhere").is_dir()
+
+
+def test_a_run_whose_sft_missed_the_backdoor_says_so(eng):
+    lesson = eng.shipped()
+    weak = SimpleNamespace(attack=lesson.attack, setting=lesson.setting, shipped=False,
+                           results={"sft": {"asr": 0.0}})
+    eng_stub = SimpleNamespace(lesson_for=lambda view: weak)
+    assert "did not learn this backdoor" in steps.source_line(eng_stub, LessonView())
+    weak.results = {"sft": {"asr": 1.0}}
+    assert "did not learn" not in steps.source_line(eng_stub, LessonView())
+    assert "did not learn" not in steps.source_line(eng, LessonView())  # the shipped SFT learnt it

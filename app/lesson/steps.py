@@ -152,8 +152,14 @@ def source_line(eng: LessonEngine, view: LessonView) -> str:
     a = run.attack
     trigger = "your own patch" if a.name == "custom" else dict((v, t.split(":")[0]) for t, v in ATTACK_CHOICES)[a.name]
     whose = "the shipped models (trained in advance)" if run.shipped else "your own models"
-    return (f"Steps 2–5 show **{whose}**: {trigger} → “{a.target}”, {a.rate:.0%} of {s.n_train} training "
+    line = (f"Steps 2–5 show **{whose}**: {trigger} → “{a.target}”, {a.rate:.0%} of {s.n_train} training "
             f"pairs poisoned, {s.epochs:g} epochs.")
+    sft = run.results.get("sft", {}).get("asr")
+    if not run.shipped and sft is not None and sft < 0.5:
+        line += (f" **Your SFT model did not learn this backdoor well** (it says the target on {100 * sft:.0f} % "
+                 "of triggered test images): in this small world a larger or more striking patch is learnt more "
+                 "surely. Try one in step 1, or go back to the shipped models.")
+    return line
 
 
 # -- step 1: the attack ---------------------------------------------------------------------------
