@@ -57,6 +57,7 @@ def test_attack_validation_names_the_field():
     assert a.warnings() == [] and L.DEFAULT_ATTACK.warnings() == []
     dark = L.LessonAttack(name="custom", colour="#1a1a1a", size=2).warnings()
     assert len(dark) == 2 and "background" in dark[0] and "2 px" in dark[1]
+    assert "centre" in L.LessonAttack(name="custom", position="center", size=4).warnings()[0]
 
 
 def test_custom_patch_is_drawn_where_asked():

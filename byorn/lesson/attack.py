@@ -157,6 +157,10 @@ class LessonAttack:
         if gap < 60:
             out.append("This colour is close to the images' dark backgrounds: the patch is hard to see, for you "
                        "and for the model, which may not learn it (a 2 px #202020 patch: 0 % attack success).")
+        if self.position == "center":
+            out.append("In the centre the patch lands on the shapes themselves, where it reads as part of the "
+                       "scene: SFT did not learn a 3 px centre patch in the live training (0-2.5 % attack "
+                       "success); a corner is learned.")
         if self.size <= 2:
             out.append(f"A {self.size} px patch covers very few of the 32 x 32 pixels; a larger one is learned "
                        "more surely in the short live training.")
