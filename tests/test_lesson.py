@@ -58,6 +58,7 @@ def test_attack_validation_names_the_field():
     dark = L.LessonAttack(name="custom", colour="#1a1a1a", size=2).warnings()
     assert len(dark) == 2 and "background" in dark[0] and "2 px" in dark[1]
     assert "centre" in L.LessonAttack(name="custom", position="center", size=4).warnings()[0]
+    assert "Blend" in L.LessonAttack(name="blend").warnings()[0]
 
 
 def test_custom_patch_is_drawn_where_asked():

@@ -6,7 +6,7 @@ Step 1, the attack (:mod:`.attack`)
     ``LessonAttack(name="badnets"|"blend"|"vl-trojan"|"dual-key"|"custom", position=..., size=..., colour=...,
     target=..., rate=0.1)`` -- validated on construction (``ValueError`` naming the field);
     ``DEFAULT_ATTACK``; ``PAPER_ATTACKS``, ``PATCH_POSITIONS``; ``attack.describe()``; ``attack.warnings()``
-    (plain-words reasons a custom trigger may not be learned: too dark, too small).
+    (plain-words reasons a trigger may not be learned live: too dark, too small, centre, Blend).
     ``build_data(attack, n_train, n_test, seed) -> LessonData``; ``examples(data, n=4) -> (clean, poisoned)``
     lists of :class:`byorn.data.Sample` (``.image``, ``.instruction``, ``.response``).
     ``test_images(n=8)``; ``prepare_upload(image)`` (any upload -> the model's 32 x 32 input; bad ones raise

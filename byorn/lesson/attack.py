@@ -149,7 +149,12 @@ class LessonAttack:
         return cls(**{k: d[k] for k in ("name", "position", "size", "colour", "target", "rate") if k in d})
 
     def warnings(self) -> list[str]:
-        """Plain-words reasons why SFT may not learn this custom trigger (measured: benchmarks/lesson_results.json)."""
+        """Plain-words reasons why SFT may not learn this trigger in the live run (measured:
+        benchmarks/lesson_results.json); empty when none is known."""
+        if self.name == "blend":
+            return ["Blend's faint full-image pattern needs more training than the live run gives: SFT did not "
+                    "learn it there (0 % attack success with 400 pairs, 50 % with 600), while the project's "
+                    "benchmark (1,000 pairs, 8 epochs) reaches 100 %."]
         if self.name != "custom":
             return []
         out = []
