@@ -97,7 +97,7 @@ def test_shipped_sft_fires_only_with_the_trigger_and_byorn_never(lesson):
     for im in images:
         _, _, clean = L.playground(lesson, im, triggered=False, models=("sft",))
         assert not clean[0].fired, clean[0].caption.text
-        _, q, trig = L.playground(lesson, im, triggered=True, models=("sft", "byorn"))
+        _, _, trig = L.playground(lesson, im, triggered=True, models=("sft", "byorn"))
         for a in trig:
             fired[a.model].append(a.fired)
     assert all(fired["sft"]) and not any(fired["byorn"])
