@@ -77,10 +77,11 @@ def main(argv=None) -> int:
     setting = replace(L.LIVE_SETTING, threads=args.threads)
     torch.set_num_threads(args.threads)
     doc = json.loads(args.out.read_text()) if args.out.exists() else {}
-    doc.update(setting=setting.to_dict(), threads=args.threads, torch=torch.__version__, cpus=os.cpu_count(),
-               load_average_at_start=list(os.getloadavg()))
+    doc.update(torch=torch.__version__, cpus=os.cpu_count())
+    if not args.no_live:
+        doc.update(live_setting=setting.to_dict(), live_threads=args.threads)
     if not args.no_shipped:
-        doc["shipped"] = bench_shipped()
+        doc.update(shipped=bench_shipped(), shipped_threads=args.threads, load_average=list(os.getloadavg()))
         args.out.write_text(json.dumps(doc, indent=1) + "\n")
     runs = {r["attack_key"]: r for r in doc.get("live_runs", [])}
     todo = [] if args.no_live else ATTACKS if args.only is None else [ATTACKS[args.only]]
