@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import gradio as gr
 from starlette.middleware import Middleware
 
+from . import lesson as tab_lesson
 from . import (plotly_html, proposing, render, showing, tab_compare, tab_export, tab_gallery, tab_inspector,
                tab_overview, tab_start, tab_table, tab_train)
 from .context import TOKEN_RE, AppContext, new_view, new_visitor_token
@@ -33,7 +34,7 @@ CSS = """
                 white-space: pre-wrap; padding: 6px 0; }
 .byorn-tokens .tok { border-radius: 3px; padding: 1px 0; }
 .byorn-legend { font-size: 0.8rem; opacity: 0.75; }
-""" + plotly_html.CSS + render.CSS
+""" + plotly_html.CSS + render.CSS + tab_lesson.CSS
 
 KEYS_JS = r"""
 () => {
@@ -79,7 +80,9 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         ui.visitor = gr.BrowserState(None, storage_key="byorn-visitor", secret=_browser_secret(ctx))
         gr.Markdown("# BYORn Studio · backdoor audit for vision-language fine-tuning data")
         ui.store_banner = gr.Markdown(ctx.store_problem or "", visible=not can_decide, elem_id="store-banner")
-        with gr.Tabs(selected="overview") as ui.tabs:
+        with gr.Tabs(selected="lesson") as ui.tabs:
+            with gr.Tab("Lesson", id="lesson") as ui.tab_lesson:
+                ui.lesson = tab_lesson.build_lesson()
             with gr.Tab("Data", id="data") as ui.tab_data:
                 ui.start = tab_start.build_start()
             with gr.Tab("Overview", id="overview") as ui.tab_overview:
@@ -104,6 +107,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         tab_train.wire_train(ui, ctx)
         tab_compare.wire_compare(ui, ctx)
         tab_export.wire_export(ui, ctx)
+        tab_lesson.wire_lesson(ui, ctx, demo)
         refreshers = _refreshers(ui, ctx)
         tab_start.wire_start(ui, ctx, refreshers)
 

@@ -69,6 +69,7 @@ def first_views(browser, url: str, repeats: int = 3) -> list[dict]:
         page = new_page(browser)
         t0 = time.perf_counter()
         page.goto(url)
+        page.get_by_role("tab", name="Overview").click()  # the app opens on the Lesson
         wait_map(page, 180_000)
         page.wait_for_function("() => /flagged/.test((document.querySelector('#overview-counts') || {}).innerText || '')",
                                timeout=180_000)
@@ -88,6 +89,7 @@ def map_interaction(browser, url: str, blob: list[int]) -> dict:
     """Frame intervals while panning / drawing a lasso around ``blob`` (rows), and release -> counts shown."""
     page = new_page(browser)
     page.goto(url)
+    page.get_by_role("tab", name="Overview").click()  # the app opens on the Lesson
     wait_map(page, 180_000)
     el = page.locator(MAP)
     el.scroll_into_view_if_needed()
@@ -125,6 +127,7 @@ def gallery_times(browser, url: str, repeats: int = 2) -> list[dict]:
     out = []
     page = new_page(browser)
     page.goto(url)
+    page.get_by_role("tab", name="Overview").click()  # the app opens on the Lesson
     page.wait_for_function("() => /flagged/.test((document.querySelector('#overview-counts') || {}).innerText || '')",
                            timeout=180_000)
     page.wait_for_timeout(2000)  # the table's default filter (flagged: 320 of the demo's 800) fills a page of 200

@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import threading
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -197,6 +198,12 @@ def load_processor(folder: Path, config: dict, trust_remote_code: bool = False):
                          "needs the processor / tokenizer files save_pretrained writes") from e
 
 
+# transformers builds a model under process-wide settings (the meta device, the default dtype): two
+# threads loading at once (the app's warm-up beside a visitor's lesson) get a half-loaded model
+# ("Cannot copy out of meta tensor"), so loads take turns.
+_LOAD_LOCK = threading.Lock()
+
+
 def load_model(folder: Path, *, dtype, trust_remote_code: bool, attn_implementation: str | None):
     from transformers import AutoModelForImageTextToText
 
@@ -204,7 +211,8 @@ def load_model(folder: Path, *, dtype, trust_remote_code: bool, attn_implementat
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     try:
-        return AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
+        with _LOAD_LOCK:
+            return AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
         raise ModelError(f"{folder} could not be loaded as an image-text-to-text model "
                          f"({type(e).__name__}: {e})") from e

@@ -98,6 +98,7 @@ def test_review_and_train_in_a_browser(served, page, tmp_path):
     ws = ctx.workspaces.get(ctx.default_key)
     t0 = time.time()
     page.goto(url)
+    page.get_by_role("tab", name="Overview").click()  # the app opens on the Lesson
     wait_map(page)
     wait_text(page, "#overview-counts", "flagged")
     first_view_s = time.time() - t0
@@ -279,6 +280,7 @@ def test_map_of_100k_samples(page, tmp_path):
     app = serve_workspace(ws, tmp_path, private_sessions=False)
     try:
         page.goto(app.url)
+        page.get_by_role("tab", name="Overview").click()  # the app opens on the Lesson
         wait_map(page, 180_000)
         page.locator(MAP).scroll_into_view_if_needed()
         page.wait_for_timeout(500)
