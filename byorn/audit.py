@@ -58,7 +58,7 @@ class AuditConfig:
 
     p: float | str = field(default=DEFAULT_P, metadata={
         "help": "the split: 'auto' (a threshold read off the score distribution: a gap above the bulk of "
-                "scores, else at least the top 10 %%) or a percentile (turns above the p-quantile are "
+                "scores, else at least the top 40 %%) or a percentile (turns above the p-quantile are "
                 "suspicious; the paper: 0.6)"})
     threshold: float | None = field(default=None, metadata={
         "help": "split at this score value instead (turns scoring above it are suspicious; overrides p)"})
