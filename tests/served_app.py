@@ -361,10 +361,17 @@ def wait_text(page, selector: str, pattern: str, timeout: float = 15_000) -> Non
         raise AssertionError(f"{selector} never matched {pattern!r}; it reads {now!r}") from e
 
 
-def wait_map(page, timeout: float = 120_000) -> None:
-    """Wait until the map has drawn its points."""
+def wait_map(page, timeout: float = 120_000, settle_ms: int = 1500) -> None:
+    """Wait until the map has drawn its points and stays drawn: no redraw for ``settle_ms`` (opening the Overview
+    tab refreshes it, and a redraw after the page has read the map's geometry would move the points under it)."""
     page.wait_for_function(f"() => {{ const e = document.querySelector('{MAP}'); return e && e.dataset.drawnAt; }}",
                            timeout=timeout)
+    drawn = lambda: page.evaluate(f"() => document.querySelector('{MAP}').dataset.drawnAt")  # noqa: E731
+    for _ in range(40):
+        before = drawn()
+        page.wait_for_timeout(settle_ms)
+        if drawn() == before:
+            return
 
 
 def pixels_of(page, rows) -> list[list[float]]:

@@ -42,7 +42,7 @@ def chats():
 
 @pytest.fixture(scope="module")
 def audit(vlm, chats):
-    return run_audit(chats[0], vlm, AuditConfig(maps=False, propose=True, p=0.8))
+    return run_audit(chats[0], vlm, AuditConfig(maps=False, propose=True, p=0.8, score="mean"))  # per-turn mean NLL
 
 
 def test_every_turn_is_scored_and_the_split_is_over_turns(audit, chats):
