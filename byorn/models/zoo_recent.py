@@ -12,7 +12,7 @@ from typing import Callable
 
 from . import templates_recent as templates
 from .loading import image_only
-from .zoo import _QWEN_SPECIALS, _ids, _model, _qwen_ids, _siglip, _text, make_tokenizer
+from .zoo_parts import _QWEN_SPECIALS, _ids, _model, _qwen_ids, _qwen_processor, _siglip, _text, make_tokenizer
 
 
 def gemma4(seed: int = 0):
@@ -48,8 +48,6 @@ def gemma4(seed: int = 0):
 def qwen3_5(seed: int = 0):
     """Qwen3.5: hybrid Gated DeltaNet / full attention decoder, Qwen3-VL vision, reasoning template."""
     from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration, Qwen3VLProcessor
-
-    from .zoo import _qwen_processor
 
     specials = _QWEN_SPECIALS + ["<think>", "</think>"]
     tok = make_tokenizer("bytelevel", specials, bos=None, eos="<|im_end|>", pad="<|endoftext|>",
