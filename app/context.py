@@ -54,6 +54,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
+from byorn.audit import score_components
 from byorn.decisions import STATUSES, Decision, DecisionStore, DecisionStoreError
 
 from .images import ImageFiles
@@ -159,7 +160,9 @@ class Workspace:
         """The adaptive split of this audit's scores, with what it saw (computed once)."""
         with self._lazy_lock:
             if self._auto is None:
-                self._auto = Split(AUTO).apply(self.table["score"].to_numpy(dtype=float))[1]
+                score = str((self.meta.get("config") or {}).get("score", "mean"))
+                self._auto = Split(AUTO).apply(self.table["score"].to_numpy(dtype=float),
+                                               score_components(self.table, score))[1]
             return self._auto
 
 

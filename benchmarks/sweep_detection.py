@@ -68,13 +68,14 @@ def load_cell(path: Path) -> tuple[np.ndarray, list, list]:
 
 def split_figures(path: Path) -> dict:
     """Flagged share, poison recall and clean share flagged, for the paper's setting and the default."""
-    from byorn.scoring import DEFAULT_SCORE, PAPER_SCORE, aggregate
+    from byorn.scoring import DEFAULT_SCORE, PAPER_SCORE, aggregate, components
     from byorn.split import DEFAULT_P, PAPER_P, Split
 
     mask, surprisals, blank = load_cell(path)
     out = {}
     for name, score, p in (("paper", PAPER_SCORE, PAPER_P), ("default", DEFAULT_SCORE, DEFAULT_P)):
-        flags, split = Split.of(p).apply(aggregate(surprisals, score, blank=blank))
+        parts = components(surprisals, blank) if score == "mean+grounding" else None
+        flags, split = Split.of(p).apply(aggregate(surprisals, score, blank=blank), parts)
         out[name] = {"flagged": float(flags.mean()), "recall": float(flags[mask].mean()) if mask.any() else None,
                      "clean_flagged": float(flags[~mask].mean()), "threshold": split.threshold,
                      "reason": split.reason}
@@ -89,7 +90,8 @@ def report(out: Path) -> str:
         sc, rate, seed = path.stem.split("__")
         fig = split_figures(path)
         rows.append({"scenario": sc, "rate": float(rate[1:]), "seed": int(seed[1:]), **fig})
-    rows.sort(key=lambda r: (SCENARIOS.index(r["scenario"]), r["rate"], r["seed"]))
+    order = {sc: i for i, sc in enumerate(SCENARIOS)}
+    rows.sort(key=lambda r: (order.get(r["scenario"], len(order)), r["scenario"], r["rate"], r["seed"]))
     for r in rows:
         cols = [" / ".join(f"{100 * v:.1f}" for v in (r[k]["flagged"], r[k]["recall"], r[k]["clean_flagged"]))
                 for k in ("paper", "default")]

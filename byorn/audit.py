@@ -35,8 +35,8 @@ from .batching import token_chunks
 from .data import Conversation, DataError, VLDataset, turn_key
 from .maps import FIT_MAX, MAP_KINDS, compute_maps
 from .models import VLM
-from .scoring import DEFAULT_SCORE, GROUNDED_METHODS, SCORE_METHODS, aggregate, blank_image
-from .split import DEFAULT_P, PAPER_P, Split, parse_p
+from .scoring import DEFAULT_SCORE, GROUNDED_METHODS, SCORE_METHODS, aggregate, blank_image, components
+from .split import DEFAULT_P, PAPER_P, Components, Split, parse_p
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class Audit:
             if percentile is None and threshold is None:
                 raise ValueError("give a split, a percentile (or 'auto') or a threshold")
             split = Split.of(percentile, threshold)
-        table, done = _resplit(self.table, split)
+        table, done = _resplit(self.table, split, score_components(self.table, self.score_method))
         meta = {**self.meta, **_split_meta(table, done)}
         if isinstance(meta.get("config"), dict):  # the config says how this audit is split now
             meta["config"] = {**meta["config"], "p": meta["p"] if done.kind != "value" else meta["config"].get("p"),
@@ -219,17 +219,25 @@ def _with_turn_columns(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def apply_threshold(table: pd.DataFrame, *, percentile: float | str | None = None,
-                    value: float | None = None) -> tuple[pd.DataFrame, float]:
-    """A copy of ``table`` re-split at a percentile (or ``"auto"``) or an absolute score."""
+                    value: float | None = None, score: str = "mean") -> tuple[pd.DataFrame, float]:
+    """A copy of ``table`` re-split at a percentile (or ``"auto"``) or an absolute score (``score``: the
+    method its ``score`` column holds, which the adaptive split of ``mean+grounding`` needs)."""
     if (percentile is None) == (value is None):
         raise ValueError("give exactly one of percentile or value")
-    out, split = _resplit(table, Split.of(percentile, value))
+    out, split = _resplit(table, Split.of(percentile, value), score_components(table, score))
     return out, float(split.threshold)
 
 
-def _resplit(table: pd.DataFrame, split: Split) -> tuple[pd.DataFrame, Split]:
+def score_components(table: pd.DataFrame, score: str) -> Components | None:
+    """The parts of the ``mean+grounding`` score of an audit table (None for any other score)."""
+    if score != "mean+grounding" or "surprisals_blank" not in table.columns:
+        return None
+    return components(table["surprisals"].map(list).tolist(), table["surprisals_blank"].map(list).tolist())
+
+
+def _resplit(table: pd.DataFrame, split: Split, parts: Components | None = None) -> tuple[pd.DataFrame, Split]:
     out = table.copy()
-    mask, done = split.spec.apply(out["score"].to_numpy(dtype=float))
+    mask, done = split.spec.apply(out["score"].to_numpy(dtype=float), parts)
     out["suspicious"] = mask
     return out, done
 
@@ -527,7 +535,8 @@ def _assemble(dataset, vlm, cfg: AuditConfig, shards: _Shards, t0: float, report
     idx_best = table.loc[table.groupby("id", sort=False)["score"].idxmax(), ["id", "turn"]]
     table["sample_turn"] = table["id"].map(dict(zip(idx_best["id"], idx_best["turn"]))).astype(int)
     table["key"] = _row_keys(table)
-    flags, split = cfg.split_spec.apply(table["score"].to_numpy(dtype=float))
+    flags, split = cfg.split_spec.apply(table["score"].to_numpy(dtype=float),
+                                        score_components(table, cfg.score))
     table["suspicious"] = flags
     logger.info("split %s", split.describe())
     t_score = time.time() - t0

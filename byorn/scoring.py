@@ -18,8 +18,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .split import (AUTO, DEFAULT_P, PAPER_P, Split, auto_threshold, parse_p,  # noqa: F401  (re-exported)
-                    percentile_threshold, split_by_percentile, split_by_value)
+from .split import (AUTO, DEFAULT_P, PAPER_P, Components, Split, auto_threshold, bulk_z,  # noqa: F401
+                    grounded_score, parse_p, percentile_threshold, split_by_percentile, split_by_value)
 
 GROUNDED_METHODS = ("grounding", "mean+grounding")
 SCORE_METHODS = ("mean", "max", "topk") + GROUNDED_METHODS
@@ -63,12 +63,15 @@ def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: in
       a blank image (``blank``: the same tokens' surprisals then), in nats per
       token.  Negative when the image supports the response; near 0 for text
       that ignores the image; positive when the image contradicts it.
-    * ``mean+grounding``: :func:`robust_z` of ``mean`` plus that of
-      ``grounding`` over the responses given: implausible *or* ungrounded.
-      It depends on the whole set, like the split does.  Turns that see no
-      image (``has_image``; by default: blanking changed none of their
-      surprisals) have no grounding to measure: they score by the mean's z
-      alone, and the grounding's z is taken over the turns with an image.
+    * ``mean+grounding``: ``mean`` and ``grounding`` each in spreads of its
+      own clean bulk (:func:`byorn.split.bulk_z`), summed: implausible *or*
+      ungrounded; where the set shows no gap, a turn whose grounding alone
+      is far above the usual is raised to the adaptive threshold's side
+      (:func:`byorn.split.grounded_score`).  It depends on the whole set,
+      like the split does.  Turns that see no image (``has_image``; by
+      default: blanking changed none of their surprisals) have no grounding
+      to measure: they score by the mean's part alone, and the grounding's
+      bulk is taken over the turns with an image.
 
     ``mean`` / ``max`` / ``topk`` range over [0, inf); every score is higher
     = more suspicious.  An empty response raises ``ValueError`` (it cannot be
@@ -104,10 +107,16 @@ def _grounded(surprisals, method: str, blank, has_image=None) -> np.ndarray:
     seen = has_image_mask(surprisals, blank) if has_image is None else np.asarray(has_image, dtype=bool)
     if len(seen) != len(mean):
         raise ValueError(f"{len(mean)} responses but {len(seen)} has_image flags")
-    z_g = np.zeros_like(mean)
-    if seen.any():  # over the turns that see an image: a turn without one has g = 0, which says nothing
-        z_g[seen] = robust_z(g[seen])
-    return robust_z(mean) + z_g
+    return grounded_score(Components.of(mean, g, seen))[0]
+
+
+def components(surprisals: Sequence[Sequence[float]], blank: Sequence[Sequence[float]],
+               has_image: Sequence[bool] | None = None) -> Components:
+    """The parts of the ``mean+grounding`` score (what its adaptive split reads: :meth:`Split.apply`)."""
+    mean = aggregate(surprisals, "mean")
+    g = mean - aggregate(blank, "mean")
+    seen = has_image_mask(surprisals, blank) if has_image is None else np.asarray(has_image, dtype=bool)
+    return Components.of(mean, g, seen)
 
 
 def has_image_mask(surprisals: Sequence[Sequence[float]], blank: Sequence[Sequence[float]]) -> np.ndarray:

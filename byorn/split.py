@@ -71,6 +71,8 @@ AUTO_MIX_TIGHT, AUTO_MIX_TIGHT_MAX = 0.6, 0.6  #: wide as the low one and at mos
 AUTO_MIX_BIC = 10.0    #: ... and whose second group is worth this much BIC (a small sample's chance split is not)
 AUTO_MISS_COST = 4.0   #: ... split where the high group is 1/this as likely as the low one (flag more)
 AUTO_MIN_N = 10        #: fewer turns than this: no density to read; the floor alone
+AUTO_GROUNDING_K = 0.5  #: the grounded split (:func:`grounded_score`) without a gap also flags every turn whose
+#: grounding lies this many of its clean bulk's spreads above that bulk's mode (measured: module docstring)
 _GRID_MAX = 20_000
 
 
@@ -149,11 +151,20 @@ class Split:
             return f"score > {self.value:g}"
         return AUTO
 
-    def apply(self, scores: Sequence[float]) -> tuple[np.ndarray, "Split"]:
-        """``(suspicious mask, this split with threshold / n_flagged / n / reason filled in)``."""
+    def apply(self, scores: Sequence[float], components: "Components | None" = None) -> tuple[np.ndarray, "Split"]:
+        """``(suspicious mask, this split with threshold / n_flagged / n / reason filled in)``.
+
+        ``components``: for the ``mean+grounding`` score, its parts (:class:`Components`); the adaptive
+        split then takes the threshold :func:`grounded_score` built the score around (else it reads the
+        score's own distribution, which for that score flags fewer ungrounded turns)."""
         arr = _checked(scores)
         fit: dict = {}
-        if self.kind == "percentile":
+        if self.kind == AUTO and components is not None:
+            built, fit = grounded_score(components)
+            if built.shape != arr.shape or not np.allclose(built, arr, rtol=1e-9, atol=1e-9):
+                raise ValueError("these scores are not the mean+grounding score of the components given")
+            thr, reason = float(fit.pop("threshold")), fit.pop("reason")
+        elif self.kind == "percentile":
             thr = float(np.quantile(arr, self.p))
             reason = f"the top {100 * (1 - self.p):.3g} % by percentile (p = {self.p:g})"
         elif self.kind == "value":
@@ -456,3 +467,89 @@ def _gap(x: np.ndarray, cuts: list[float], depths: list[float], bulk_hi: float,
         spacing = float(np.median(near)) if near.size else 0.0
         return float((x[i - 1] + x[i]) / 2), width, depth, width / spacing if spacing > 0 else math.inf
     return None
+
+
+# ------------------------------------------------------------ the grounded score and its split --
+
+@dataclass(frozen=True)
+class Components:
+    """The parts of the ``mean+grounding`` score, one entry per turn: the mean surprisal, the grounding
+    (mean surprisal with the image minus with a blank one) and whether the turn sees an image."""
+
+    mean: np.ndarray
+    grounding: np.ndarray
+    has_image: np.ndarray
+
+    @classmethod
+    def of(cls, mean, grounding, has_image) -> "Components":
+        m, g, seen = (np.asarray(mean, dtype=float).ravel(), np.asarray(grounding, dtype=float).ravel(),
+                      np.asarray(has_image, dtype=bool).ravel())
+        if not m.size == g.size == seen.size:
+            raise ValueError(f"{m.size} means, {g.size} groundings and {seen.size} has_image flags")
+        return cls(m, g, seen)
+
+
+def bulk_z(values: Sequence[float]) -> np.ndarray:
+    """``(x - mode) / spread`` of the *clean bulk* of ``values``: the lowest large group of scores, its mode
+    and the spread of its lower side (module docstring, 2), so neither poison (which scores high, however
+    much of it) nor a clean distribution's long upper tail stretches the unit.  Under :data:`AUTO_MIN_N`
+    values, or with no spread: the median and IQR (or the standard deviation, or 1)."""
+    x = np.asarray(values, dtype=float).ravel()
+    if x.size == 0:
+        return x.copy()
+    xs = np.sort(x)
+    if x.size >= AUTO_MIN_N and xs[0] < xs[-1]:
+        grid, dens, h = _density(xs)
+        one = (grid[1] - grid[0]) / (math.sqrt(2 * math.pi) * h)
+        cuts, _ = _valleys(grid, dens, AUTO_MIN_PEAK * one)
+        lo, hi = _bulk(xs, cuts)
+        mode, spread = _bulk_shape(xs, grid, dens, lo, hi, h)
+        if spread > 0:
+            return (x - mode) / spread
+    q1, med, q3 = np.quantile(x, [0.25, 0.5, 0.75])
+    scale = (q3 - q1) / 1.349
+    if not scale > 0:
+        scale = float(x.std()) or 1.0
+    return (x - med) / scale
+
+
+def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
+    """The ``mean+grounding`` score and its adaptive threshold: ``(score, fit)`` with ``fit["threshold"]``,
+    ``fit["reason"]`` and what the split saw.
+
+    Each part is measured in spreads of its own clean bulk (:func:`bulk_z`; the grounding over the turns
+    that see an image, 0 for the others), and the base score is their sum: implausible *or* ungrounded.
+    The adaptive split of the base (:func:`auto_threshold`) decides:
+
+    * a clear **gap** (BadNets, VL-Trojan, Blend, a PGD patch: targets the reference model finds absurd):
+      the score is the base, split in that gap, and the clean turns keep their responses;
+    * **no gap** (targets that read as text: an inserted phrase, a substitution, a clean-label caption):
+      the threshold ``t`` the split chose by its rules, and moreover every turn whose grounding lies more
+      than :data:`AUTO_GROUNDING_K` spreads above its bulk's mode, the side where a caption of another
+      image sits, however fluent.  The score of such a turn is raised to ``z_grounding + t - K``, so a
+      turn is flagged exactly when ``score > t``: one score, one threshold, for the histogram and the
+      app.  On the rate sweep's audits (benchmarks/sweep_detection) this flags 88-100 % of clean-label
+      poison from 1 to 30 % poisoning where the sum alone flagged 53-93 %.
+    """
+    m, g, seen = parts.mean, parts.grounding, parts.has_image
+    z_g = np.zeros_like(m)
+    if seen.any():
+        z_g[seen] = bulk_z(g[seen])
+    base = bulk_z(m) + z_g
+    if base.size == 0:
+        raise ValueError("no scores to split")
+    thr, fit = auto_threshold(base)
+    fit = {**fit, "threshold": float(thr), "grounding_k": AUTO_GROUNDING_K}
+    if fit["case"] in ("gap", "constant", "few") or not seen.any():
+        return base, fit
+    raised = seen & (z_g + thr - AUTO_GROUNDING_K > base)
+    score = base.copy()
+    score[raised] = z_g[raised] + thr - AUTO_GROUNDING_K
+    more = int((raised & (base <= thr) & (score > thr)).sum())
+    n = base.size
+    k = int((score > thr).sum())
+    fit["reason"] = (f"{fit['reason']}; and every turn whose image supports its response less than most do "
+                     f"(grounding more than {AUTO_GROUNDING_K:g} spread above its usual value): {more} more, "
+                     f"{100 * k / n:.1f} % of turns ({k} of {n}) flagged in all")
+    fit["grounding_flagged"] = more
+    return score, fit

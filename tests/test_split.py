@@ -152,3 +152,47 @@ def test_parse_p_and_bad_splits():
         Split("value")
     with pytest.raises(ValueError):
         Split("percentile", p=2.0)
+
+
+def _world(n_clean, n_poison, poison_mean, poison_g, seed):
+    """Per-turn (mean, grounding) like the embedded world's: a right-skewed clean mean, a clean grounding
+    around -1 nat/token with a mild upper tail, and a poison group."""
+    rng = np.random.default_rng(seed)
+    mean = np.r_[np.exp(rng.normal(1.5, 0.4, n_clean)), poison_mean(rng, n_poison)]
+    g = np.r_[rng.gamma(4.0, 0.4, n_clean) - 2.6, poison_g(rng, n_poison)]
+    return mean, g, np.r_[np.zeros(n_clean, bool), np.ones(n_poison, bool)]
+
+
+@pytest.mark.parametrize("n_poison", [10, 100, 500])
+def test_grounded_split_keeps_clean_turns_when_the_poison_is_absurd(n_poison):
+    """An absurd target (a patch attack's): the score's gap flags the poison and no clean turn."""
+    from byorn.split import Components, grounded_score
+
+    mean, g, truth = _world(1000 - n_poison, n_poison, lambda r, k: r.normal(30.0, 0.5, k),
+                            lambda r, k: r.normal(0.0, 0.3, k), seed=n_poison)
+    parts = Components.of(mean, g, np.ones(mean.size, bool))
+    score, fit = grounded_score(parts)
+    flags, split = Split("auto").apply(score, parts)
+    assert fit["case"] == "gap" and split.threshold == fit["threshold"]
+    assert flags.tolist() == truth.tolist()
+
+
+@pytest.mark.parametrize("n_poison", [50, 100, 200])
+def test_grounded_split_catches_fluent_captions_the_image_does_not_support(n_poison):
+    """Clean-label poison: as plausible as the clean text (same mean), but its image does not support it.
+    The mean's sum alone misses much of it; the grounded split flags nearly all, with one threshold."""
+    from byorn.split import Components, bulk_z, grounded_score
+
+    mean, g, truth = _world(1000 - n_poison, n_poison, lambda r, k: np.exp(r.normal(1.5, 0.4, k)),
+                            lambda r, k: r.normal(0.55, 0.55, k), seed=n_poison)
+    parts = Components.of(mean, g, np.ones(mean.size, bool))
+    score, fit = grounded_score(parts)
+    flags, split = Split("auto").apply(score, parts)
+    assert fit["case"] == "no gap" and "grounding" in split.reason
+    assert flags.tolist() == (score > split.threshold).tolist()           # one score, one threshold
+    assert flags[truth].mean() >= 0.95
+    base_flags, _ = Split("auto").apply(bulk_z(mean) + bulk_z(g))         # the sum alone, split by itself
+    assert base_flags[truth].mean() < flags[truth].mean()
+    assert flags[~truth].mean() < 0.6                                     # not everything
+    with pytest.raises(ValueError, match="not the mean\\+grounding score"):
+        Split("auto").apply(score + 1.0, parts)
