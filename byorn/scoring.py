@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from .split import (AUTO, DEFAULT_P, PAPER_P, Components, Split, auto_threshold, bulk_z,  # noqa: F401
-                    grounded_score, parse_p, percentile_threshold, split_by_percentile, split_by_value)
+                    grounded_score, parse_p, percentile_threshold, robust_z, split_by_percentile, split_by_value)
 
 GROUNDED_METHODS = ("grounding", "mean+grounding")
 SCORE_METHODS = ("mean", "max", "topk") + GROUNDED_METHODS
@@ -37,19 +37,6 @@ def blank_image(image: Image.Image) -> Image.Image:
     return Image.new("RGB", image.size, BLANK_RGB)
 
 
-def robust_z(values: Sequence[float]) -> np.ndarray:
-    """``(x - median) / (IQR / 1.349)``: a z-score that a few extreme values (the poison) do not squash.
-
-    Falls back to the standard deviation when the IQR is 0, and to 1 when that is 0 too.
-    """
-    x = np.asarray(values, dtype=float)
-    q1, med, q3 = np.quantile(x, [0.25, 0.5, 0.75])
-    scale = (q3 - q1) / 1.349
-    if not scale > 0:
-        scale = float(x.std()) or 1.0
-    return (x - med) / scale
-
-
 def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: int = 3,
               blank: Sequence[Sequence[float]] | None = None,
               has_image: Sequence[bool] | None = None) -> np.ndarray:
@@ -63,12 +50,11 @@ def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: in
       a blank image (``blank``: the same tokens' surprisals then), in nats per
       token.  Negative when the image supports the response; near 0 for text
       that ignores the image; positive when the image contradicts it.
-    * ``mean+grounding``: ``mean`` and ``grounding`` each in spreads of its
-      own clean bulk (:func:`byorn.split.bulk_z`), summed: implausible *or*
-      ungrounded; where the set shows no gap, a turn whose grounding alone
-      is far above the usual is raised to the adaptive threshold's side
-      (:func:`byorn.split.grounded_score`).  It depends on the whole set,
-      like the split does.  Turns that see no image (``has_image``; by
+    * ``mean+grounding``: ``mean`` and ``grounding`` each standardised,
+      summed: implausible *or* ungrounded (:func:`byorn.split.grounded_score`:
+      against their clean bulk where that shows a gap, else by their robust
+      z, with a group of ungrounded turns raised past the adaptive
+      threshold).  It depends on the whole set, like the split does.  Turns that see no image (``has_image``; by
       default: blanking changed none of their surprisals) have no grounding
       to measure: they score by the mean's part alone, and the grounding's
       bulk is taken over the turns with an image.

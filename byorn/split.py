@@ -71,8 +71,9 @@ AUTO_MIX_TIGHT, AUTO_MIX_TIGHT_MAX = 0.6, 0.6  #: wide as the low one and at mos
 AUTO_MIX_BIC = 10.0    #: ... and whose second group is worth this much BIC (a small sample's chance split is not)
 AUTO_MISS_COST = 4.0   #: ... split where the high group is 1/this as likely as the low one (flag more)
 AUTO_MIN_N = 10        #: fewer turns than this: no density to read; the floor alone
-AUTO_GROUNDING_K = 0.5  #: the grounded split (:func:`grounded_score`) without a gap also flags every turn whose
-#: grounding lies this many of its clean bulk's spreads above that bulk's mode (measured: module docstring)
+AUTO_GROUNDING_GROUP = 0.15  #: the grounded score (:func:`grounded_score`) without a gap also flags a group of
+AUTO_GROUNDING_SEPARATION = 2.0  #: at least this share of the turns that a mixture of the grounding separates this
+#: well (Ashman's D): clean grounding alone shows a "group" of 2-5 % (its upper tail), clean-label poison its rate
 _GRID_MAX = 20_000
 
 
@@ -513,43 +514,80 @@ def bulk_z(values: Sequence[float]) -> np.ndarray:
     return (x - med) / scale
 
 
+def robust_z(values: Sequence[float]) -> np.ndarray:
+    """``(x - median) / (IQR / 1.349)`` over all the values (the standard deviation where the IQR is 0, else 1)."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return x.copy()
+    q1, med, q3 = np.quantile(x, [0.25, 0.5, 0.75])
+    scale = (q3 - q1) / 1.349
+    if not scale > 0:
+        scale = float(x.std()) or 1.0
+    return (x - med) / scale
+
+
+def _sum_of(parts: Components, z) -> tuple[np.ndarray, np.ndarray]:
+    """``(z(mean) + z(grounding), z(grounding))``, the grounding's z over the turns that see an image (0 for
+    the others: blanking changed nothing, which says nothing)."""
+    z_g = np.zeros_like(parts.mean)
+    if parts.has_image.any():
+        z_g[parts.has_image] = z(parts.grounding[parts.has_image])
+    return z(parts.mean) + z_g, z_g
+
+
 def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
     """The ``mean+grounding`` score and its adaptive threshold: ``(score, fit)`` with ``fit["threshold"]``,
-    ``fit["reason"]`` and what the split saw.
+    ``fit["reason"]`` and what the split saw.  Implausible *or* ungrounded, in three steps:
 
-    Each part is measured in spreads of its own clean bulk (:func:`bulk_z`; the grounding over the turns
-    that see an image, 0 for the others), and the base score is their sum: implausible *or* ungrounded.
-    The adaptive split of the base (:func:`auto_threshold`) decides:
-
-    * a clear **gap** (BadNets, VL-Trojan, Blend, a PGD patch: targets the reference model finds absurd):
-      the score is the base, split in that gap, and the clean turns keep their responses;
-    * **no gap** (targets that read as text: an inserted phrase, a substitution, a clean-label caption):
-      the threshold ``t`` the split chose by its rules, and moreover every turn whose grounding lies more
-      than :data:`AUTO_GROUNDING_K` spreads above its bulk's mode, the side where a caption of another
-      image sits, however fluent.  The score of such a turn is raised to ``z_grounding + t - K``, so a
-      turn is flagged exactly when ``score > t``: one score, one threshold, for the histogram and the
-      app.  On the rate sweep's audits (benchmarks/sweep_detection) this flags 88-100 % of clean-label
-      poison from 1 to 30 % poisoning where the sum alone flagged 53-93 %.
+    1. **A gap.**  Each part in spreads of its own clean bulk (:func:`bulk_z`: neither the poison, however
+       much of it, nor the clean text's long upper tail stretches the unit), summed.  Where the adaptive
+       split (:func:`auto_threshold`) finds a clear gap in that sum (targets the reference model finds
+       absurd: BadNets, VL-Trojan, Blend, a PGD patch, from 1 % to 50 % poisoning on the rate sweep's
+       audits), that sum is the score, split in its gap, and no clean turn is flagged.
+    2. **No gap** (targets that read as text: an inserted phrase, a word substituted, a clean-label
+       caption): the score is the robust z of each part over all turns (:func:`robust_z`), summed - it
+       weighs the grounding more against the mean's long tail, and of the sums measured it left the fewest
+       clean-label turns unflagged within the top 40 % - split by :func:`auto_threshold`'s no-gap rules
+       (at least the top :data:`AUTO_FLOOR`).  Flagging more than that costs clean performance: 53 % of
+       turns flagged cost 16-19 % of SFT's CIDEr on the 10 % sweep cells, 40 % cost 4 %.
+    3. **A group the image does not support.**  Where a two-normal mixture of the grounding shows a second
+       group of at least :data:`AUTO_GROUNDING_GROUP` of the turns (distinct by Ashman's D, worth its
+       parameters by BIC), every turn past the mixture's boundary (where that group is 1/
+       :data:`AUTO_MISS_COST` as likely as the bulk) is raised above the threshold: many clean-label turns
+       at 20-50 % poisoning would not fit under the floor.  A raised turn scores
+       ``t + (g - boundary) / sd``, so a turn is flagged exactly when ``score > t``: one score, one
+       threshold, for the histogram and the app.
     """
-    m, g, seen = parts.mean, parts.grounding, parts.has_image
-    z_g = np.zeros_like(m)
-    if seen.any():
-        z_g[seen] = bulk_z(g[seen])
-    base = bulk_z(m) + z_g
-    if base.size == 0:
+    n = parts.mean.size
+    if n == 0:
         raise ValueError("no scores to split")
-    thr, fit = auto_threshold(base)
-    fit = {**fit, "threshold": float(thr), "grounding_k": AUTO_GROUNDING_K}
-    if fit["case"] in ("gap", "constant", "few") or not seen.any():
-        return base, fit
-    raised = seen & (z_g + thr - AUTO_GROUNDING_K > base)
-    score = base.copy()
-    score[raised] = z_g[raised] + thr - AUTO_GROUNDING_K
-    more = int((raised & (base <= thr) & (score > thr)).sum())
-    n = base.size
-    k = int((score > thr).sum())
-    fit["reason"] = (f"{fit['reason']}; and every turn whose image supports its response less than most do "
-                     f"(grounding more than {AUTO_GROUNDING_K:g} spread above its usual value): {more} more, "
-                     f"{100 * k / n:.1f} % of turns ({k} of {n}) flagged in all")
+    bulk, _ = _sum_of(parts, bulk_z)
+    thr, fit = auto_threshold(bulk)
+    if fit["case"] in ("gap", "constant", "few"):
+        return bulk, {**fit, "threshold": float(thr), "units": "clean-bulk spreads"}
+    score, _ = _sum_of(parts, robust_z)
+    thr, fit = auto_threshold(score)
+    fit = {**fit, "threshold": float(thr), "units": "robust z",
+           "reason": f"no clear gap in the scores measured against their clean bulk; by the robust z of each part: "
+                     f"{fit['reason']}"}
+    seen = parts.has_image
+    g = np.sort(parts.grounding[seen])
+    if g.size < AUTO_MIN_N or g[0] == g[-1]:
+        return score, fit
+    mix = _mixture(g)
+    fit["grounding_mixture"] = mix
+    if not (mix["weight_high"] >= AUTO_GROUNDING_GROUP and mix["separation"] >= AUTO_GROUNDING_SEPARATION
+            and mix["bic_gain"] >= AUTO_MIX_BIC):
+        return score, fit
+    raised_value = thr + (parts.grounding - mix["boundary"]) / max(mix["sd_low"], 1e-9)
+    raise_ = seen & (raised_value > score)
+    out = score.copy()
+    out[raise_] = raised_value[raise_]
+    more = int(((out > thr) & ~(score > thr)).sum())
+    k = int((out > thr).sum())
     fit["grounding_flagged"] = more
-    return score, fit
+    fit["reason"] += (f"; and the grounding shows a group the images do not support ({100 * mix['weight_high']:.0f} % "
+                      f"of turns with an image around {mix['mean_high']:.3g} nats/token against {mix['mean_low']:.3g}, "
+                      f"separation {mix['separation']:.2g}): every turn above {mix['boundary']:.3g} too, {more} more, "
+                      f"{100 * k / n:.1f} % of turns ({k} of {n}) flagged in all")
+    return out, fit

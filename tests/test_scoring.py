@@ -86,7 +86,7 @@ def test_grounding_needs_blank_surprisals_of_the_same_tokens():
 def test_mean_plus_grounding_scores_turns_without_an_image_by_the_mean():
     """A turn that sees no image has grounding 0 (blanking changes nothing): it says nothing, so it adds
     nothing, and many such turns do not squash the grounding's scale for the turns that do see one."""
-    from byorn.scoring import bulk_z, has_image_mask
+    from byorn.scoring import bulk_z, components, grounded_score, has_image_mask, robust_z
 
     imaged = [[1.0, 1.0, 4.0], [3.0, 3.0], [2.0, 2.0, 2.0, 2.0], [2.5, 2.5]]
     imaged_blank = [[3.0, 3.0, 3.0], [2.0, 2.0], [1.0, 1.0, 1.0, 1.0], [2.0, 3.0]]
@@ -95,11 +95,12 @@ def test_mean_plus_grounding_scores_turns_without_an_image_by_the_mean():
     assert has_image_mask(s, b).tolist() == [True] * 4 + [False] * 6
     mean = aggregate(s, "mean")
     g = aggregate(s, "grounding", blank=b)
-    base = bulk_z(mean) + np.r_[bulk_z(g[:4]), np.zeros(6)]
     both = aggregate(s, "mean+grounding", blank=b)
-    np.testing.assert_allclose(both[4:], bulk_z(mean)[4:])   # without an image: the mean's part alone
-    assert np.all(both[:4] >= base[:4] - 1e-12)               # with one: the sum, or raised for its grounding
-    assert not np.allclose(bulk_z(g)[:4], bulk_z(g[:4]))      # the zeros would have changed the imaged turns'
+    _, fit = grounded_score(components(s, b))
+    z = bulk_z if fit["units"] == "clean-bulk spreads" else robust_z
+    np.testing.assert_allclose(both[4:], z(mean)[4:])         # without an image: the mean's part alone
+    assert np.all(both[:4] >= z(mean)[:4] + z(g[:4]) - 1e-12)  # with one: the sum (or raised for its grounding)
+    assert not np.allclose(z(g)[:4], z(g[:4]))                # the zeros would have changed the imaged turns'
     # the caller may say which turns see an image instead
     flags = [True] * 4 + [False] * 6
     np.testing.assert_allclose(aggregate(s, "mean+grounding", blank=b, has_image=flags), both)

@@ -177,22 +177,37 @@ def test_grounded_split_keeps_clean_turns_when_the_poison_is_absurd(n_poison):
     assert flags.tolist() == truth.tolist()
 
 
-@pytest.mark.parametrize("n_poison", [50, 100, 200])
-def test_grounded_split_catches_fluent_captions_the_image_does_not_support(n_poison):
+@pytest.mark.parametrize("n_poison", [200, 300])
+def test_grounded_split_catches_many_fluent_captions_the_image_does_not_support(n_poison):
     """Clean-label poison: as plausible as the clean text (same mean), but its image does not support it.
-    The mean's sum alone misses much of it; the grounded split flags nearly all, with one threshold."""
-    from byorn.split import Components, bulk_z, grounded_score
+    Beyond the floor's reach (20-50 % of turns) the grounding's second group is flagged whole."""
+    from byorn.split import Components, grounded_score, robust_z
 
     mean, g, truth = _world(1000 - n_poison, n_poison, lambda r, k: np.exp(r.normal(1.5, 0.4, k)),
                             lambda r, k: r.normal(0.55, 0.55, k), seed=n_poison)
     parts = Components.of(mean, g, np.ones(mean.size, bool))
     score, fit = grounded_score(parts)
     flags, split = Split("auto").apply(score, parts)
-    assert fit["case"] == "no gap" and "grounding" in split.reason
+    assert fit["case"] != "gap" and fit["grounding_flagged"] > 0 and "do not support" in split.reason
     assert flags.tolist() == (score > split.threshold).tolist()           # one score, one threshold
     assert flags[truth].mean() >= 0.95
-    base_flags, _ = Split("auto").apply(bulk_z(mean) + bulk_z(g))         # the sum alone, split by itself
-    assert base_flags[truth].mean() < flags[truth].mean()
-    assert flags[~truth].mean() < 0.6                                     # not everything
+    sum_flags, _ = Split("auto").apply(robust_z(mean) + robust_z(g))      # the sum alone, split by itself
+    assert sum_flags[truth].mean() < flags[truth].mean()
     with pytest.raises(ValueError, match="not the mean\\+grounding score"):
         Split("auto").apply(score + 1.0, parts)
+
+
+def test_grounded_split_without_a_gap_or_group_flags_the_floor_by_the_sum():
+    """A few clean-label turns (5 %): no gap, no group worth its parameters: the floor of the robust sum,
+    which catches most of them and flags no more than the paper's share of turns."""
+    from byorn.split import Components, grounded_score, robust_z
+
+    mean, g, truth = _world(950, 50, lambda r, k: np.exp(r.normal(1.5, 0.4, k)),
+                            lambda r, k: r.normal(0.55, 0.55, k), seed=7)
+    parts = Components.of(mean, g, np.ones(mean.size, bool))
+    score, fit = grounded_score(parts)
+    flags, split = Split("auto").apply(score, parts)
+    assert fit["case"] == "no gap" and "grounding_flagged" not in fit
+    np.testing.assert_allclose(score, robust_z(mean) + robust_z(g))
+    assert AUTO_FLOOR <= flags.mean() <= AUTO_FLOOR + 0.05
+    assert flags[truth].mean() >= 0.9
