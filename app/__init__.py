@@ -21,6 +21,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from . import lesson as tab_lesson
+from . import sessions
 from . import (plotly_html, proposing, render, showing, tab_compare, tab_export, tab_gallery, tab_inspector,
                tab_overview, tab_start, tab_table, tab_train)
 from .context import TOKEN_RE, AppContext, new_view, new_visitor_token
@@ -34,6 +35,7 @@ CSS = """
                 white-space: pre-wrap; padding: 6px 0; }
 .byorn-tokens .tok { border-radius: 3px; padding: 1px 0; }
 .byorn-legend { font-size: 0.8rem; opacity: 0.75; }
+.byorn-offscreen { position: absolute !important; left: -10000px !important; width: 1px; height: 1px; overflow: hidden; }
 """ + plotly_html.CSS + render.CSS + tab_lesson.CSS
 
 KEYS_JS = r"""
@@ -68,9 +70,18 @@ KEYS_JS = r"""
 """
 
 
+EXPERT_LOAD_JS = """() => {
+  if (window.__byornExpertLoaded) return;
+  window.__byornExpertLoaded = true;
+  const b = document.querySelector('#expert-load');
+  if (b) b.click();
+}"""
+
+
 def build_app(ctx: AppContext) -> gr.Blocks:
     """The whole app over the shared context (the default workspace opens first)."""
     ui = SimpleNamespace()
+    sessions.install()  # a new visitor's session builds only the block configs it uses (app/sessions.py)
     can_decide = ctx.store_problem is None
     default = ctx.workspaces.get(ctx.default_key)
     gr.set_static_paths([str(ctx.images.folder)])  # thumbnails and image files, served as they are
@@ -111,16 +122,20 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         refreshers = _refreshers(ui, ctx)
         tab_start.wire_start(ui, ctx, refreshers)
 
-        # First view: who the visitor is; then the user's data description, overview, table,
-        # and any running training job.
-        visitor = demo.load(partial(attach_visitor, ctx), [ui.visitor, ui.view], [ui.visitor, ui.view],
-                            api_visibility="private")
+        # The expert tabs load when the visitor first leaves the Lesson (a class walking the lesson costs the
+        # server no expert work: benchmarks/APP.md): who the visitor is; then the user's data description,
+        # overview, table, and any running training job.
+        ui.expert_load = gr.Button("load the expert tabs", elem_id="expert-load", elem_classes=["byorn-offscreen"])
+        ui.tabs.select(None, None, None, js=EXPERT_LOAD_JS)
+        visitor = ui.expert_load.click(partial(attach_visitor, ctx), [ui.visitor, ui.view], [ui.visitor, ui.view],
+                                       api_visibility="private")
         visitor.then(partial(tab_start.describe_view, ctx), [ui.view], [ui.view, ui.start.current],
                      api_name="page_load")
         # The overview (the first thing seen) on its own, in parallel with the visitor -> table ->
         # inspector chain (the table sets the order the inspector walks).
         (overview_fn, overview_in, overview_out), *rest = refreshers
-        demo.load(partial(_without_view, overview_fn), overview_in, overview_out[1:], api_visibility="private")
+        ui.expert_load.click(partial(_without_view, overview_fn), overview_in, overview_out[1:],
+                             api_visibility="private")
         load = visitor
         for fn, inputs, outputs in rest:
             load = load.then(fn, inputs, outputs, api_visibility="private")

@@ -69,8 +69,8 @@ def test_step_numbers_from_anything():
 
 
 def test_a_step_link_opens_its_step(eng, L):
-    request = SimpleNamespace(query_params={"lesson": "4"})
-    out = steps.open_lesson(eng, L, None, request)
+    """``?lesson=4`` is a click on step 4 (the nav's script sends it, tests/browser follows a link)."""
+    out = steps.jump(eng, L, None, SimpleNamespace(_data={"step": "4"}))
     view = out[L.view]
     assert view.step == 4
     assert [prop(out[c], "visible") for c in L.steps] == [False, False, False, True, False, False]

@@ -26,6 +26,7 @@ CSS = """
 #lesson-root.lesson-large .lesson-text li { font-size: 1.45rem !important; line-height: 1.45; }
 #lesson-root.lesson-large .lesson-out, #lesson-root.lesson-large .byorn-tokens { font-size: 1.35rem; }
 #lesson-root.lesson-large .lesson-pill { font-size: 1.1rem; }
+#lesson-large { flex: 0 0 auto !important; width: auto !important; max-width: 260px; align-self: flex-start; }
 .lesson-nav { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; margin: 2px 0 6px; }
 .lesson-pill { border: 1px solid #d1d5db; border-radius: 999px; padding: 3px 12px; color: #374151;
                text-decoration: none; font-size: 0.9rem; background: white; }

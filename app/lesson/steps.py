@@ -102,20 +102,16 @@ def show(eng: LessonEngine, L, view: LessonView, step: int, first: bool = False)
     return out
 
 
-def open_lesson(eng: LessonEngine, L, view, request: gr.Request = None) -> dict:
-    """Page load: the step of the address's ``?lesson=k`` (step 1 without it)."""
-    view = LessonView.coerce(view)
-    step = 1
-    if request is not None:
-        step = clamp_step(request.query_params.get("lesson", 1))
-    if step == 1 and getattr(L, "drawn", False) and view == LessonView():
-        return {L.view: view}  # a new visitor on step 1: the page already shows it (drawn at start)
-    return show(eng, L, view, step, first=True)
+def show_first(eng: LessonEngine, L, view) -> dict:
+    """Page load, only where step 1 could not be drawn at start: step 1 (or what keeps it from showing).
+    A step's own address (``?lesson=k``) is followed in the page (``ui.NAV_JS``), as a click on step k."""
+    return show(eng, L, LessonView.coerce(view), 1, first=True)
 
 
 def draw_first_step(eng: LessonEngine, L) -> bool:
-    """Give step 1 its content as the page's initial values (one class's burst of page loads then costs
-    almost nothing); False when the shipped lesson cannot be loaded (the page load draws it instead)."""
+    """Give step 1 its content as the page's initial values, so a new visitor's page shows it without
+    asking the server anything (a class opening the Space at once costs it no lesson event); False when
+    the shipped lesson cannot be loaded (a page-load event draws step 1 then: :func:`show_first`)."""
     try:
         out = show(eng, L, LessonView(), 1, first=True)
     except Exception:  # a missing or damaged lesson: the steps report it on the page

@@ -28,6 +28,9 @@ element.addEventListener('click', (e) => {
   e.preventDefault();
   trigger('step_click', {step: parseInt(a.dataset.step, 10)});
 });
+// a step's own address (?lesson=k): ask for step k; step 1 is in the page already (no request at all)
+const linked = parseInt(new URLSearchParams(window.location.search).get('lesson') || '1', 10);
+if (linked >= 2 && linked <= 6) trigger('step_click', {step: linked});
 if (!window.__byornLessonKeys) {
   window.__byornLessonKeys = true;
   document.addEventListener('keydown', (e) => {
@@ -147,13 +150,9 @@ def wire_lesson(ui, ctx, demo: gr.Blocks) -> None:
     """Bind the lesson's handlers (``ui`` is the app's namespace; ``ui.lesson`` the tab's)."""
     L = ui.lesson
     eng = steps.engine_for(ctx)
-    steps.draw_first_step(eng, L)
     go_out = steps.go_outputs(L)
-
-    def on_open(view, request: gr.Request):  # a closure: gradio finds the Request by its type hint
-        return steps.open_lesson(eng, L, view, request)
-
-    demo.load(on_open, [L.view], go_out, api_name="lesson_open")
+    if not steps.draw_first_step(eng, L):  # else the page holds step 1: a new visitor costs the server nothing
+        demo.load(partial(steps.show_first, eng, L), [L.view], go_out, api_name="lesson_open")
     L.next_btn.click(partial(steps.move, eng, L, +1), [L.view], go_out, api_name="lesson_next")
     L.prev_btn.click(partial(steps.move, eng, L, -1), [L.view], go_out, api_name="lesson_prev")
 
