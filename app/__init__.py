@@ -217,11 +217,13 @@ def launch(demo: gr.Blocks, ctx: AppContext, login_limiter: LoginLimiter | None 
     if password and "auth" not in kwargs:
         kwargs["auth"] = (os.environ.get("BYORN_USER", "byorn"), password)
         kwargs.setdefault("auth_message", "BYORn Studio: enter the password set in BYORN_PASSWORD.")
+    app_kwargs = dict(kwargs.get("app_kwargs") or {})
     if kwargs.get("auth") is not None:
         limiter = login_limiter or LoginLimiter.from_env()
-        app_kwargs = dict(kwargs.get("app_kwargs") or {})
         app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(LoginRateLimit, limiter=limiter)]
-        kwargs["app_kwargs"] = app_kwargs
+    else:  # the page is the same for every visitor: rendered once per address (app/sessions.py)
+        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(sessions.PageCache)]
+    kwargs["app_kwargs"] = app_kwargs
     kwargs.setdefault("css", CSS)
     kwargs.setdefault("js", KEYS_JS)
     kwargs.setdefault("footer_links", ["api", "gradio"])

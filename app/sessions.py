@@ -1,4 +1,4 @@
-"""New Gradio sessions cost what they use, not what the page holds (issue 18: a class opens the Space at once).
+"""A class opens the Space at once (issue 18): new sessions and the page cost what they must, not more.
 
 Gradio 6.31 builds, for every new session, the config of *every* block of the
 page (``SessionState.config_values``: props, API info and JSON schemas, for
@@ -17,9 +17,13 @@ attributes it relies on; elsewhere it logs and leaves Gradio as it is.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from copy import copy
+from typing import Any
+from urllib.parse import parse_qs
 
 import gradio as gr
 from gradio import state_holder
@@ -106,3 +110,73 @@ def install() -> bool:
         return False
     state_holder.SessionState = LazySessionState
     return True
+
+
+class PageCache:
+    """ASGI middleware: the app's page (``GET /``), rendered once and served again to every visitor.
+
+    Gradio renders the page per request (a deep copy of the app's config, its API description with code
+    snippets, 490 KB of HTML: ~50 ms of CPU), so fifty visitors opening the Space in the same second waited
+    ~5 s for it.  The page depends on no visitor here (no login: :func:`app.launch` installs this only
+    without a password; ``?lesson=k`` is read by the page's own script), only on the address it is served
+    under, so it is cached per address (host, forwarded host / protocol / prefix, root path) for
+    ``ttl_s``; the first request for an address renders it while the others wait for that one.  A request
+    with any other query (a Gradio page or deep link), a login cookie or an authorization header, and any
+    answer that is not a plain 200 without cookies, pass through untouched.
+    """
+
+    ADDRESS_HEADERS = (b"host", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-prefix",
+                       b"x-forwarded-port", b"accept-encoding")
+
+    def __init__(self, app, ttl_s: float = 600.0, max_entries: int = 16) -> None:
+        self.app, self.ttl_s, self.max_entries = app, ttl_s, max_entries
+        self._pages: dict[tuple, tuple[float, dict, bytes]] = {}
+        self._locks: dict[tuple, Any] = {}
+
+    def _key(self, scope) -> tuple | None:
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != "/":
+            return None
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        headers = dict(scope.get("headers") or [])
+        if set(query) - {"lesson"} or b"access-token" in headers.get(b"cookie", b"") or b"authorization" in headers:
+            return None
+        return (scope.get("scheme"), scope.get("root_path", ""),
+                *(headers.get(h, b"") for h in self.ADDRESS_HEADERS))
+
+    async def __call__(self, scope, receive, send) -> None:
+        key = self._key(scope)
+        if key is None:
+            return await self.app(scope, receive, send)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            hit = self._pages.get(key)
+            if hit is None or time.monotonic() - hit[0] > self.ttl_s:
+                hit = await self._render(scope, receive, key)
+        if hit is None:  # not cacheable: render it for this request as Gradio would
+            return await self.app(scope, receive, send)
+        _, start, body = hit
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _render(self, scope, receive, key):
+        start: dict = {}
+        chunks: list[bytes] = []
+
+        async def capture(message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, capture)
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        if start.get("status") != 200 or any(k.lower() == b"set-cookie" for k, _ in headers):
+            self._pages.pop(key, None)
+            return None
+        body = b"".join(chunks)
+        entry = (time.monotonic(), {**start, "headers": headers + [(b"content-length", str(len(body)).encode())]},
+                 body)
+        if len(self._pages) >= self.max_entries:
+            self._pages.pop(next(iter(self._pages)))
+        self._pages[key] = entry
+        return entry

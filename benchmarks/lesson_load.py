@@ -3,8 +3,9 @@
 The app (``python app.py``, the embedded demo, exactly what a Space runs) is
 served in a child process; N visitors (threads here, plain HTTP through the
 queue protocol, ``tests/served_app.py``'s ``Session``) each load the page as
-a browser does (every load event and the events chained after them: the
-Lesson's first step, the Overview's map, the table, ...), then walk the six
+a browser does (``GET /``, then every load event and the events chained
+after them: none since the Lesson's step 1 is in the page and the expert tabs
+load when a visitor first leaves the Lesson), then walk the six
 steps: next x 5, the trigger off and on in both playgrounds, step 3's
 percentile, step 4's sample, step 6's second limit, and back twice, with a
 think time of 0.5-2 s between events.  Every event's round trip is timed;
@@ -58,7 +59,8 @@ def start_server(data_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
 
 
 class Page:
-    """What a browser does on page load: every load event, then the events chained after each."""
+    """What a browser does on page load: every load event, then the events chained after each (the Lesson
+    needs none: step 1 is in the page, and the expert tabs load when the visitor first leaves it)."""
 
     def __init__(self, config: dict):
         self.deps = {d["id"]: d for d in config["dependencies"]}
@@ -83,7 +85,7 @@ class Page:
 
     def _chain(self, s: Session, dep_id: int, record) -> None:
         name = self.deps[dep_id].get("api_name") or f"fn{dep_id}"
-        ok = record("page load: the lesson's step 1" if name == "lesson_open" else "page load: the other tabs",
+        ok = record("page load: the lesson's step 1" if name == "lesson_open" else "page load: other load events",
                     lambda: s.call_id(dep_id, self.inputs(dep_id)))
         for nxt in self.after.get(dep_id, []) if ok else []:
             self._chain(s, nxt, record)
@@ -119,6 +121,8 @@ def visitor(url: str, fns: dict, page: Page, sample_id: str, stats: dict, lock: 
         record(kind, lambda: s.call(api, data))
 
     try:
+        # the page itself: its HTML carries the app's config, step 1's content included (drawn at start)
+        record("page load: the page, step 1 in it", lambda: httpx.get(url + "/", timeout=120).raise_for_status())
         page.load(s, record)
         step("step 2 (next)", "/lesson_next", [None])
         step("step 2: trigger off", "/lesson_trigger_2", [None, False])

@@ -43,3 +43,47 @@ def test_install_leaves_another_gradio_alone(monkeypatch):
     monkeypatch.setattr(gr, "__version__", "0.0.1")
     assert sessions.install() is False
     assert state_holder.SessionState is sessions.LazySessionState.__mro__[1]
+
+
+def test_the_page_is_rendered_once_per_address_and_served_whole(tmp_path):
+    """PageCache over a counting ASGI app: one render per address, the same bytes to every visitor;
+    other paths, other queries, login cookies and answers with cookies pass through."""
+    import asyncio
+
+    renders = []
+
+    async def app(scope, receive, send):
+        renders.append((scope["path"], scope.get("query_string", b"")))
+        headers = [(b"content-type", b"text/html")]
+        if scope.get("query_string") == b"cookie=1":
+            headers.append((b"set-cookie", b"a=b"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"<html>" + scope["path"].encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": b"</html>", "more_body": False})
+
+    cache = sessions.PageCache(app)
+
+    async def get(path="/", query=b"", headers=((b"host", b"a.example"),)):
+        sent = []
+
+        async def send(m):
+            sent.append(m)
+        await cache({"type": "http", "method": "GET", "path": path, "query_string": query, "headers": list(headers),
+                     "scheme": "http", "root_path": ""}, None, send)
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    async def main():
+        first = await asyncio.gather(*[get() for _ in range(20)])      # a class at once
+        assert set(first) == {(200, b"<html>/</html>")} and len(renders) == 1
+        assert await get(query=b"lesson=3") == (200, b"<html>/</html>") and len(renders) == 1
+        await get(headers=((b"host", b"b.example"),))                   # another address: its own page
+        assert len(renders) == 2
+        for query, headers in ((b"page=x", ()), (b"cookie=1", ()), (b"", ((b"cookie", b"access-token-1=x"),))):
+            await get(query=query, headers=headers)
+            await get(query=query, headers=headers)
+        assert len(renders) == 2 + 6                                    # never cached
+        await get("/config")
+        await get("/config")
+        assert len(renders) == 10
+
+    asyncio.run(main())
