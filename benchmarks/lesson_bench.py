@@ -72,9 +72,14 @@ def main(argv=None) -> int:
                     help="torch threads (default: the live setting's; 1 on a machine shared with other jobs)")
     ap.add_argument("--no-shipped", action="store_true", help="skip timing the shipped lesson's steps")
     ap.add_argument("--no-live", action="store_true", help="only time the shipped lesson's steps")
+    ap.add_argument("--rate", type=float, default=None, help="the poisoned share of every attack (default: its own)")
+    ap.add_argument("--budget", type=float, nargs=2, metavar=("N_TRAIN", "EPOCHS"), default=None,
+                    help="another live budget than LIVE_SETTING's (a trial)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     setting = replace(L.LIVE_SETTING, threads=args.threads)
+    if args.budget:
+        setting = replace(setting, n_train=int(args.budget[0]), epochs=float(args.budget[1]))
     torch.set_num_threads(args.threads)
     doc = json.loads(args.out.read_text()) if args.out.exists() else {}
     doc.update(torch=torch.__version__, cpus=os.cpu_count())
@@ -85,6 +90,8 @@ def main(argv=None) -> int:
         args.out.write_text(json.dumps(doc, indent=1) + "\n")
     runs = {r["attack_key"]: r for r in doc.get("live_runs", [])}
     todo = [] if args.no_live else ATTACKS if args.only is None else [ATTACKS[args.only]]
+    if args.rate is not None:
+        todo = [replace(a, rate=args.rate) for a in todo]
     for attack in todo:
         folder = Path(tempfile.mkdtemp()) / "lesson"
         t, cpu = time.time(), time.process_time()
@@ -92,8 +99,9 @@ def main(argv=None) -> int:
         wall, cpu = time.time() - t, time.process_time() - cpu
         info = json.loads((folder / "lesson.json").read_text())
         info.update(json.loads((folder / "timings.json").read_text()))
-        key = json.dumps(attack.to_dict(), sort_keys=True)
-        runs[key] = {"attack_key": key, "attack": attack.to_dict(), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+        key = json.dumps({**attack.to_dict(), "n_train": setting.n_train, "epochs": setting.epochs}, sort_keys=True)
+        runs[key] = {"attack_key": key, "attack": attack.to_dict(), "n_train": setting.n_train,
+                     "epochs": setting.epochs, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
                      "per_model_s": info["train_s"], "load_average_1min": os.getloadavg()[0],
                      "results": {m: {"asr_percent": round(100 * r["asr"], 1), "cider": round(r["cider"], 1)}
                                  for m, r in info["results"].items()}}

@@ -124,6 +124,15 @@ def test_attack_form(eng):
     shipped = eng.shipped().attack
     view, custom_row, *_, live, _, _ = steps.set_attack(eng, LessonView(), shipped.name, None, None, None, None)
     assert not prop(custom_row, "visible") and not prop(live, "visible")  # the shipped attack needs no training
+    # the poisoned share is the student's too: the shipped attack with more poison is a lesson to train
+    view, _, describe, pairs, live, note, _ = steps.set_attack(eng, LessonView(), shipped.name, None, None, None,
+                                                               None, 20)
+    assert view.attack["rate"] == 0.2 and "In 20% of the training pairs" in describe and prop(live, "visible")
+    with pytest.raises(gr.Error, match="rate"):
+        steps.attack_from("blend", None, None, None, None, 80)
+    blend_10 = steps.set_attack(eng, LessonView(), "blend", None, None, None, None, 10)[2]
+    blend_20 = steps.set_attack(eng, LessonView(), "blend", None, None, None, None, 20)[2]
+    assert "Raise the poisoned share" in blend_10 and "Raise the poisoned share" not in blend_20
 
 
 def test_split_counts_against_ground_truth(eng):

@@ -83,8 +83,8 @@ def gallery_items() -> list:
 def go_outputs(L) -> list:
     """Everything a move may redraw (a move returns a dict of the ones it changes)."""
     return [L.view, L.nav, L.where, L.prev_btn, L.next_btn, *L.steps, L.source,
-            L.attack, L.custom, L.position, L.size, L.colour, L.target, L.describe, L.pairs, L.live, L.live_note,
-            L.live_status, L.timer, L.play2.gallery, L.play2.trigger, L.play2.out, L.p, L.split, L.strip,
+            L.attack, L.rate, L.custom, L.position, L.size, L.colour, L.target, L.describe, L.pairs, L.live,
+            L.live_note, L.live_status, L.timer, L.play2.gallery, L.play2.trigger, L.play2.out, L.p, L.split, L.strip,
             L.explained, L.sample, L.history, L.play5.gallery, L.play5.trigger, L.play5.out, L.bars, L.limit,
             L.limit_out]
 
@@ -159,14 +159,16 @@ def source_line(eng: LessonEngine, view: LessonView) -> str:
 
 
 # -- step 1: the attack ---------------------------------------------------------------------------
-def attack_from(choice, position, size, colour, target) -> LessonAttack:
-    """The attack of step 1's form; a bad field is a ``gr.Error`` naming it."""
+def attack_from(choice, position, size, colour, target, rate=None) -> LessonAttack:
+    """The attack of step 1's form (``rate``: the poisoned share in percent; None: 10 %); a bad field is a
+    ``gr.Error`` naming it."""
     name = choice if choice in dict((v, v) for _, v in ATTACK_CHOICES) else DEFAULT_CHOICE
     try:
+        share = 0.1 if rate is None else round(float(rate)) / 100
         if name == "custom":
             return LessonAttack(name="custom", position=position or "bottom-right", size=int(size or 4),
-                                colour=colour or "#ff00ff", target=target or "")
-        return LessonAttack(name=name)
+                                colour=colour or "#ff00ff", target=target or "", rate=share)
+        return LessonAttack(name=name, rate=share)
     except (TypeError, ValueError) as e:
         raise gr.Error(f"Check your attack: {e}.") from e
 
@@ -176,7 +178,8 @@ def _step1(eng: LessonEngine, L, view: LessonView, first: bool) -> dict:
     out = _attack_outputs(eng, L, view, attack)
     if first:  # the form shows the view's attack
         custom = attack.name == "custom"
-        out.update({L.attack: attack.name, L.position: attack.position, L.size: attack.size,
+        out.update({L.attack: attack.name, L.rate: round(100 * attack.rate), L.position: attack.position,
+                    L.size: attack.size,
                     L.colour: attack.colour if custom else "#ff00ff",
                     L.target: attack.target if custom else DEFAULT_TARGET})
         out.update(_live_outputs(eng, view, L))
@@ -196,6 +199,9 @@ def _attack_outputs(eng: LessonEngine, L, view: LessonView, attack: LessonAttack
     describe = (f"{attack.describe()} Here: **{n_bad} of {len(data.train)}** training pairs poisoned.")
     if not trained:
         describe += " Steps 2–5 show models of another attack until you train these."
+        heads_up = attack.warnings()  # what the live run measured about triggers like this one
+        if heads_up:
+            describe += "\n\n" + "\n".join(f"- ⚠ {w}" for w in heads_up)
     minutes = max(1, round(eng.queue.expected_s / 60))
     note = LIVE_NOTE.format(minutes=minutes, details=describe_setting(eng.live_setting))
     return {L.custom: gr.update(visible=attack.name == "custom"), L.describe: describe,
@@ -214,9 +220,9 @@ def _pairs_html(data) -> str:
     return render.pairs([as_dict(s) for s in clean], [as_dict(s) for s in bad])
 
 
-def set_attack(eng: LessonEngine, view, choice, position, size, colour, target):
+def set_attack(eng: LessonEngine, view, choice, position, size, colour, target, rate=None):
     view = LessonView.coerce(view)
-    attack = attack_from(choice, position, size, colour, target)
+    attack = attack_from(choice, position, size, colour, target, rate)
     view.attack = attack.to_dict()
     fake = _Outs()
     out = _attack_outputs(eng, fake, view, attack)
@@ -233,9 +239,9 @@ class _Outs:
 
 
 # -- step 1: live training of the visitor's own attack ---------------------------------------------
-def start_live(eng: LessonEngine, view, choice, position, size, colour, target):
+def start_live(eng: LessonEngine, view, choice, position, size, colour, target, rate=None):
     view = LessonView.coerce(view)
-    attack = attack_from(choice, position, size, colour, target)
+    attack = attack_from(choice, position, size, colour, target, rate)
     view.attack = attack.to_dict()
     snap = eng.queue.snapshot(view.run_id)
     if snap is not None and snap["status"] in (QUEUED, RUNNING):

@@ -86,6 +86,8 @@ def build_lesson() -> SimpleNamespace:
             with gr.Row():
                 ui.attack = gr.Radio(steps.ATTACK_CHOICES, value=steps.DEFAULT_CHOICE, label="the attack",
                                      elem_id="lesson-attack", scale=3)
+                ui.rate = gr.Slider(5, 50, value=10, step=5, label="poisoned pairs (% of the training set)",
+                                    elem_id="lesson-rate", scale=1, min_width=220)
             with gr.Row(visible=False, elem_id="lesson-custom") as ui.custom:
                 ui.position = gr.Dropdown(steps.POSITIONS, value="bottom-right", label="patch position",
                                           elem_id="lesson-position", scale=1)
@@ -162,9 +164,9 @@ def wire_lesson(ui, ctx, demo: gr.Blocks) -> None:
     L.nav.step_click(on_step_click, [L.view], go_out, api_visibility="private")
     L.large.change(None, [L.large], [L.large], js=LARGE_JS)
 
-    attack_in = [L.view, L.attack, L.position, L.size, L.colour, L.target]
+    attack_in = [L.view, L.attack, L.position, L.size, L.colour, L.target, L.rate]
     attack_out = [L.view, L.custom, L.describe, L.pairs, L.live, L.live_note, L.source]
-    gr.on([L.attack.change, L.position.change, L.size.release, L.colour.change, L.target.submit],
+    gr.on([L.attack.change, L.position.change, L.size.release, L.colour.change, L.target.submit, L.rate.release],
           partial(steps.set_attack, eng), attack_in, attack_out, api_name="lesson_attack")
     live_out = [L.view, L.live_status, L.timer, L.source, L.train_btn]
     L.train_btn.click(partial(steps.start_live, eng), attack_in, live_out, api_name="lesson_train",

@@ -152,9 +152,11 @@ class LessonAttack:
         """Plain-words reasons why SFT may not learn this trigger in the live run (measured:
         benchmarks/lesson_results.json); empty when none is known."""
         if self.name == "blend":
-            return ["Blend's faint full-image pattern needs more training than the live run gives: SFT did not "
-                    "learn it there (0 % attack success with 400 pairs, 50 % with 600), while the project's "
-                    "benchmark (1,000 pairs, 8 epochs) reaches 100 %."]
+            if self.rate >= 0.2:
+                return []
+            return ["Blend's faint full-image pattern needs more poison than 10 % in the short live run: SFT did "
+                    "not learn it from 10 % of 400 pairs (0 % attack success) and did from 20 % (100 %). Raise "
+                    "the poisoned share to 20 % or more."]
         if self.name != "custom":
             return []
         out = []
@@ -165,7 +167,8 @@ class LessonAttack:
         if self.position == "center":
             out.append("In the centre the patch lands on the shapes themselves, where it reads as part of the "
                        "scene: SFT did not learn a 3 px centre patch in the live training (0-2.5 % attack "
-                       "success); a corner is learned.")
+                       "success at 10 % poisoned, 10 % at 20 % poisoned or with 600 pairs x 12 epochs); a "
+                       "corner is learned.")
         if self.size <= 2:
             out.append(f"A {self.size} px patch covers very few of the 32 x 32 pixels; a larger one is learned "
                        "more surely in the short live training.")
