@@ -29,7 +29,7 @@ SCENARIOS = ("badnets", "vl-trojan", "insertion", "clean-label")
 RATES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 
-def audit_cells(out: Path, seeds: list[int], n_train: int, scenarios=SCENARIOS) -> None:
+def audit_cells(out: Path, seeds: list[int], n_train: int, scenarios=SCENARIOS, rates=RATES) -> None:
     """Audit every cell not saved yet (the slow part: two scoring passes over ``n_train`` samples)."""
     from byorn.audit import AuditConfig, run_audit
     from byorn.bench import poisoned_cell
@@ -38,7 +38,7 @@ def audit_cells(out: Path, seeds: list[int], n_train: int, scenarios=SCENARIOS) 
     ref = VLM.load()
     (out / "cells").mkdir(parents=True, exist_ok=True)
     for seed in seeds:
-        for rate in RATES:
+        for rate in rates:
             for sc in scenarios:
                 path = out / "cells" / f"{sc}__r{rate:g}__s{seed}.npz"
                 if path.exists():
@@ -113,12 +113,15 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--n-train", type=int, default=1000)
     ap.add_argument("--only", help="one scenario (a quick check)")
+    ap.add_argument("--scenarios", help="comma-separated scenarios (default: the sweep's four)")
+    ap.add_argument("--rates", help="comma-separated rates (default: the sweep's seven)")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
     out = Path(args.out)
     if not args.report_only:
-        audit_cells(out, [int(s) for s in args.seeds.split(",")], args.n_train,
-                    (args.only,) if args.only else SCENARIOS)
+        scenarios = (args.only,) if args.only else tuple(args.scenarios.split(",")) if args.scenarios else SCENARIOS
+        rates = tuple(float(r) for r in args.rates.split(",")) if args.rates else RATES
+        audit_cells(out, [int(s) for s in args.seeds.split(",")], args.n_train, scenarios, rates)
     print(report(out))
 
 
