@@ -45,7 +45,7 @@ def load(rows_dir: Path) -> dict[tuple, dict]:
     rows = {}
     for path in sorted(Path(rows_dir).glob("*.json")):
         r = json.loads(path.read_text())
-        if r["defense"] in METHODS:
+        if r.get("defense") in METHODS:  # (bench_meta.json and other files are not rows)
             rows[(r["scenario"], r["rate"], r["defense"], r["seed"])] = r
     return rows
 
@@ -162,7 +162,8 @@ def figures(table: list[dict], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scenarios = sorted({e["scenario"] for e in table})
+    present = {e["scenario"] for e in table}
+    scenarios = [sc for sc in SCENARIOS if sc in present]  # the swept attacks (the rest ran at 10 % only)
     paths = []
     for kind, methods, ylabel in (("asr", list(METHODS), "attack success rate, %"),
                                   ("cider_vs_sft", [PAPER, DEFAULT], "clean CIDEr / SFT's, %")):
