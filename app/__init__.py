@@ -129,17 +129,17 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         ui.tabs.select(None, None, None, js=EXPERT_LOAD_JS)
         visitor = ui.expert_load.click(partial(attach_visitor, ctx), [ui.visitor, ui.view], [ui.visitor, ui.view],
                                        api_visibility="private")
-        visitor.then(partial(tab_start.describe_view, ctx), [ui.view], [ui.view, ui.start.current],
-                     api_name="page_load")
-        # The overview (the first thing seen) on its own, in parallel with the visitor -> table ->
-        # inspector chain (the table sets the order the inspector walks).
+        load = visitor.then(partial(tab_start.describe_view, ctx), [ui.view], [ui.view, ui.start.current],
+                            api_name="page_load")
+        # Then the table and the inspector (the table sets the order the inspector walks), and the overview's
+        # map last: every step before it writes this visitor's view, so a selection drawn on the map can no
+        # longer be overwritten by a step that started before it (the map used to load in parallel, on page
+        # load, long before anyone could draw on it).
         (overview_fn, overview_in, overview_out), *rest = refreshers
-        ui.expert_load.click(partial(_without_view, overview_fn), overview_in, overview_out[1:],
-                             api_visibility="private")
-        load = visitor
         for fn, inputs, outputs in rest:
             load = load.then(fn, inputs, outputs, api_visibility="private")
-        load.then(**showing.extras_event(ui, ctx))
+        load = load.then(**showing.extras_event(ui, ctx))
+        load.then(partial(_without_view, overview_fn), overview_in, overview_out[1:], api_visibility="private")
         visitor.then(partial(tab_train.poll, ctx), [ui.view],
                      [ui.train.status, ui.train.curve, ui.train.evals, ui.train.timer],
                      api_visibility="private")
