@@ -35,7 +35,8 @@ CSS = """
                 white-space: pre-wrap; padding: 6px 0; }
 .byorn-tokens .tok { border-radius: 3px; padding: 1px 0; }
 .byorn-legend { font-size: 0.8rem; opacity: 0.75; }
-.byorn-offscreen { position: absolute !important; left: -10000px !important; width: 1px; height: 1px; overflow: hidden; }
+.byorn-offscreen { position: absolute !important; left: -10000px !important; width: 1px; height: 1px;
+                   overflow: hidden; }
 """ + plotly_html.CSS + render.CSS + tab_lesson.CSS
 
 KEYS_JS = r"""

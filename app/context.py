@@ -54,14 +54,13 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from byorn.audit import score_components
+from byorn.audit import score_components, score_method_of
 from byorn.decisions import STATUSES, Decision, DecisionStore, DecisionStoreError
+from byorn.split import AUTO, PAPER_P, Split
 
 from .images import ImageFiles
 from .index import TableIndex, status_codes
 from .jobs import TrainingJob
-from byorn.split import AUTO, PAPER_P, Split
-
 from .state import View
 from .views import join_decisions, threshold_at, with_threshold
 
@@ -139,6 +138,11 @@ class Workspace:
                     self._vlm = VLM.load(self.model_path)
             return self._vlm
 
+    @property
+    def score_method(self) -> str:
+        """The score the audit ranks turns by."""
+        return score_method_of(self.meta)
+
     def default_threshold(self) -> float:
         t = self.meta.get("threshold")
         if t is None:
@@ -160,9 +164,8 @@ class Workspace:
         """The adaptive split of this audit's scores, with what it saw (computed once)."""
         with self._lazy_lock:
             if self._auto is None:
-                score = str((self.meta.get("config") or {}).get("score", "mean"))
                 self._auto = Split(AUTO).apply(self.table["score"].to_numpy(dtype=float),
-                                               score_components(self.table, score))[1]
+                                               score_components(self.table, self.score_method))[1]
             return self._auto
 
 

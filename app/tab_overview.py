@@ -73,7 +73,7 @@ def refresh_overview(ctx: AppContext, view: View, embedding: str, color_by: str)
     except ValueError as e:
         raise gr.Error(str(e)) from e
     auto, paper = ws.auto_split(), threshold_at(ix.score, PAPER_P)
-    score = str((ws.meta.get("config") or {}).get("score", "mean"))
+    score = ws.score_method
     hist = histogram_figure(ix, view.threshold, marks={"auto": auto.threshold, f"paper (p = {PAPER_P:g})": paper},
                             score=score)
     counts = counts_text(counts_of(ix, codes, view.threshold), unit=unit)

@@ -35,7 +35,7 @@ from .batching import token_chunks
 from .data import Conversation, DataError, VLDataset, turn_key
 from .maps import FIT_MAX, MAP_KINDS, compute_maps
 from .models import VLM
-from .scoring import DEFAULT_SCORE, GROUNDED_METHODS, SCORE_METHODS, aggregate, blank_image, components
+from .scoring import DEFAULT_SCORE, GROUNDED_METHODS, SCORE_METHODS, aggregate, blank_image, components, grounded_score
 from .split import DEFAULT_P, PAPER_P, Components, Split, parse_p
 
 logger = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class Audit:
     @property
     def score_method(self) -> str:
         """The score this audit ranks turns by (``mean`` for audits older than the record)."""
-        return str((self.meta.get("config") or {}).get("score", "mean"))
+        return score_method_of(self.meta)
 
     def split(self, split: Split | None = None, *, percentile: float | str | None = None,
               threshold: float | None = None) -> "Audit":
@@ -226,6 +226,11 @@ def apply_threshold(table: pd.DataFrame, *, percentile: float | str | None = Non
         raise ValueError("give exactly one of percentile or value")
     out, split = _resplit(table, Split.of(percentile, value), score_components(table, score))
     return out, float(split.threshold)
+
+
+def score_method_of(meta: dict) -> str:
+    """The score an audit's metadata say it ranks turns by (``mean`` for audits older than the record)."""
+    return str((meta.get("config") or {}).get("score", "mean"))
 
 
 def score_components(table: pd.DataFrame, score: str) -> Components | None:
@@ -526,17 +531,19 @@ def _assemble(dataset, vlm, cfg: AuditConfig, shards: _Shards, t0: float, report
                         f"{next(iter(skipped.values()), '')}")
     surprisals = table["surprisals"].map(list).tolist()
     blank = table["surprisals_blank"].map(list).tolist() if "surprisals_blank" in table.columns else None
-    table["score"] = aggregate(surprisals, cfg.score, cfg.topk, blank=blank)
+    score_parts = components(surprisals, blank) if blank is not None and cfg.score == "mean+grounding" else None
+    table["score"] = (grounded_score(score_parts)[0] if score_parts is not None
+                      else aggregate(surprisals, cfg.score, cfg.topk, blank=blank))
     if blank is not None:
-        table["grounding"] = aggregate(surprisals, "grounding", blank=blank)
+        table["grounding"] = (score_parts.grounding if score_parts is not None
+                              else aggregate(surprisals, "grounding", blank=blank))
     table["score_max"] = aggregate(surprisals, "max")
     best = table.groupby("id", sort=False)["score"].transform("max")
     table["sample_score"] = best
     idx_best = table.loc[table.groupby("id", sort=False)["score"].idxmax(), ["id", "turn"]]
     table["sample_turn"] = table["id"].map(dict(zip(idx_best["id"], idx_best["turn"]))).astype(int)
     table["key"] = _row_keys(table)
-    flags, split = cfg.split_spec.apply(table["score"].to_numpy(dtype=float),
-                                        score_components(table, cfg.score))
+    flags, split = cfg.split_spec.apply(table["score"].to_numpy(dtype=float), score_parts)
     table["suspicious"] = flags
     logger.info("split %s", split.describe())
     t_score = time.time() - t0

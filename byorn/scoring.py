@@ -86,14 +86,9 @@ def _grounded(surprisals, method: str, blank, has_image=None) -> np.ndarray:
     for i, (s, b) in enumerate(zip(surprisals, blank)):
         if len(s) != len(b):
             raise ValueError(f"response {i}: {len(s)} tokens with the image but {len(b)} with a blank one")
-    mean = aggregate(surprisals, "mean")
-    g = mean - aggregate(blank, "mean")
     if method == "grounding":
-        return g
-    seen = has_image_mask(surprisals, blank) if has_image is None else np.asarray(has_image, dtype=bool)
-    if len(seen) != len(mean):
-        raise ValueError(f"{len(mean)} responses but {len(seen)} has_image flags")
-    return grounded_score(Components.of(mean, g, seen))[0]
+        return aggregate(surprisals, "mean") - aggregate(blank, "mean")
+    return grounded_score(components(surprisals, blank, has_image))[0]
 
 
 def components(surprisals: Sequence[Sequence[float]], blank: Sequence[Sequence[float]],
@@ -102,6 +97,8 @@ def components(surprisals: Sequence[Sequence[float]], blank: Sequence[Sequence[f
     mean = aggregate(surprisals, "mean")
     g = mean - aggregate(blank, "mean")
     seen = has_image_mask(surprisals, blank) if has_image is None else np.asarray(has_image, dtype=bool)
+    if len(seen) != len(mean):
+        raise ValueError(f"{len(mean)} responses but {len(seen)} has_image flags")
     return Components.of(mean, g, seen)
 
 

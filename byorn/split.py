@@ -32,10 +32,11 @@ majority (at 50 % poison or more the majority rule would pick the poison):
 4. otherwise the distribution gives no clear answer, and the split errs
    toward flagging more: the lowest of the top :data:`AUTO_FLOOR` (the
    floor: the paper's top 40 %; a 10 % floor let a one-word substitution
-   through at 10 % poisoning, 85 % ASR, where the paper's split held it at 0), ``mode + AUTO_SPREAD_K x spread`` (the bulk's fence), a valley
-   that is not empty, and the boundary of a two-normal mixture when it shows
-   two groups (distinct by Ashman's D, or a tight group on a wider bulk,
-   and worth their parameters by BIC), placed where the high group is
+   through at 10 % poisoning, 85 % ASR, where the paper's split held it at 0),
+   ``mode + AUTO_SPREAD_K x spread`` (the bulk's fence), a valley that is not
+   empty, and the boundary of a two-normal mixture when it shows two groups
+   (distinct by Ashman's D, or a tight group on a wider bulk, and worth their
+   parameters by BIC), placed where the high group is
    1/:data:`AUTO_MISS_COST` as likely as the low one.
 
 Every threshold is recorded with a sentence saying what it saw and chose.
