@@ -99,7 +99,8 @@ def components(surprisals: Sequence[Sequence[float]], blank: Sequence[Sequence[f
     seen = has_image_mask(surprisals, blank) if has_image is None else np.asarray(has_image, dtype=bool)
     if len(seen) != len(mean):
         raise ValueError(f"{len(mean)} responses but {len(seen)} has_image flags")
-    return Components.of(mean, g, seen)
+    total = np.array([float(np.sum(np.asarray(s, dtype=float))) for s in surprisals])
+    return Components.of(mean, g, seen, total)
 
 
 def has_image_mask(surprisals: Sequence[Sequence[float]], blank: Sequence[Sequence[float]]) -> np.ndarray:

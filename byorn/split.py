@@ -75,6 +75,9 @@ AUTO_MIN_N = 10        #: fewer turns than this: no density to read; the floor a
 AUTO_GROUNDING_GROUP = 0.15  #: the grounded score (:func:`grounded_score`) without a gap also flags a group of
 AUTO_GROUNDING_SEPARATION = 2.0  #: at least this share of the turns that a mixture of the grounding separates this
 #: well (Ashman's D): clean grounding alone shows a "group" of 2-5 % (its upper tail), clean-label poison its rate
+AUTO_TOTAL_MEAN_Q = 0.9  #: a gap in the total surprisal (:func:`grounded_score`, 2) counts only where the median
+#: per-token surprisal of the turns above it is above this quantile of the other turns' (long but ordinary
+#: responses are not a group of implausible ones)
 _GRID_MAX = 20_000
 
 
@@ -481,14 +484,17 @@ class Components:
     mean: np.ndarray
     grounding: np.ndarray
     has_image: np.ndarray
+    total: np.ndarray | None = None  #: each turn's summed surprisal (None: the total's gap is not looked for)
 
     @classmethod
-    def of(cls, mean, grounding, has_image) -> "Components":
+    def of(cls, mean, grounding, has_image, total=None) -> "Components":
         m, g, seen = (np.asarray(mean, dtype=float).ravel(), np.asarray(grounding, dtype=float).ravel(),
                       np.asarray(has_image, dtype=bool).ravel())
-        if not m.size == g.size == seen.size:
-            raise ValueError(f"{m.size} means, {g.size} groundings and {seen.size} has_image flags")
-        return cls(m, g, seen)
+        t = None if total is None else np.asarray(total, dtype=float).ravel()
+        if not m.size == g.size == seen.size or (t is not None and t.size != m.size):
+            raise ValueError(f"{m.size} means, {g.size} groundings, {seen.size} has_image flags"
+                             + ("" if t is None else f" and {t.size} totals"))
+        return cls(m, g, seen, t)
 
 
 def bulk_z(values: Sequence[float]) -> np.ndarray:
@@ -538,22 +544,29 @@ def _sum_of(parts: Components, z) -> tuple[np.ndarray, np.ndarray]:
 
 def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
     """The ``mean+grounding`` score and its adaptive threshold: ``(score, fit)`` with ``fit["threshold"]``,
-    ``fit["reason"]`` and what the split saw.  Implausible *or* ungrounded, in three steps:
+    ``fit["reason"]`` and what the split saw.  Implausible *or* ungrounded, in four steps:
 
     1. **A gap.**  Each part in spreads of its own clean bulk (:func:`bulk_z`: neither the poison, however
        much of it, nor the clean text's long upper tail stretches the unit), summed.  Where the adaptive
        split (:func:`auto_threshold`) finds a clear gap in that sum (targets the reference model finds
        absurd: BadNets, VL-Trojan, Blend, a PGD patch, from 1 % to 50 % poisoning on the rate sweep's
        audits), that sum is the score, split in its gap, and no clean turn is flagged.
-    2. **No gap** (targets that read as text: an inserted phrase, a word substituted, a clean-label
-       caption): the score is the robust z of each part over all turns (:func:`robust_z`), summed - it
-       weighs the grounding more against the mean's long tail, and of the sums measured it left the fewest
-       clean-label turns unflagged within the top 40 % - split by :func:`auto_threshold`'s no-gap rules
-       (at least the top :data:`AUTO_FLOOR`).  Flagging more than that costs clean performance: 53 % of
-       turns flagged cost 16-19 % of SFT's CIDEr on the 10 % sweep cells, 40 % cost 4 %.
-    3. **A group the image does not support.**  Where a two-normal mixture of the grounding shows a second
-       group of at least :data:`AUTO_GROUNDING_GROUP` of the turns (distinct by Ashman's D, worth its
-       parameters by BIC), every turn past the mixture's boundary (where that group is 1/
+    2. **A gap in the total.**  An implausible passage added to a plausible response (a target sentence
+       appended to the correct caption) hides in the mean, which the plausible part dilutes, but not in the
+       response's summed surprisal (``parts.total``).  Where that total has a clear gap - the innermost one:
+       responses of different lengths can form groups of their own, with the poison above them - and the
+       turns above it are implausible per token too (their median mean surprisal above the
+       :data:`AUTO_TOTAL_MEAN_Q` quantile of the others': long but ordinary responses are no poison), the
+       score is the total in spreads of its clean bulk, split in that gap (:func:`_total_gap`).
+    3. **No gap** (targets that read as text: a word substituted, a clean-label caption): the score is the
+       robust z of each part over all turns (:func:`robust_z`), summed - it weighs the grounding more
+       against the mean's long tail, and of the sums measured it left the fewest clean-label turns
+       unflagged within the top 40 % - split by :func:`auto_threshold`'s no-gap rules (at least the top
+       :data:`AUTO_FLOOR`).  Flagging more than that costs clean performance: 53 % of turns flagged cost
+       16-19 % of SFT's CIDEr on the 10 % sweep cells, 40 % cost 4 %.
+    4. **A group the image does not support** (after 2 or 3).  Where a two-normal mixture of the grounding
+       shows a second group of at least :data:`AUTO_GROUNDING_GROUP` of the turns (distinct by Ashman's D,
+       worth its parameters by BIC), every turn past the mixture's boundary (where that group is 1/
        :data:`AUTO_MISS_COST` as likely as the bulk) is raised above the threshold: many clean-label turns
        at 20-50 % poisoning would not fit under the floor.  A raised turn scores
        ``t + (g - boundary) / sd``, so a turn is flagged exactly when ``score > t``: one score, one
@@ -566,11 +579,61 @@ def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
     thr, fit = auto_threshold(bulk)
     if fit["case"] in ("gap", "constant", "few"):
         return bulk, {**fit, "threshold": float(thr), "units": "clean-bulk spreads"}
-    score, _ = _sum_of(parts, robust_z)
-    thr, fit = auto_threshold(score)
-    fit = {**fit, "threshold": float(thr), "units": "robust z",
-           "reason": f"no clear gap in the scores measured against their clean bulk; by the robust z of each part: "
-                     f"{fit['reason']}"}
+    total = _total_gap(parts) if parts.total is not None else None
+    if total is not None:
+        score, thr, fit = total
+        fit["reason"] = f"no clear gap in the mean+grounding scores measured against their clean bulk; {fit['reason']}"
+    else:
+        score, _ = _sum_of(parts, robust_z)
+        thr, fit = auto_threshold(score)
+        fit = {**fit, "threshold": float(thr), "units": "robust z",
+               "reason": f"no clear gap in the scores measured against their clean bulk; by the robust z of each "
+                         f"part: {fit['reason']}"}
+    return _raise_ungrounded(parts, score, float(thr), fit)
+
+
+def _total_gap(parts: Components) -> tuple[np.ndarray, float, dict] | None:
+    """Step 2 of :func:`grounded_score`: ``(score, threshold, fit)`` where the turns' total surprisal has a
+    clear gap whose group is implausible per token too, else None.  The gap is looked for again among the
+    turns above it until none is left (the innermost gap: groups of long responses can sit between the bulk
+    and the poison), so the group is the turns whose total is above a cut."""
+    total = parts.total
+    idx, cut, steps = np.arange(total.size), None, []
+    while idx.size >= AUTO_MIN_N:
+        sub = total[idx]
+        thr, fit = auto_threshold(sub)
+        if fit["case"] != "gap":
+            break
+        above = sub > thr
+        if above.all() or not above.any():
+            break
+        cut = float((sub[~above].max() + sub[above].min()) / 2)
+        idx = idx[above]
+        steps.append(int(idx.size))
+    if cut is None:
+        return None
+    group = total > cut
+    if int((~group).sum()) < AUTO_MIN_N:
+        return None
+    median, usual = float(np.median(parts.mean[group])), float(np.quantile(parts.mean[~group], AUTO_TOTAL_MEAN_Q))
+    if not median > usual:
+        return None
+    z = bulk_z(total)
+    thr = float((z[~group].max() + z[group].min()) / 2)
+    k, n = int(group.sum()), total.size
+    nested = f" (the innermost of {len(steps)} nested gaps)" if len(steps) > 1 else ""
+    return z, thr, {
+        "case": "total gap", "threshold": thr, "units": "clean-bulk spreads of the total surprisal",
+        "total_cut": cut, "total_steps": steps, "total_mean_median": median, "total_mean_usual": usual,
+        "reason": f"a gap in the total surprisal of the responses at {cut:.4g} nats{nested} separates "
+                  f"{100 * k / n:.1f} % of turns ({k} of {n}), implausible per token too (median "
+                  f"{median:.3g} nats/token against {usual:.3g}, the {100 * AUTO_TOTAL_MEAN_Q:.0f}th percentile of "
+                  f"the others): an implausible passage in plausible responses"}
+
+
+def _raise_ungrounded(parts: Components, score: np.ndarray, thr: float, fit: dict) -> tuple[np.ndarray, dict]:
+    """Step 4 of :func:`grounded_score`: raise a group of turns the images do not support above ``thr``."""
+    n = parts.mean.size
     seen = parts.has_image
     g = np.sort(parts.grounding[seen])
     if g.size < AUTO_MIN_N or g[0] == g[-1]:
