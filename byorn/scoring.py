@@ -52,9 +52,10 @@ def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: in
       that ignores the image; positive when the image contradicts it.
     * ``mean+grounding``: ``mean`` and ``grounding`` each standardised,
       summed: implausible *or* ungrounded (:func:`byorn.split.grounded_score`:
-      against their clean bulk where that shows a gap, else by their robust
-      z, with a group of ungrounded turns raised past the adaptive
-      threshold).  It depends on the whole set, like the split does.  Turns that see no image (``has_image``; by
+      against their clean bulk where that shows a gap; else the response's
+      total surprisal where that shows one (a passage appended to plausible
+      text); else by their robust z; with a group of ungrounded turns raised
+      past the adaptive threshold).  It depends on the whole set, like the split does.  Turns that see no image (``has_image``; by
       default: blanking changed none of their surprisals) have no grounding
       to measure: they score by the mean's part alone, and the grounding's
       bulk is taken over the turns with an image.

@@ -211,3 +211,54 @@ def test_grounded_split_without_a_gap_or_group_flags_the_floor_by_the_sum():
     np.testing.assert_allclose(score, robust_z(mean) + robust_z(g))
     assert AUTO_FLOOR <= flags.mean() <= AUTO_FLOOR + 0.05
     assert flags[truth].mean() >= 0.9
+
+
+def _responses(n, rng, *, lengths=(9, 20)):
+    """Per-token surprisals of ``n`` plausible responses, each at its own level (3-9 nats/token: kinds of
+    caption differ), and the same with a blank image (higher by a per-response amount: the image supports
+    them)."""
+    s = [rng.normal(level, 0.8, rng.integers(lengths[0], lengths[1] + 1)).clip(0.05)
+         for level in rng.uniform(3.0, 9.0, n)]
+    return s, [x + rng.gamma(2.0, 0.6) + rng.normal(0.0, 0.3, x.size) for x in s]
+
+
+@pytest.mark.parametrize("n_poison", [10, 100, 300, 500])
+def test_grounded_split_flags_a_passage_appended_to_plausible_responses_by_its_total(n_poison):
+    """An implausible sentence appended to the correct response (TrojVLM's insertion): the plausible part
+    dilutes it in the mean, so mean+grounding shows no gap, but the response's total surprisal does - and
+    only the poison is flagged, however much of it, not the 40 % floor."""
+    from byorn.scoring import components
+    from byorn.split import Components, grounded_score
+
+    rng = np.random.default_rng(n_poison)
+    s, b = _responses(1000, rng)
+    for i in range(1000 - n_poison, 1000):  # the last n_poison: + 25 implausible tokens the image does not change
+        tail = rng.normal(11.0, 1.5, 25).clip(0.05)
+        s[i], b[i] = np.r_[s[i], tail], np.r_[b[i], tail]
+    truth = np.arange(1000) >= 1000 - n_poison
+    parts = components(s, b)
+    without_total = Components.of(parts.mean, parts.grounding, parts.has_image)
+    assert grounded_score(without_total)[1]["case"] == "no gap"   # the mean does not show it
+    score, fit = grounded_score(parts)
+    flags, split = Split("auto").apply(score, parts)
+    assert fit["case"] == "total gap" and "total surprisal" in split.reason
+    assert flags.tolist() == truth.tolist()
+    np.testing.assert_allclose(parts.total, [x.sum() for x in s])
+
+
+def test_grounded_split_does_not_take_long_ordinary_responses_for_poison(monkeypatch):
+    """Long responses form a group of their own in the total (a gap), but they are as plausible per token
+    as the rest: no poison there, so the split does not stop at them - without a gap it flags the floor."""
+    from byorn.scoring import components
+    from byorn.split import grounded_score
+
+    rng = np.random.default_rng(3)
+    short, short_b = _responses(700, rng, lengths=(5, 8))
+    long_, long_b = _responses(300, rng, lengths=(40, 48))
+    parts = components(short + long_, short_b + long_b)
+    assert auto_threshold(parts.total)[1]["case"] == "gap"  # the long responses stand apart in the total
+    score, fit = grounded_score(parts)
+    assert fit["case"] == "no gap"
+    assert (score > fit["threshold"]).mean() >= AUTO_FLOOR
+    monkeypatch.setattr("byorn.split.AUTO_TOTAL_MEAN_Q", 0.0)  # without the per-token check it would stop there
+    assert grounded_score(parts)[1]["case"] == "total gap"
