@@ -166,7 +166,10 @@ class Split:
         fit: dict = {}
         if self.kind == AUTO and components is not None:
             built, fit = grounded_score(components)
-            if built.shape != arr.shape or not np.allclose(built, arr, rtol=1e-9, atol=1e-9):
+            if not _same(built, arr) and components.total is not None:
+                # an audit scored before the total's gap was looked for keeps the score it was made with
+                built, fit = grounded_score(replace(components, total=None))
+            if not _same(built, arr):
                 raise ValueError("these scores are not the mean+grounding score of the components given")
             thr, reason = float(fit.pop("threshold")), fit.pop("reason")
         elif self.kind == "percentile":
@@ -188,6 +191,10 @@ class Split:
         share = 100.0 * self.n_flagged / max(self.n, 1)
         head = f"{self.label}: {self.n_flagged} of {self.n} turns ({share:.1f} %) flagged above {self.threshold:.4g}"
         return f"{head}; {self.reason}" if self.reason else head
+
+
+def _same(built: np.ndarray, scores: np.ndarray) -> bool:
+    return built.shape == scores.shape and bool(np.allclose(built, scores, rtol=1e-9, atol=1e-9))
 
 
 def _checked(scores: Sequence[float]) -> np.ndarray:

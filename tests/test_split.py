@@ -244,6 +244,10 @@ def test_grounded_split_flags_a_passage_appended_to_plausible_responses_by_its_t
     assert fit["case"] == "total gap" and "total surprisal" in split.reason
     assert flags.tolist() == truth.tolist()
     np.testing.assert_allclose(parts.total, [x.sum() for x in s])
+    # an audit scored before the total was looked at re-splits as it was made (the app opens old audits)
+    old_score, old_fit = grounded_score(without_total)
+    old_flags, old_split = Split("auto").apply(old_score, parts)
+    assert old_split.threshold == old_fit["threshold"] and old_flags.mean() >= AUTO_FLOOR
 
 
 def test_grounded_split_does_not_take_long_ordinary_responses_for_poison(monkeypatch):
