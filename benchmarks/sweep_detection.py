@@ -48,34 +48,39 @@ def audit_cells(out: Path, seeds: list[int], n_train: int, scenarios=SCENARIOS, 
                 table = run_audit(pr.train, ref, AuditConfig(score="mean", p=0.6, grounding=True, propose=False,
                                                               maps=False)).table
                 save_cell(path, [pr.mask[i] for i in table["id"]], table["surprisals"].map(list).tolist(),
-                          table["surprisals_blank"].map(list).tolist())
+                          table["surprisals_blank"].map(list).tolist(), table["response"].tolist())
                 print(f"{path.stem}: {time.time() - t:.0f} s", flush=True)
 
 
-def save_cell(path: Path, mask, surprisals, blank) -> None:
-    """Per-token surprisals as flat float arrays with each turn's length (no pickled objects)."""
+def save_cell(path: Path, mask, surprisals, blank, responses) -> None:
+    """Per-token surprisals as flat float arrays with each turn's length, and each turn's response (no
+    pickled objects)."""
     np.savez_compressed(path, mask=np.asarray(mask, dtype=bool), lengths=np.array([len(s) for s in surprisals]),
                         surprisals=np.concatenate([np.asarray(s, dtype=np.float32) for s in surprisals]),
-                        blank=np.concatenate([np.asarray(b, dtype=np.float32) for b in blank]))
+                        blank=np.concatenate([np.asarray(b, dtype=np.float32) for b in blank]),
+                        responses=np.array([str(r) for r in responses], dtype=str))
 
 
-def load_cell(path: Path) -> tuple[np.ndarray, list, list]:
-    """``(mask, surprisals, blank)`` as :func:`save_cell` wrote them."""
-    z = np.load(path)
+def load_cell(path: Path) -> tuple[np.ndarray, list, list, list | None]:
+    """``(mask, surprisals, blank, responses)`` as :func:`save_cell` wrote them (cells saved before the
+    responses were: None)."""
+    z = np.load(path, allow_pickle=False)
     cuts = np.cumsum(z["lengths"])[:-1]
-    return z["mask"], np.split(z["surprisals"], cuts), np.split(z["blank"], cuts)
+    responses = z["responses"].tolist() if "responses" in z.files else None
+    return z["mask"], np.split(z["surprisals"], cuts), np.split(z["blank"], cuts), responses
 
 
 def split_figures(path: Path) -> dict:
     """Flagged share, poison recall and clean share flagged, for the paper's setting and the default."""
     from byorn.scoring import DEFAULT_SCORE, PAPER_SCORE, aggregate, components
-    from byorn.split import DEFAULT_P, PAPER_P, Split
+    from byorn.split import DEFAULT_P, PAPER_P, Split, grounded_score
 
-    mask, surprisals, blank = load_cell(path)
+    mask, surprisals, blank, responses = load_cell(path)
     out = {}
     for name, score, p in (("paper", PAPER_SCORE, PAPER_P), ("default", DEFAULT_SCORE, DEFAULT_P)):
-        parts = components(surprisals, blank) if score == "mean+grounding" else None
-        flags, split = Split.of(p).apply(aggregate(surprisals, score, blank=blank), parts)
+        parts = components(surprisals, blank, responses=responses) if score == "mean+grounding" else None
+        values = grounded_score(parts)[0] if parts is not None else aggregate(surprisals, score, blank=blank)
+        flags, split = Split.of(p).apply(values, parts)
         out[name] = {"flagged": float(flags.mean()), "recall": float(flags[mask].mean()) if mask.any() else None,
                      "clean_flagged": float(flags[~mask].mean()), "threshold": split.threshold,
                      "reason": split.reason}

@@ -237,7 +237,8 @@ def score_components(table: pd.DataFrame, score: str) -> Components | None:
     """The parts of the ``mean+grounding`` score of an audit table (None for any other score)."""
     if score != "mean+grounding" or "surprisals_blank" not in table.columns:
         return None
-    return components(table["surprisals"].map(list).tolist(), table["surprisals_blank"].map(list).tolist())
+    return components(table["surprisals"].map(list).tolist(), table["surprisals_blank"].map(list).tolist(),
+                      responses=table["response"].astype(str).tolist() if "response" in table.columns else None)
 
 
 def _resplit(table: pd.DataFrame, split: Split, parts: Components | None = None) -> tuple[pd.DataFrame, Split]:
@@ -531,7 +532,8 @@ def _assemble(dataset, vlm, cfg: AuditConfig, shards: _Shards, t0: float, report
                         f"{next(iter(skipped.values()), '')}")
     surprisals = table["surprisals"].map(list).tolist()
     blank = table["surprisals_blank"].map(list).tolist() if "surprisals_blank" in table.columns else None
-    score_parts = components(surprisals, blank) if blank is not None and cfg.score == "mean+grounding" else None
+    score_parts = (components(surprisals, blank, responses=table["response"].astype(str).tolist())
+                   if blank is not None and cfg.score == "mean+grounding" else None)
     table["score"] = (grounded_score(score_parts)[0] if score_parts is not None
                       else aggregate(surprisals, cfg.score, cfg.topk, blank=blank))
     if blank is not None:

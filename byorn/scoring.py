@@ -93,15 +93,16 @@ def _grounded(surprisals, method: str, blank, has_image=None) -> np.ndarray:
 
 
 def components(surprisals: Sequence[Sequence[float]], blank: Sequence[Sequence[float]],
-               has_image: Sequence[bool] | None = None) -> Components:
-    """The parts of the ``mean+grounding`` score (what its adaptive split reads: :meth:`Split.apply`)."""
+               has_image: Sequence[bool] | None = None, responses: Sequence[str] | None = None) -> Components:
+    """The parts of the ``mean+grounding`` score (what its adaptive split reads: :meth:`Split.apply`);
+    ``responses``, each turn's text, lets it find shared responses the images do not support."""
     mean = aggregate(surprisals, "mean")
     g = mean - aggregate(blank, "mean")
     seen = has_image_mask(surprisals, blank) if has_image is None else np.asarray(has_image, dtype=bool)
     if len(seen) != len(mean):
         raise ValueError(f"{len(mean)} responses but {len(seen)} has_image flags")
     total = np.array([float(np.sum(np.asarray(s, dtype=float))) for s in surprisals])
-    return Components.of(mean, g, seen, total)
+    return Components.of(mean, g, seen, total, responses)
 
 
 def has_image_mask(surprisals: Sequence[Sequence[float]], blank: Sequence[Sequence[float]]) -> np.ndarray:

@@ -78,6 +78,10 @@ AUTO_GROUNDING_SEPARATION = 2.0  #: at least this share of the turns that a mixt
 AUTO_TOTAL_MEAN_Q = 0.9  #: a gap in the total surprisal (:func:`grounded_score`, 2) counts only where the median
 #: per-token surprisal of the turns above it is above this quantile of the other turns' (long but ordinary
 #: responses are not a group of implausible ones)
+AUTO_SHARED_MIN_Z = 4.5  #: a response shared by several turns is a group the images do not support where its
+#: turns' grounding ranks this far above the other turns' (a rank-sum z; under 7 turns it cannot reach 4.5) ...
+AUTO_SHARED_MIN_AUC = 0.75  #: ... by at least this probability of ranking above another turn ...
+AUTO_SHARED_MIN_MEDIAN = 0.0  #: ... and the images make it less likely than a blank image does (median grounding)
 _GRID_MAX = 20_000
 
 
@@ -166,9 +170,13 @@ class Split:
         fit: dict = {}
         if self.kind == AUTO and components is not None:
             built, fit = grounded_score(components)
-            if not _same(built, arr) and components.total is not None:
-                # an audit scored before the total's gap was looked for keeps the score it was made with
-                built, fit = grounded_score(replace(components, total=None))
+            # an audit scored before shared responses (or the total's gap) were looked for keeps the score it
+            # was made with
+            for older in (("responses",), ("responses", "total")):
+                if _same(built, arr):
+                    break
+                if any(getattr(components, name) is not None for name in older):
+                    built, fit = grounded_score(components.without(*older))
             if not _same(built, arr):
                 raise ValueError("these scores are not the mean+grounding score of the components given")
             thr, reason = float(fit.pop("threshold")), fit.pop("reason")
@@ -492,16 +500,25 @@ class Components:
     grounding: np.ndarray
     has_image: np.ndarray
     total: np.ndarray | None = None  #: each turn's summed surprisal (None: the total's gap is not looked for)
+    responses: tuple[str, ...] | None = None  #: each turn's response (None: shared responses are not looked for)
 
     @classmethod
-    def of(cls, mean, grounding, has_image, total=None) -> "Components":
+    def of(cls, mean, grounding, has_image, total=None, responses=None) -> "Components":
         m, g, seen = (np.asarray(mean, dtype=float).ravel(), np.asarray(grounding, dtype=float).ravel(),
                       np.asarray(has_image, dtype=bool).ravel())
         t = None if total is None else np.asarray(total, dtype=float).ravel()
-        if not m.size == g.size == seen.size or (t is not None and t.size != m.size):
+        r = None if responses is None else tuple(str(x) for x in responses)
+        if not m.size == g.size == seen.size or (t is not None and t.size != m.size) \
+                or (r is not None and len(r) != m.size):
             raise ValueError(f"{m.size} means, {g.size} groundings, {seen.size} has_image flags"
-                             + ("" if t is None else f" and {t.size} totals"))
-        return cls(m, g, seen, t)
+                             + ("" if t is None else f", {t.size} totals")
+                             + ("" if r is None else f", {len(r)} responses"))
+        return cls(m, g, seen, t, r)
+
+    def without(self, *names: str) -> "Components":
+        """These parts with ``names`` (``"total"``, ``"responses"``) dropped: the score as it was built
+        before the steps that read them."""
+        return replace(self, **{k: None for k in names})
 
 
 def bulk_z(values: Sequence[float]) -> np.ndarray:
@@ -592,11 +609,115 @@ def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
         fit["reason"] = f"no clear gap in the mean+grounding scores measured against their clean bulk; {fit['reason']}"
     else:
         score, _ = _sum_of(parts, robust_z)
-        thr, fit = auto_threshold(score)
-        fit = {**fit, "threshold": float(thr), "units": "robust z",
-               "reason": f"no clear gap in the scores measured against their clean bulk; by the robust z of each "
-                         f"part: {fit['reason']}"}
+        shared = shared_ungrounded(parts) if parts.responses is not None else []
+        if shared:
+            score, thr, fit = _split_shared(score, shared)
+        else:
+            thr, fit = auto_threshold(score)
+            fit = {**fit, "threshold": float(thr), "units": "robust z",
+                   "reason": f"no clear gap in the scores measured against their clean bulk; by the robust z of each "
+                             f"part: {fit['reason']}"}
     return _raise_ungrounded(parts, score, float(thr), fit)
+
+
+def _response_key(text: str) -> str:
+    """A response as :func:`shared_ungrounded` groups it: case, spacing and end punctuation aside."""
+    return " ".join(text.lower().split()).strip(" .!?,;:")
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of ``x``, ties given their average rank."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(x.size)
+    ranks[order] = np.arange(1, x.size + 1)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    if counts.max() > 1:
+        ranks = (np.bincount(inverse, weights=ranks) / counts)[inverse]
+    return ranks
+
+
+def shared_ungrounded(parts: Components) -> list[dict]:
+    """Step 3's shared responses (:func:`grounded_score`): responses given, word for word (case, spacing and
+    end punctuation aside), to several turns with an image that the images do not support - a fixed target
+    paired with the trigger's images, which no single turn's grounding shows clearly but its many turns do
+    together.  A group counts where its turns' grounding ranks above the other turns' with a rank-sum z of
+    at least :data:`AUTO_SHARED_MIN_Z` (a group of under 7 turns cannot reach it; chance alone reaches it
+    about once in 300 000 groups) and a probability of at least :data:`AUTO_SHARED_MIN_AUC` of ranking above
+    another turn, and its images make it *less* likely than a blank image does (median grounding above
+    :data:`AUTO_SHARED_MIN_MEDIAN`): a short answer that images hardly change ("yes") ranks high beside
+    long captions but is not argued against.  Returns one dict per group, largest first: ``response``,
+    ``turns`` (indices), ``z``, ``auc`` and ``median`` (nats/token)."""
+    seen = np.flatnonzero(parts.has_image)
+    n = seen.size
+    if n < 2 * AUTO_MIN_N:
+        return []
+    g = parts.grounding[seen]
+    ranks = _ranks(g)
+    groups: dict[str, list[int]] = {}
+    for j, i in enumerate(seen):
+        key = _response_key(parts.responses[i])
+        if key:
+            groups.setdefault(key, []).append(j)
+    out = []
+    for idx in groups.values():
+        k = len(idx)
+        if k < 2 or n - k < AUTO_MIN_N:
+            continue
+        idx = np.asarray(idx)
+        u = float(ranks[idx].sum()) - k * (k + 1) / 2
+        auc, z = u / (k * (n - k)), (u - k * (n - k) / 2) / math.sqrt(k * (n - k) * (n + 1) / 12)
+        median = float(np.median(g[idx]))
+        if z >= AUTO_SHARED_MIN_Z and auc >= AUTO_SHARED_MIN_AUC and median > AUTO_SHARED_MIN_MEDIAN:
+            out.append({"response": parts.responses[seen[idx[0]]], "turns": seen[idx], "z": z, "auc": auc,
+                        "median": median})
+    return sorted(out, key=lambda grp: -grp["turns"].size)
+
+
+def _split_shared(score: np.ndarray, shared: list[dict]) -> tuple[np.ndarray, float, dict]:
+    """Step 3 with shared responses the images do not support: ``(score, threshold, fit)``.  They explain
+    why no gap shows, so the other turns are split without the floor - in their own gap, else beyond their
+    bulk's fence, a separated mixture's boundary or a valley, whichever flags most - and the groups' turns
+    are raised above that threshold together (their order kept)."""
+    n = score.size
+    member = np.zeros(n, dtype=bool)
+    for grp in shared:
+        member[grp["turns"]] = True
+    rest = score[~member]
+    if rest.size == 0:
+        thr, said = float(score.min()) - 1.0, "no other turns"
+    else:
+        thr, rfit = auto_threshold(rest)
+        said = rfit["reason"]
+        if rfit["case"] == "no gap":
+            options = {"fence": rfit["fence"]}
+            if _separated(rfit["mixture"]):
+                options["mixture"] = rfit["mixture"]["boundary"]
+            if "gap" in rfit:
+                options["valley"] = rfit["gap"]
+            why, thr = min(options.items(), key=lambda kv: kv[1])
+            k = int((rest > thr).sum())
+            said = (f"{k} of the {rest.size} other turns ({100 * k / rest.size:.1f} %) "
+                    + {"fence": f"beyond their bulk (mode {rfit['mode']:.4g} + {AUTO_SPREAD_K:g} x spread "
+                                f"{rfit['spread']:.3g} = {thr:.4g})",
+                       "mixture": "past a separated second group of their scores",
+                       "valley": f"above a valley in their scores at {thr:.4g}"}[why]
+                    + " - no floor: the shared responses explain why no gap shows")
+        thr = float(thr)
+    out = score.copy()
+    out[member] += max(0.0, thr - float(score[member].min())) + 1e-3
+    k, m = int((out > thr).sum()), int(member.sum())
+    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns, grounding above "
+                      f"{100 * grp['auc']:.0f} % of the others', z {grp['z']:.1f}, median {grp['median']:+.2f} "
+                      f"nats/token)" for grp in shared[:3])
+    more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
+    return out, thr, {
+        "case": "shared response", "threshold": thr, "units": "robust z",
+        "shared": [{"response": grp["response"], "n": int(grp["turns"].size), "z": grp["z"], "auc": grp["auc"],
+                    "median": grp["median"]} for grp in shared],
+        "reason": f"no clear gap in the scores measured against their clean bulk, but {len(shared)} response"
+                  f"{'s' if len(shared) > 1 else ''} given to many turns that the images make less likely than "
+                  f"a blank image does: {named}{more} - {m} turns, flagged together; and {said}: "
+                  f"{100 * k / n:.1f} % of turns ({k} of {n}) flagged in all"}
 
 
 def _total_gap(parts: Components) -> tuple[np.ndarray, float, dict] | None:
