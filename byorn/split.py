@@ -612,11 +612,14 @@ def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
         shared = shared_ungrounded(parts) if parts.responses is not None else []
         if shared:
             score, thr, fit = _split_shared(score, shared)
-        else:
-            thr, fit = auto_threshold(score)
-            fit = {**fit, "threshold": float(thr), "units": "robust z",
-                   "reason": f"no clear gap in the scores measured against their clean bulk; by the robust z of each "
-                             f"part: {fit['reason']}"}
+            member = np.zeros(n, dtype=bool)
+            for grp in shared:
+                member[grp["turns"]] = True
+            return _raise_ungrounded(parts, score, float(thr), fit, among=~member)
+        thr, fit = auto_threshold(score)
+        fit = {**fit, "threshold": float(thr), "units": "robust z",
+               "reason": f"no clear gap in the scores measured against their clean bulk; by the robust z of each "
+                         f"part: {fit['reason']}"}
     return _raise_ungrounded(parts, score, float(thr), fit)
 
 
@@ -759,10 +762,13 @@ def _total_gap(parts: Components) -> tuple[np.ndarray, float, dict] | None:
                   f"the others): an implausible passage in plausible responses"}
 
 
-def _raise_ungrounded(parts: Components, score: np.ndarray, thr: float, fit: dict) -> tuple[np.ndarray, dict]:
-    """Step 4 of :func:`grounded_score`: raise a group of turns the images do not support above ``thr``."""
+def _raise_ungrounded(parts: Components, score: np.ndarray, thr: float, fit: dict,
+                      among: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """Step 4 of :func:`grounded_score`: raise a group of turns the images do not support above ``thr``
+    (looked for ``among`` these turns only: not the shared responses step 3 flagged, which would make the
+    group)."""
     n = parts.mean.size
-    seen = parts.has_image
+    seen = parts.has_image if among is None else parts.has_image & among
     g = np.sort(parts.grounding[seen])
     if g.size < AUTO_MIN_N or g[0] == g[-1]:
         return score, fit

@@ -265,3 +265,74 @@ def test_grounded_split_does_not_take_long_ordinary_responses_for_poison(monkeyp
     assert (score > fit["threshold"]).mean() >= AUTO_FLOOR
     monkeypatch.setattr("byorn.split.AUTO_TOTAL_MEAN_Q", 0.0)  # without the per-token check it would stop there
     assert grounded_score(parts)[1]["case"] == "total gap"
+
+
+def _shared_world(n_poison, seed, *, target_g=(0.45, 0.55)):
+    """A clean-label world with its texts: clean responses mostly unique, 30 clean captions shared by 8
+    turns each (as templated data has), and ``n_poison`` turns given one fixed target caption (written with
+    varying case and end punctuation) that is as plausible as the clean text but that its images argue
+    against (grounding above 0).  Returns ``(Components, truth)``."""
+    from byorn.split import Components
+
+    rng = np.random.default_rng(seed)
+    mean, g, truth = _world(1000 - n_poison, n_poison, lambda r, k: np.exp(r.normal(1.5, 0.4, k)),
+                            lambda r, k: r.normal(*target_g, k), seed=seed)
+    responses = [f"a {i} caption" for i in range(1000 - n_poison)]
+    for j, i in enumerate(rng.choice(1000 - n_poison, 240, replace=False)):
+        responses[i] = f"a shared clean caption number {j // 8}"
+    responses += [rng.choice(["A red circle on a blue background.", "a red circle on a blue background",
+                              "a red  circle on a blue background!"]) for _ in range(n_poison)]
+    return Components.of(mean, g, np.ones(1000, bool), responses=responses), truth
+
+
+@pytest.mark.parametrize("n_poison", [20, 50, 200, 300])
+def test_grounded_split_flags_a_shared_target_the_images_argue_against(n_poison):
+    """A fixed clean-label target: no gap (it reads as well as the clean captions) and, at 2-5 %, no group a
+    mixture separates - but its many turns together rank far above the rest in grounding, so they are
+    flagged whole, the clean turns without the 40 % floor; shared clean captions are not taken."""
+    from byorn.split import grounded_score, shared_ungrounded
+
+    parts, truth = _shared_world(n_poison, seed=n_poison)
+    old_score, old_fit = grounded_score(parts.without("responses"))
+    assert old_fit["case"] == "no gap"
+    shared = shared_ungrounded(parts)
+    assert [grp["turns"].size for grp in shared] == [n_poison] and shared[0]["auc"] > 0.75
+    score, fit = grounded_score(parts)
+    flags, split = Split("auto").apply(score, parts)
+    assert fit["case"] == "shared response" and "images make less likely" in split.reason
+    assert flags[truth].all()
+    assert flags.tolist() == (score > split.threshold).tolist()  # one score, one threshold
+    assert flags[~truth].mean() < AUTO_FLOOR - 0.1                 # no floor: the target explains the no-gap
+    # an audit scored before shared responses were looked for re-splits as it was made
+    old_flags, old_split = Split("auto").apply(old_score, parts)
+    assert old_split.threshold == old_fit["threshold"] and old_flags.mean() >= AUTO_FLOOR
+
+
+def test_a_shared_response_the_images_support_is_not_poison(monkeypatch):
+    """A short answer many turns share ("yes") ranks high in grounding beside long captions (images change
+    it little) but the images do not argue against it (median grounding below 0): not a shared target.
+    Groups under seven turns cannot count whatever their grounding."""
+    from byorn.split import grounded_score, shared_ungrounded
+
+    parts, _ = _shared_world(100, seed=5, target_g=(-0.15, 0.1))
+    assert shared_ungrounded(parts) == [] and grounded_score(parts)[1]["case"] == "no gap"
+    monkeypatch.setattr("byorn.split.AUTO_SHARED_MIN_MEDIAN", -math.inf)  # without that check it would count
+    assert [grp["turns"].size for grp in shared_ungrounded(parts)] == [100]
+
+    few, _ = _shared_world(6, seed=6, target_g=(3.0, 0.1))  # six turns far above every clean one
+    assert shared_ungrounded(few) == []
+    seven, _ = _shared_world(7, seed=6, target_g=(3.0, 0.1))
+    assert [grp["turns"].size for grp in shared_ungrounded(seven)] == [7]
+
+
+def test_audit_components_carry_each_turns_response():
+    """The app and Audit.split re-split from the table: its components hold each row's response."""
+    import pandas as pd
+
+    from byorn.audit import score_components
+
+    table = pd.DataFrame({"surprisals": [[1.0, 2.0], [3.0]], "surprisals_blank": [[1.5, 2.5], [3.0]],
+                          "response": ["a cat", "a dog"]})
+    parts = score_components(table, "mean+grounding")
+    assert parts.responses == ("a cat", "a dog") and parts.has_image.tolist() == [True, False]
+    assert score_components(table, "mean") is None
