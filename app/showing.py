@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from byorn.split import response_key
+
 from . import candidates, similar, trigger
 from .context import AppContext, Workspace
 from .images import thumb_path
@@ -94,7 +96,21 @@ def header_markdown(ws: Workspace, view: View, pos: int) -> str:
         turn = f" · assistant turn **{int(ix.turns[pos]) + 1} of {int(ix.n_turns[pos])}**"
     return (f"### `{html.escape(key)}`  \n{where}{turn} · score **{score:.3f}** "
             f"(max token {float(row.get('score_max', float('nan'))):.2f}{_grounding(row)}) · "
-            f"{'**flagged**' if score > view.threshold else 'not flagged'}{truth}")
+            f"{'**flagged**' if score > view.threshold else 'not flagged'}{truth}{_shared(ws, row)}")
+
+
+def _shared(ws: Workspace, row) -> str:
+    """" · one of 201 turns given this response ..." where the adaptive split found the turn's response
+    shared by many turns whose images argue against it (a fixed clean-label target)."""
+    if ws.score_method != "mean+grounding":
+        return ""
+    key = response_key(str(row.get("response", "")))
+    for grp in ws.auto_split().fit.get("shared", ()):
+        if response_key(grp["response"]) == key:
+            return (f"  \none of **{grp['n']}** turns given this response word for word, which their images make "
+                    f"less likely than a blank image does (median grounding {grp['median']:+.2f}): the adaptive "
+                    f"split flags them together")
+    return ""
 
 
 def _grounding(row) -> str:

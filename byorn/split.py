@@ -587,14 +587,20 @@ def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
        against the mean's long tail, and of the sums measured it left the fewest clean-label turns
        unflagged within the top 40 % - split by :func:`auto_threshold`'s no-gap rules (at least the top
        :data:`AUTO_FLOOR`).  Flagging more than that costs clean performance: 53 % of turns flagged cost
-       16-19 % of SFT's CIDEr on the 10 % sweep cells, 40 % cost 4 %.
+       16-19 % of SFT's CIDEr on the 10 % sweep cells, 40 % cost 4 %.  But where a response given word for
+       word to many turns is one their images argue against (:func:`shared_ungrounded`: a fixed clean-label
+       target, which no single turn's grounding shows clearly but its turns do together), those turns are
+       flagged whole and the others split without the floor, which that target explains
+       (:func:`_split_shared`): on the sweep's clean-label audits from 2 % on, every poisoned turn with
+       20-39 % of the clean ones, where the floor missed up to 32 % of them.
     4. **A group the image does not support** (after 2 or 3).  Where a two-normal mixture of the grounding
        shows a second group of at least :data:`AUTO_GROUNDING_GROUP` of the turns (distinct by Ashman's D,
        worth its parameters by BIC), every turn past the mixture's boundary (where that group is 1/
        :data:`AUTO_MISS_COST` as likely as the bulk) is raised above the threshold: many clean-label turns
        at 20-50 % poisoning would not fit under the floor.  A raised turn scores
        ``t + (g - boundary) / sd``, so a turn is flagged exactly when ``score > t``: one score, one
-       threshold, for the histogram and the app.
+       threshold, for the histogram and the app.  After shared responses the group is looked for among the
+       other turns only.
     """
     n = parts.mean.size
     if n == 0:
@@ -623,7 +629,7 @@ def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
     return _raise_ungrounded(parts, score, float(thr), fit)
 
 
-def _response_key(text: str) -> str:
+def response_key(text: str) -> str:
     """A response as :func:`shared_ungrounded` groups it: case, spacing and end punctuation aside."""
     return " ".join(text.lower().split()).strip(" .!?,;:")
 
@@ -658,7 +664,7 @@ def shared_ungrounded(parts: Components) -> list[dict]:
     ranks = _ranks(g)
     groups: dict[str, list[int]] = {}
     for j, i in enumerate(seen):
-        key = _response_key(parts.responses[i])
+        key = response_key(parts.responses[i])
         if key:
             groups.setdefault(key, []).append(j)
     out = []

@@ -119,3 +119,27 @@ def test_the_overview_shows_the_adaptive_threshold_beside_the_papers_and_says_wh
     assert any("paper (p = 0.6)" in a["text"] and ": 80" in a["text"] for a in fig["layout"]["annotations"])
     flagged = views.with_threshold(table, auto.threshold)
     assert int(flagged["suspicious"].sum()) == 20 and not table["suspicious"].any()
+
+
+def test_a_fixed_clean_label_target_is_flagged_whole_and_the_inspector_says_why(vlm):
+    """A real audit of 200 world samples, 10 % poisoned with one fluent caption of another scene: the default
+    flags every poisoned turn as a shared response the images argue against, a fifth of the clean turns
+    (not the 40 % floor), and the Inspector says so on a poisoned turn and not on a clean one."""
+    from app.showing import header_markdown
+    from byorn.bench import poisoned_cell
+
+    _, built, pr = poisoned_cell(vlm, "clean-label", 0.1, 0, 200, 20)
+    audit = run_audit(pr.train, vlm, AuditConfig(propose=False, maps=False))  # the default score and split
+    split = audit.meta["split"]
+    truth = np.array([pr.mask[i] for i in audit.table["id"]])
+    flags = audit.table["suspicious"].to_numpy(bool)
+    assert split["fit"]["case"] == "shared response" and built.target.text[:30] in split["reason"]
+    assert flags[truth].all() and flags[~truth].mean() < 0.3
+    (group,) = split["fit"]["shared"]  # the target is another scene's clean caption: a clean turn may share it
+    assert truth.sum() <= group["n"] <= truth.sum() + 2
+    ws = Workspace(key="shared", name="shared", dataset=pr.train, table=audit.table, meta=dict(audit.meta),
+                   audit=audit)
+    view = new_view(ws)
+    poisoned, clean = int(np.flatnonzero(truth)[0]), int(np.flatnonzero(~truth)[0])
+    assert f"one of **{group['n']}** turns given this response" in header_markdown(ws, view, poisoned)
+    assert "given this response" not in header_markdown(ws, view, clean)
