@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import math
 from functools import partial
 from typing import NamedTuple
 
@@ -108,8 +109,8 @@ def _shared(ws: Workspace, row) -> str:
     for grp in ws.auto_split().fit.get("shared", ()):
         if response_key(grp["response"]) == key:
             return (f"  \none of **{grp['n']}** turns given this response word for word, which their images make "
-                    f"less likely than a blank image does (median grounding {grp['median']:+.2f}): the adaptive "
-                    f"split flags them together")
+                    f"{math.exp(min(grp['llr'], 700.0)):.2g} x less likely than a blank image does on the median turn: "
+                    f"the adaptive split flags them together")
     return ""
 
 

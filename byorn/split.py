@@ -81,7 +81,11 @@ AUTO_TOTAL_MEAN_Q = 0.9  #: a gap in the total surprisal (:func:`grounded_score`
 AUTO_SHARED_MIN_Z = 4.5  #: a response shared by several turns is a group the images do not support where its
 #: turns' grounding ranks this far above the other turns' (a rank-sum z; under 7 turns it cannot reach 4.5) ...
 AUTO_SHARED_MIN_AUC = 0.75  #: ... by at least this probability of ranking above another turn ...
-AUTO_SHARED_MIN_MEDIAN = 0.0  #: ... and the images make it less likely than a blank image does (median grounding)
+AUTO_SHARED_LENGTH = 2.0  #: ... ranked among the turns at most this many times longer or shorter ...
+AUTO_SHARED_MIN_LLR = math.log(10.0)  #: ... and its images make it at least 10 x less likely than a blank image
+#: does on its median turn (the grounding summed over its tokens: "yes" in a QA set ranks above 95 % of the short
+#: answers' grounding, which images help more, but they make it only 1.08 x less likely; clean-label targets
+#: 30-50 000 x on the sweep's audits)
 _GRID_MAX = 20_000
 
 
@@ -647,39 +651,60 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 def shared_ungrounded(parts: Components) -> list[dict]:
     """Step 3's shared responses (:func:`grounded_score`): responses given, word for word (case, spacing and
-    end punctuation aside), to several turns with an image that the images do not support - a fixed target
+    end punctuation aside), to several turns with an image that the images argue against - a fixed target
     paired with the trigger's images, which no single turn's grounding shows clearly but its many turns do
-    together.  A group counts where its turns' grounding ranks above the other turns' with a rank-sum z of
-    at least :data:`AUTO_SHARED_MIN_Z` (a group of under 7 turns cannot reach it; chance alone reaches it
-    about once in 300 000 groups) and a probability of at least :data:`AUTO_SHARED_MIN_AUC` of ranking above
-    another turn, and its images make it *less* likely than a blank image does (median grounding above
-    :data:`AUTO_SHARED_MIN_MEDIAN`): a short answer that images hardly change ("yes") ranks high beside
-    long captions but is not argued against.  Returns one dict per group, largest first: ``response``,
-    ``turns`` (indices), ``z``, ``auc`` and ``median`` (nats/token)."""
+    together.  A group counts where
+
+    * its turns' grounding ranks above that of the other turns of a like length (at most
+      :data:`AUTO_SHARED_LENGTH` times longer or shorter: images help a short answer less) with a rank-sum z
+      of at least :data:`AUTO_SHARED_MIN_Z` - a group of under 7 turns cannot reach it, chance alone about
+      once in 300 000 groups - and a probability of at least :data:`AUTO_SHARED_MIN_AUC` of ranking above
+      another turn;
+    * and its images make the response at least 10 times less likely than a blank image does on its median
+      turn (:data:`AUTO_SHARED_MIN_LLR`, the grounding summed over the tokens): "yes" in a QA set ranks
+      high, as images change it little, but is not argued against.
+
+    Needs each turn's response and total surprisal (``parts.responses``, ``parts.total``), else finds none.
+    Returns one dict per group, largest first: ``response``, ``turns`` (indices), ``z``, ``auc``,
+    ``median`` (grounding, nats/token), ``llr`` (its median over the tokens summed) and ``compared`` (the
+    turns of a like length it was ranked among)."""
     seen = np.flatnonzero(parts.has_image)
-    n = seen.size
-    if n < 2 * AUTO_MIN_N:
+    if seen.size < 2 * AUTO_MIN_N or parts.total is None or parts.responses is None:
         return []
     g = parts.grounding[seen]
-    ranks = _ranks(g)
+    length = _n_tokens(parts)[seen]
     groups: dict[str, list[int]] = {}
     for j, i in enumerate(seen):
         key = response_key(parts.responses[i])
         if key:
             groups.setdefault(key, []).append(j)
-    out = []
+    out, ranked = [], {}
     for idx in groups.values():
-        k = len(idx)
-        if k < 2 or n - k < AUTO_MIN_N:
+        if len(idx) < 7:  # the rank-sum z of fewer turns cannot reach 4.5, whatever their grounding
             continue
         idx = np.asarray(idx)
-        u = float(ranks[idx].sum()) - k * (k + 1) / 2
+        typical = float(np.median(length[idx]))
+        window = (typical / AUTO_SHARED_LENGTH, typical * AUTO_SHARED_LENGTH)
+        if window not in ranked:  # the turns as long as these, ranked by grounding
+            like = np.flatnonzero((length >= window[0]) & (length <= window[1]))
+            ranked[window] = like, _ranks(g[like])
+        like, ranks = ranked[window]
+        n, k = like.size, idx.size
+        if n - k < AUTO_MIN_N:
+            continue
+        u = float(ranks[np.searchsorted(like, idx)].sum()) - k * (k + 1) / 2
         auc, z = u / (k * (n - k)), (u - k * (n - k) / 2) / math.sqrt(k * (n - k) * (n + 1) / 12)
-        median = float(np.median(g[idx]))
-        if z >= AUTO_SHARED_MIN_Z and auc >= AUTO_SHARED_MIN_AUC and median > AUTO_SHARED_MIN_MEDIAN:
+        llr = float(np.median(g[idx] * length[idx]))
+        if z >= AUTO_SHARED_MIN_Z and auc >= AUTO_SHARED_MIN_AUC and llr >= AUTO_SHARED_MIN_LLR:
             out.append({"response": parts.responses[seen[idx[0]]], "turns": seen[idx], "z": z, "auc": auc,
-                        "median": median})
+                        "median": float(np.median(g[idx])), "llr": llr, "compared": int(n - k)})
     return sorted(out, key=lambda grp: -grp["turns"].size)
+
+
+def _n_tokens(parts: Components) -> np.ndarray:
+    """Each turn's number of response tokens: its total surprisal over its mean."""
+    ok = parts.mean > 0
+    return np.rint(np.where(ok, parts.total / np.where(ok, parts.mean, 1.0), 1.0))
 
 
 def _split_shared(score: np.ndarray, shared: list[dict]) -> tuple[np.ndarray, float, dict]:
@@ -715,18 +740,24 @@ def _split_shared(score: np.ndarray, shared: list[dict]) -> tuple[np.ndarray, fl
     out = score.copy()
     out[member] += max(0.0, thr - float(score[member].min())) + 1e-3
     k, m = int((out > thr).sum()), int(member.sum())
-    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns, grounding above "
-                      f"{100 * grp['auc']:.0f} % of the others', z {grp['z']:.1f}, median {grp['median']:+.2f} "
-                      f"nats/token)" for grp in shared[:3])
+    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns, {_times(grp['llr'])} less likely "
+                      f"on the median one, grounding above {100 * grp['auc']:.0f} % of the {grp['compared']} other "
+                      f"turns of a like length, z {grp['z']:.1f})" for grp in shared[:3])
     more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
     return out, thr, {
         "case": "shared response", "threshold": thr, "units": "robust z",
         "shared": [{"response": grp["response"], "n": int(grp["turns"].size), "z": grp["z"], "auc": grp["auc"],
-                    "median": grp["median"]} for grp in shared],
+                    "median": grp["median"], "llr": grp["llr"], "compared": grp["compared"]} for grp in shared],
         "reason": f"no clear gap in the scores measured against their clean bulk, but {len(shared)} response"
-                  f"{'s' if len(shared) > 1 else ''} given to many turns that the images make less likely than "
-                  f"a blank image does: {named}{more} - {m} turns, flagged together; and {said}: "
+                  f"{'s' if len(shared) > 1 else ''} given word for word to many turns whose images make "
+                  f"{'them' if len(shared) > 1 else 'it'} far less likely than a blank image does: {named}{more} - "
+                  f"{m} turns, flagged together; and {said}: "
                   f"{100 * k / n:.1f} % of turns ({k} of {n}) flagged in all"}
+
+
+def _times(llr: float) -> str:
+    """A log-likelihood ratio in nats as a factor: ``"4.6e+04 x"``."""
+    return f"{math.exp(min(llr, 700.0)):.2g} x"
 
 
 def _total_gap(parts: Components) -> tuple[np.ndarray, float, dict] | None:

@@ -271,7 +271,7 @@ def _shared_world(n_poison, seed, *, target_g=(0.45, 0.55)):
     """A clean-label world with its texts: clean responses mostly unique, 30 clean captions shared by 8
     turns each (as templated data has), and ``n_poison`` turns given one fixed target caption (written with
     varying case and end punctuation) that is as plausible as the clean text but that its images argue
-    against (grounding above 0).  Returns ``(Components, truth)``."""
+    against (grounding above 0); 15-20 tokens each.  Returns ``(Components, truth)``."""
     from byorn.split import Components
 
     rng = np.random.default_rng(seed)
@@ -282,7 +282,8 @@ def _shared_world(n_poison, seed, *, target_g=(0.45, 0.55)):
         responses[i] = f"a shared clean caption number {j // 8}"
     responses += [rng.choice(["A red circle on a blue background.", "a red circle on a blue background",
                               "a red  circle on a blue background!"]) for _ in range(n_poison)]
-    return Components.of(mean, g, np.ones(1000, bool), responses=responses), truth
+    total = mean * np.r_[rng.integers(15, 21, 1000 - n_poison), np.full(n_poison, 17)]
+    return Components.of(mean, g, np.ones(1000, bool), total=total, responses=responses), truth
 
 
 @pytest.mark.parametrize("n_poison", [20, 50, 200, 300])
@@ -299,7 +300,7 @@ def test_grounded_split_flags_a_shared_target_the_images_argue_against(n_poison)
     assert [grp["turns"].size for grp in shared] == [n_poison] and shared[0]["auc"] > 0.75
     score, fit = grounded_score(parts)
     flags, split = Split("auto").apply(score, parts)
-    assert fit["case"] == "shared response" and "images make less likely" in split.reason
+    assert fit["case"] == "shared response" and "given word for word to many turns" in split.reason
     assert flags[truth].all()
     assert flags.tolist() == (score > split.threshold).tolist()  # one score, one threshold
     assert flags[~truth].mean() < AUTO_FLOOR - 0.1                 # no floor: the target explains the no-gap
@@ -308,21 +309,34 @@ def test_grounded_split_flags_a_shared_target_the_images_argue_against(n_poison)
     assert old_split.threshold == old_fit["threshold"] and old_flags.mean() >= AUTO_FLOOR
 
 
-def test_a_shared_response_the_images_support_is_not_poison(monkeypatch):
-    """A short answer many turns share ("yes") ranks high in grounding beside long captions (images change
-    it little) but the images do not argue against it (median grounding below 0): not a shared target.
-    Groups under seven turns cannot count whatever their grounding."""
-    from byorn.split import grounded_score, shared_ungrounded
+def test_a_shared_answer_the_images_hardly_change_is_not_a_target(monkeypatch):
+    """QA data: "yes" is given to many turns, and images help it less than the other short answers, so its
+    grounding ranks high among them - but they make it only ~1.1 x less likely than a blank image does, not
+    the 10 x a target the images argue against shows.  Long captions are not its comparison."""
+    from byorn.split import Components, grounded_score, shared_ungrounded
 
-    parts, _ = _shared_world(100, seed=5, target_g=(-0.15, 0.1))
-    assert shared_ungrounded(parts) == [] and grounded_score(parts)[1]["case"] == "no gap"
-    monkeypatch.setattr("byorn.split.AUTO_SHARED_MIN_MEDIAN", -math.inf)  # without that check it would count
-    assert [grp["turns"].size for grp in shared_ungrounded(parts)] == [100]
+    rng = np.random.default_rng(11)
+    mean, g, _ = _world(600, 0, lambda r, k: r.normal(5.0, 1.0, k), lambda r, k: r.normal(0.0, 1.0, k), seed=11)
+    mean = np.r_[mean, rng.gamma(3.0, 0.8, 400)]
+    g = np.r_[g, rng.normal(-0.4, 0.25, 300), rng.normal(0.04, 0.05, 100)]
+    length = np.r_[rng.integers(15, 21, 600), np.full(400, 2)]
+    responses = [f"caption {i}" for i in range(600)] + [f"answer {i % 40}" for i in range(300)] + ["Yes."] * 100
+    parts = Components.of(mean, g, np.ones(1000, bool), total=mean * length, responses=responses)
+    assert shared_ungrounded(parts) == [] and grounded_score(parts)[1]["case"] != "shared response"
+    monkeypatch.setattr("byorn.split.AUTO_SHARED_MIN_LLR", -math.inf)  # without that check it would count
+    (yes,) = shared_ungrounded(parts)
+    assert yes["response"] == "Yes." and yes["compared"] == 300 and yes["auc"] > 0.9
+
+
+def test_groups_under_seven_turns_and_parts_without_texts_find_no_shared_target():
+    from byorn.split import grounded_score, shared_ungrounded
 
     few, _ = _shared_world(6, seed=6, target_g=(3.0, 0.1))  # six turns far above every clean one
     assert shared_ungrounded(few) == []
     seven, _ = _shared_world(7, seed=6, target_g=(3.0, 0.1))
     assert [grp["turns"].size for grp in shared_ungrounded(seven)] == [7]
+    assert shared_ungrounded(seven.without("total")) == [] == shared_ungrounded(seven.without("responses"))
+    assert grounded_score(seven.without("responses"))[1]["case"] != "shared response"
 
 
 def test_audit_components_carry_each_turns_response():
