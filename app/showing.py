@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import math
 from functools import partial
 from typing import NamedTuple
 
@@ -19,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from byorn.split import response_key
+from byorn.split import response_key, times_as_likely
 
 from . import candidates, similar, trigger
 from .context import AppContext, Workspace
@@ -109,7 +108,7 @@ def _shared(ws: Workspace, row) -> str:
     for grp in ws.auto_split().fit.get("shared", ()):
         if response_key(grp["response"]) == key:
             return (f"  \none of **{grp['n']}** turns given this response word for word, which their images make "
-                    f"{math.exp(min(grp['llr'], 700.0)):.2g} x less likely than a blank image does on the median turn: "
+                    f"{times_as_likely(grp['llr'])} less likely than a blank image does on the median turn: "
                     f"the adaptive split flags them together")
     return ""
 

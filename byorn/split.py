@@ -740,7 +740,7 @@ def _split_shared(score: np.ndarray, shared: list[dict]) -> tuple[np.ndarray, fl
     out = score.copy()
     out[member] += max(0.0, thr - float(score[member].min())) + 1e-3
     k, m = int((out > thr).sum()), int(member.sum())
-    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns, {_times(grp['llr'])} less likely "
+    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns, {times_as_likely(grp['llr'])} less likely "
                       f"on the median one, grounding above {100 * grp['auc']:.0f} % of the {grp['compared']} other "
                       f"turns of a like length, z {grp['z']:.1f})" for grp in shared[:3])
     more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
@@ -755,9 +755,12 @@ def _split_shared(score: np.ndarray, shared: list[dict]) -> tuple[np.ndarray, fl
                   f"{100 * k / n:.1f} % of turns ({k} of {n}) flagged in all"}
 
 
-def _times(llr: float) -> str:
-    """A log-likelihood ratio in nats as a factor: ``"4.6e+04 x"``."""
-    return f"{math.exp(min(llr, 700.0)):.2g} x"
+def times_as_likely(llr: float) -> str:
+    """A log-likelihood ratio in nats as a factor for people: ``"200 x"``, ``"46,000 x"``, ``"3.1e+09 x"``."""
+    factor = math.exp(min(llr, 700.0))
+    if factor >= 1e6:
+        return f"{factor:.2g} x"
+    return f"{float(f'{factor:.2g}'):,.0f} x" if factor >= 10 else f"{factor:.2g} x"
 
 
 def _total_gap(parts: Components) -> tuple[np.ndarray, float, dict] | None:

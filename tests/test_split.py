@@ -350,3 +350,10 @@ def test_audit_components_carry_each_turns_response():
     parts = score_components(table, "mean+grounding")
     assert parts.responses == ("a cat", "a dog") and parts.has_image.tolist() == [True, False]
     assert score_components(table, "mean") is None
+
+
+def test_likelihood_ratios_read_as_factors():
+    from byorn.split import times_as_likely
+
+    assert [times_as_likely(x) for x in (0.08, math.log(10), math.log(200), math.log(46_000), math.log(3.1e9))] \
+        == ["1.1 x", "10 x", "200 x", "46,000 x", "3.1e+09 x"]
