@@ -679,8 +679,9 @@ def shared_ungrounded(parts: Components) -> list[dict]:
         if key:
             groups.setdefault(key, []).append(j)
     out, ranked = [], {}
+    fewest = math.ceil(AUTO_SHARED_MIN_Z ** 2 / 3)  # the rank-sum z of k turns is below sqrt(3 k) however ranked
     for idx in groups.values():
-        if len(idx) < 7:  # the rank-sum z of fewer turns cannot reach 4.5, whatever their grounding
+        if len(idx) < fewest:
             continue
         idx = np.asarray(idx)
         typical = float(np.median(length[idx]))
@@ -689,10 +690,12 @@ def shared_ungrounded(parts: Components) -> list[dict]:
             like = np.flatnonzero((length >= window[0]) & (length <= window[1]))
             ranked[window] = like, _ranks(g[like])
         like, ranks = ranked[window]
-        n, k = like.size, idx.size
-        if n - k < AUTO_MIN_N:
+        pos = np.minimum(np.searchsorted(like, idx), like.size - 1)
+        pos = pos[like[pos] == idx]  # the group's turns in the window (a variant may tokenize longer)
+        n, k = like.size, pos.size
+        if k < fewest or n - k < AUTO_MIN_N:
             continue
-        u = float(ranks[np.searchsorted(like, idx)].sum()) - k * (k + 1) / 2
+        u = float(ranks[pos].sum()) - k * (k + 1) / 2
         auc, z = u / (k * (n - k)), (u - k * (n - k) / 2) / math.sqrt(k * (n - k) * (n + 1) / 12)
         llr = float(np.median(g[idx] * length[idx]))
         if z >= AUTO_SHARED_MIN_Z and auc >= AUTO_SHARED_MIN_AUC and llr >= AUTO_SHARED_MIN_LLR:

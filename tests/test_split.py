@@ -357,3 +357,19 @@ def test_likelihood_ratios_read_as_factors():
 
     assert [times_as_likely(x) for x in (0.08, math.log(10), math.log(200), math.log(46_000), math.log(3.1e9))] \
         == ["1.1 x", "10 x", "200 x", "46,000 x", "3.1e+09 x"]
+
+
+def test_a_shared_target_whose_variants_differ_in_length_is_flagged_whole():
+    """Variants of one target (case, end punctuation) may tokenize to different lengths: the group is ranked
+    among the turns as long as most of it, and every one of its turns is flagged."""
+    from byorn.split import Components, grounded_score, shared_ungrounded
+
+    parts, truth = _shared_world(100, seed=21)
+    length = np.round(parts.total / parts.mean)
+    length[np.flatnonzero(truth)[:5]] = 40  # five variants beyond twice the others' 17 tokens
+    parts = Components.of(parts.mean, parts.grounding, parts.has_image, total=parts.mean * length,
+                          responses=parts.responses)
+    (grp,) = shared_ungrounded(parts)
+    assert grp["turns"].tolist() == np.flatnonzero(truth).tolist()
+    score, fit = grounded_score(parts)
+    assert fit["case"] == "shared response" and (score > fit["threshold"])[truth].all()
