@@ -50,9 +50,11 @@ def load(rows_dir: Path) -> dict[tuple, dict]:
     return rows
 
 
-def cells(rows: dict) -> list[dict]:
-    """One entry per (scenario, rate): per method its seeds, ASR and CIDEr per seed, CIDEr / SFT per seed."""
-    keys = sorted({(sc, rate) for sc, rate, _, _ in rows} | {(sc, rate) for sc in SCENARIOS for rate in RATES})
+def cells(rows: dict, grid: bool = True) -> list[dict]:
+    """One entry per (scenario, rate): per method its seeds, ASR and CIDEr per seed, CIDEr / SFT per seed.
+    ``grid``: every cell of the sweep's grid too, rows or not (else only the cells with rows)."""
+    keys = sorted({(sc, rate) for sc, rate, _, _ in rows}
+                  | ({(sc, rate) for sc in SCENARIOS for rate in RATES} if grid else set()))
     out = []
     for sc, rate in keys:
         e = {"scenario": sc, "rate": rate}
@@ -164,6 +166,10 @@ def figures(table: list[dict], out: Path) -> list[Path]:
 
     present = {e["scenario"] for e in table}
     scenarios = [sc for sc in SCENARIOS if sc in present]  # the swept attacks (the rest ran at 10 % only)
+    if not scenarios:  # a folder beside the sweep: its own scenarios, at whatever rates it has
+        scenarios = sorted(sc for sc in present if len({e["rate"] for e in table if e["scenario"] == sc}) > 1)
+    if not scenarios:
+        return []
     paths = []
     for kind, methods, ylabel in (("asr", list(METHODS), "attack success rate, %"),
                                   ("cider_vs_sft", [PAPER, DEFAULT], "clean CIDEr / SFT's, %")):
@@ -202,11 +208,13 @@ def figures(table: list[dict], out: Path) -> list[Path]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="benchmarks/sweep/rows", help="folder of bench rows (JSON)")
+    ap.add_argument("--present-only", action="store_true",
+                    help="only the cells with rows (not the sweep's whole grid): scenarios beside the sweep")
     args = ap.parse_args()
     rows_dir = Path(args.rows)
     out = rows_dir.parent
     rows = load(rows_dir)
-    table = cells(rows)
+    table = cells(rows, grid=not args.present_only)
     md = markdown(table) + "\nCost (medians over runs; each run's parts timed in one process):\n\n" + cost(rows)
     (out / "results.md").write_text(md)
     (out / "summary.json").write_text(json.dumps({"default": DEFAULT, "cells": table, "misses": misses(table)},
