@@ -75,17 +75,19 @@ AUTO_MIN_N = 10        #: fewer turns than this: no density to read; the floor a
 AUTO_GROUNDING_GROUP = 0.15  #: the grounded score (:func:`grounded_score`) without a gap also flags a group of
 AUTO_GROUNDING_SEPARATION = 2.0  #: at least this share of the turns that a mixture of the grounding separates this
 #: well (Ashman's D): clean grounding alone shows a "group" of 2-5 % (its upper tail), clean-label poison its rate
-AUTO_TOTAL_MEAN_Q = 0.9  #: a gap in the total surprisal (:func:`grounded_score`, 2) counts only where the median
+AUTO_TOTAL_MEAN_Q = 0.99  #: a gap in the total surprisal (:func:`grounded_score`, 2) counts only where the median
 #: per-token surprisal of the turns above it is above this quantile of the other turns' (long but ordinary
-#: responses are not a group of implausible ones)
+#: responses are not a group of implausible ones; at the 90th percentile, 4 poisoned turns of a substitution
+#: seed with long captions passed at 9.66 nats/token against 9.11, and the floor was dropped for them alone:
+#: 96 % ASR; appended sentences are at 11.3-12.6 against 9.8-9.9)
 AUTO_SHARED_MIN_Z = 4.5  #: a response shared by several turns is a group the images do not support where its
 #: turns' grounding ranks this far above the other turns' (a rank-sum z; under 7 turns it cannot reach 4.5) ...
 AUTO_SHARED_MIN_AUC = 0.75  #: ... by at least this probability of ranking above another turn ...
 AUTO_SHARED_LENGTH = 2.0  #: ... ranked among the turns at most this many times longer or shorter ...
-AUTO_SHARED_MIN_LLR = math.log(10.0)  #: ... and its images make it at least 10 x less likely than a blank image
-#: does on its median turn (the grounding summed over its tokens: "yes" in a QA set ranks above 95 % of the short
-#: answers' grounding, which images help more, but they make it only 1.08 x less likely; clean-label targets
-#: 30-50 000 x on the sweep's audits)
+AUTO_SHARED_MIN_LLR = math.log(2.5)  #: ... and its images make it at least 2.5 x less likely than a blank image
+#: does on its median turn (the grounding summed over the tokens).  In the world's QA pretraining data "yes" ranks
+#: above 95 % of the short answers' grounding, which images help more, but they make it only 1.1 x less likely,
+#: "two dots" 1.5-1.8 x; clean-label targets: 3.3 x to millions on the sweep's audits (10 x missed a seed's)
 _GRID_MAX = 20_000
 
 
@@ -660,7 +662,7 @@ def shared_ungrounded(parts: Components) -> list[dict]:
       of at least :data:`AUTO_SHARED_MIN_Z` - a group of under 7 turns cannot reach it, chance alone about
       once in 300 000 groups - and a probability of at least :data:`AUTO_SHARED_MIN_AUC` of ranking above
       another turn;
-    * and its images make the response at least 10 times less likely than a blank image does on its median
+    * and its images make the response at least 2.5 times less likely than a blank image does on its median
       turn (:data:`AUTO_SHARED_MIN_LLR`, the grounding summed over the tokens): "yes" in a QA set ranks
       high, as images change it little, but is not argued against.
 

@@ -213,12 +213,12 @@ def test_grounded_split_without_a_gap_or_group_flags_the_floor_by_the_sum():
     assert flags[truth].mean() >= 0.9
 
 
-def _responses(n, rng, *, lengths=(9, 20)):
+def _responses(n, rng, *, lengths=(9, 20), levels=(3.0, 9.0)):
     """Per-token surprisals of ``n`` plausible responses, each at its own level (3-9 nats/token: kinds of
     caption differ), and the same with a blank image (higher by a per-response amount: the image supports
     them)."""
     s = [rng.normal(level, 0.8, rng.integers(lengths[0], lengths[1] + 1)).clip(0.05)
-         for level in rng.uniform(3.0, 9.0, n)]
+         for level in rng.uniform(*levels, n)]
     return s, [x + rng.gamma(2.0, 0.6) + rng.normal(0.0, 0.3, x.size) for x in s]
 
 
@@ -231,7 +231,7 @@ def test_grounded_split_flags_a_passage_appended_to_plausible_responses_by_its_t
     from byorn.split import Components, grounded_score
 
     rng = np.random.default_rng(n_poison)
-    s, b = _responses(1000, rng)
+    s, b = _responses(1000, rng, levels=(3.0, 7.0))  # the world's captions: 4.5 nats/token, its appended ones 12
     for i in range(1000 - n_poison, 1000):  # the last n_poison: + 25 implausible tokens the image does not change
         tail = rng.normal(11.0, 1.5, 25).clip(0.05)
         s[i], b[i] = np.r_[s[i], tail], np.r_[b[i], tail]
@@ -312,7 +312,7 @@ def test_grounded_split_flags_a_shared_target_the_images_argue_against(n_poison)
 def test_a_shared_answer_the_images_hardly_change_is_not_a_target(monkeypatch):
     """QA data: "yes" is given to many turns, and images help it less than the other short answers, so its
     grounding ranks high among them - but they make it only ~1.1 x less likely than a blank image does, not
-    the 10 x a target the images argue against shows.  Long captions are not its comparison."""
+    the 2.5 x a target the images argue against shows.  Long captions are not its comparison."""
     from byorn.split import Components, grounded_score, shared_ungrounded
 
     rng = np.random.default_rng(11)
@@ -373,3 +373,26 @@ def test_a_shared_target_whose_variants_differ_in_length_is_flagged_whole():
     assert grp["turns"].tolist() == np.flatnonzero(truth).tolist()
     score, fit = grounded_score(parts)
     assert fit["case"] == "shared response" and (score > fit["threshold"])[truth].all()
+
+
+def test_a_few_long_responses_a_little_less_plausible_than_most_do_not_drop_the_floor(monkeypatch):
+    """Four long responses stand apart in the total and their per-token surprisal is above 95 % of the
+    others' - as a substitution seed's longest poisoned captions were - but not beyond every usual response:
+    not an appended passage, so the split keeps the floor (at the 90th percentile they passed, and the
+    floor was dropped for those four turns alone)."""
+    from byorn.scoring import components
+    from byorn.split import grounded_score
+
+    rng = np.random.default_rng(5)
+    s, b = _responses(996, rng)
+    level = float(np.quantile([x.mean() for x in s], 0.95))
+    for _ in range(4):
+        x = rng.normal(level, 0.3, 60).clip(0.05)
+        s.append(x)
+        b.append(x + 1.0)
+    parts = components(s, b)
+    score, fit = grounded_score(parts)
+    assert fit["case"] == "no gap" and (score > fit["threshold"]).mean() >= AUTO_FLOOR
+    monkeypatch.setattr("byorn.split.AUTO_TOTAL_MEAN_Q", 0.9)
+    score, fit = grounded_score(parts)
+    assert fit["case"] == "total gap" and (score > fit["threshold"]).sum() == 4
