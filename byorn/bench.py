@@ -183,7 +183,8 @@ def audit_cell(ref: VLM, pr, score: str = PAPER_SCORE, p: float | str = PAPER_P)
         pr.train, ref, AuditConfig(score=score, p=p, grounding=True, propose=False, maps=False)).table
     mask = [pr.mask[i] for i in table["id"]]
     return (audit, detection_metrics(table["score"], mask, flagged=table["suspicious"]),
-            detection_by_score(blanked["surprisals"].tolist(), mask, blank=blanked["surprisals_blank"].tolist()))
+            detection_by_score(blanked["surprisals"].tolist(), mask, blank=blanked["surprisals_blank"].tolist(),
+                               responses=blanked["response"].astype(str).tolist()))
 
 
 class _Cell:

@@ -39,7 +39,7 @@ def blank_image(image: Image.Image) -> Image.Image:
 
 def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: int = 3,
               blank: Sequence[Sequence[float]] | None = None,
-              has_image: Sequence[bool] | None = None) -> np.ndarray:
+              has_image: Sequence[bool] | None = None, responses: Sequence[str] | None = None) -> np.ndarray:
     """One score per response from its per-token surprisals (nats, >= 0).
 
     * ``mean``: the paper's score, mean negative log-likelihood.
@@ -54,8 +54,10 @@ def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: in
       summed: implausible *or* ungrounded (:func:`byorn.split.grounded_score`:
       against their clean bulk where that shows a gap; else the response's
       total surprisal where that shows one (a passage appended to plausible
-      text); else by their robust z; with a group of ungrounded turns raised
-      past the adaptive threshold).  It depends on the whole set, like the split does.  Turns that see no image (``has_image``; by
+      text); else by their robust z, with a response many turns share that their
+      images argue against flagged whole - given ``responses``, each turn's text,
+      as audits pass them; with a group of ungrounded turns raised past the
+      adaptive threshold).  It depends on the whole set, like the split does.  Turns that see no image (``has_image``; by
       default: blanking changed none of their surprisals) have no grounding
       to measure: they score by the mean's part alone, and the grounding's
       bulk is taken over the turns with an image.
@@ -69,7 +71,7 @@ def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: in
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if method in GROUNDED_METHODS:
-        return _grounded(surprisals, method, blank, has_image)
+        return _grounded(surprisals, method, blank, has_image, responses)
     out = np.empty(len(surprisals), dtype=float)
     for i, s in enumerate(surprisals):
         if len(s) == 0:
@@ -78,7 +80,7 @@ def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: in
     return out
 
 
-def _grounded(surprisals, method: str, blank, has_image=None) -> np.ndarray:
+def _grounded(surprisals, method: str, blank, has_image=None, responses=None) -> np.ndarray:
     if blank is None:
         raise ValueError(f"the {method!r} score needs the surprisals with blank images (blank=...): "
                          "audit with a grounding score, or AuditConfig(grounding=True)")
@@ -89,7 +91,7 @@ def _grounded(surprisals, method: str, blank, has_image=None) -> np.ndarray:
             raise ValueError(f"response {i}: {len(s)} tokens with the image but {len(b)} with a blank one")
     if method == "grounding":
         return aggregate(surprisals, "mean") - aggregate(blank, "mean")
-    return grounded_score(components(surprisals, blank, has_image))[0]
+    return grounded_score(components(surprisals, blank, has_image, responses))[0]
 
 
 def components(surprisals: Sequence[Sequence[float]], blank: Sequence[Sequence[float]],

@@ -106,3 +106,25 @@ def test_mean_plus_grounding_scores_turns_without_an_image_by_the_mean():
     np.testing.assert_allclose(aggregate(s, "mean+grounding", blank=b, has_image=flags), both)
     with pytest.raises(ValueError, match="has_image"):
         aggregate(s, "mean+grounding", blank=b, has_image=[True])
+
+
+def test_the_mean_grounding_score_with_responses_is_the_audits():
+    """Given each turn's text, ``aggregate`` scores mean+grounding as an audit does, shared responses
+    included (a fixed target the images argue against, raised past the split); without it, as before."""
+    from byorn.scoring import components
+    from byorn.split import grounded_score
+
+    rng = np.random.default_rng(3)
+    s, b, texts = [], [], []
+    for i in range(400):
+        x = rng.normal(4.5, 1.0, 17).clip(0.05)
+        poisoned = i >= 360
+        s.append(x)
+        b.append(x + (rng.normal(-0.5, 0.6) if poisoned else rng.normal(1.0, 0.6)))
+        texts.append("a red circle on a blue background." if poisoned else f"caption {i}")
+    with_texts = aggregate(s, "mean+grounding", blank=b, responses=texts)
+    score, fit = grounded_score(components(s, b, responses=texts))
+    assert fit["case"] == "shared response"
+    np.testing.assert_allclose(with_texts, score)
+    assert not np.allclose(with_texts, aggregate(s, "mean+grounding", blank=b))
+    assert (with_texts[360:] > fit["threshold"]).all()
