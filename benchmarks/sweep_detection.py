@@ -73,14 +73,13 @@ def load_cell(path: Path) -> tuple[np.ndarray, list, list, list | None]:
 def split_figures(path: Path) -> dict:
     """Flagged share, poison recall and clean share flagged, for the paper's setting and the default."""
     from byorn.scoring import DEFAULT_SCORE, PAPER_SCORE, aggregate, components
-    from byorn.split import DEFAULT_P, PAPER_P, Split, grounded_score
+    from byorn.split import DEFAULT_P, PAPER_P, Split
 
     mask, surprisals, blank, responses = load_cell(path)
     out = {}
     for name, score, p in (("paper", PAPER_SCORE, PAPER_P), ("default", DEFAULT_SCORE, DEFAULT_P)):
         parts = components(surprisals, blank, responses=responses) if score == "mean+grounding" else None
-        values = grounded_score(parts)[0] if parts is not None else aggregate(surprisals, score, blank=blank)
-        flags, split = Split.of(p).apply(values, parts)
+        flags, split = Split.of(p).apply(aggregate(surprisals, score, blank=blank, responses=responses), parts)
         out[name] = {"flagged": float(flags.mean()), "recall": float(flags[mask].mean()) if mask.any() else None,
                      "clean_flagged": float(flags[~mask].mean()), "threshold": split.threshold,
                      "reason": split.reason}

@@ -244,8 +244,9 @@ def split_by_percentile(scores: Sequence[float], p: float = PAPER_P) -> tuple[np
 
 # ------------------------------------------------------------------ the adaptive split --
 
-def auto_threshold(scores: Sequence[float]) -> tuple[float, dict]:
-    """The adaptive threshold of ``scores`` (module docstring) and what it saw.
+def auto_threshold(scores: Sequence[float], floor: bool = True) -> tuple[float, dict]:
+    """The adaptive threshold of ``scores`` (module docstring) and what it saw.  ``floor=False``: without a
+    clear gap, no :data:`AUTO_FLOOR` among the options (where something else explains the missing gap).
 
     Returns ``(threshold, fit)``; ``fit["case"]`` is ``"gap"``, ``"no gap"``,
     ``"few"`` (under :data:`AUTO_MIN_N` turns) or ``"constant"``, and
@@ -285,18 +286,18 @@ def auto_threshold(scores: Sequence[float]) -> tuple[float, dict]:
                            f"{mix['mean_high']:.4g}, separation {mix['separation']:.2g}): flagged "
                            f"{100 * k / n:.1f} % of turns ({k} of {n}) above {thr:.4g}")
             return thr, fit
-    return _unclear(x, fit, gap)
+    return _unclear(x, fit, gap, floor)
 
 
-def _unclear(x: np.ndarray, fit: dict, gap) -> tuple[float, dict]:
-    """No clear gap: the lowest of the floor, the bulk's fence, a separated mixture's boundary and a valley
-    that is not empty (module docstring, 5)."""
+def _unclear(x: np.ndarray, fit: dict, gap, use_floor: bool = True) -> tuple[float, dict]:
+    """No clear gap: the lowest of the floor (unless ``use_floor`` is False), the bulk's fence, a separated
+    mixture's boundary and a valley that is not empty (module docstring, 5)."""
     n, mode, spread = x.size, fit["mode"], fit["spread"]
     fence = mode + AUTO_SPREAD_K * spread
     floor = _floor_threshold(x)
     mix = _mixture(x)
     fit.update(case="no gap", fence=fence, floor=floor, mixture=mix)
-    options = {"floor": floor, "fence": fence}
+    options = {"floor": floor, "fence": fence} if use_floor else {"fence": fence}
     if _separated(mix):
         options["mixture"] = mix["boundary"]
     if gap is not None:
@@ -621,12 +622,12 @@ def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
         fit["reason"] = f"no clear gap in the mean+grounding scores measured against their clean bulk; {fit['reason']}"
     else:
         score, _ = _sum_of(parts, robust_z)
-        shared = shared_ungrounded(parts) if parts.responses is not None else []
+        shared = shared_ungrounded(parts)
         if shared:
-            score, thr, fit = _split_shared(score, shared)
             member = np.zeros(n, dtype=bool)
             for grp in shared:
                 member[grp["turns"]] = True
+            score, thr, fit = _split_shared(score, shared, member)
             return _raise_ungrounded(parts, score, float(thr), fit, among=~member)
         thr, fit = auto_threshold(score)
         fit = {**fit, "threshold": float(thr), "units": "robust z",
@@ -712,36 +713,19 @@ def _n_tokens(parts: Components) -> np.ndarray:
     return np.rint(np.where(ok, parts.total / np.where(ok, parts.mean, 1.0), 1.0))
 
 
-def _split_shared(score: np.ndarray, shared: list[dict]) -> tuple[np.ndarray, float, dict]:
+def _split_shared(score: np.ndarray, shared: list[dict], member: np.ndarray) -> tuple[np.ndarray, float, dict]:
     """Step 3 with shared responses the images do not support: ``(score, threshold, fit)``.  They explain
     why no gap shows, so the other turns are split without the floor - in their own gap, else beyond their
     bulk's fence, a separated mixture's boundary or a valley, whichever flags most - and the groups' turns
-    are raised above that threshold together (their order kept)."""
+    are raised above that threshold together (their order kept).  ``member``: the groups' turns."""
     n = score.size
-    member = np.zeros(n, dtype=bool)
-    for grp in shared:
-        member[grp["turns"]] = True
     rest = score[~member]
     if rest.size == 0:
         thr, said = float(score.min()) - 1.0, "no other turns"
     else:
-        thr, rfit = auto_threshold(rest)
-        said = rfit["reason"]
-        if rfit["case"] == "no gap":
-            options = {"fence": rfit["fence"]}
-            if _separated(rfit["mixture"]):
-                options["mixture"] = rfit["mixture"]["boundary"]
-            if "gap" in rfit:
-                options["valley"] = rfit["gap"]
-            why, thr = min(options.items(), key=lambda kv: kv[1])
-            k = int((rest > thr).sum())
-            said = (f"{k} of the {rest.size} other turns ({100 * k / rest.size:.1f} %) "
-                    + {"fence": f"beyond their bulk (mode {rfit['mode']:.4g} + {AUTO_SPREAD_K:g} x spread "
-                                f"{rfit['spread']:.3g} = {thr:.4g})",
-                       "mixture": "past a separated second group of their scores",
-                       "valley": f"above a valley in their scores at {thr:.4g}"}[why]
-                    + " - no floor: the shared responses explain why no gap shows")
-        thr = float(thr)
+        thr, rfit = auto_threshold(rest, floor=False)
+        thr, said = float(thr), f"the {rest.size} other turns, without the floor (the shared responses explain " \
+                                f"why no gap shows): {rfit['reason']}"
     out = score.copy()
     out[member] += max(0.0, thr - float(score[member].min())) + 1e-3
     k, m = int((out > thr).sum()), int(member.sum())
