@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from byorn.scoring import most_implausible_words
 from byorn.split import response_key, times_as_likely
 
 from . import candidates, similar, trigger
@@ -96,7 +97,8 @@ def header_markdown(ws: Workspace, view: View, pos: int) -> str:
         turn = f" · assistant turn **{int(ix.turns[pos]) + 1} of {int(ix.n_turns[pos])}**"
     return (f"### `{html.escape(key)}`  \n{where}{turn} · score **{score:.3f}** "
             f"(max token {float(row.get('score_max', float('nan'))):.2f}{_grounding(row)}) · "
-            f"{'**flagged**' if score > view.threshold else 'not flagged'}{truth}{_shared(ws, row)}")
+            f"{'**flagged**' if score > view.threshold else 'not flagged'}{truth}{_shared(ws, row)}"
+            f"{_planted(ws, row)}")
 
 
 def _shared(ws: Workspace, row) -> str:
@@ -111,6 +113,28 @@ def _shared(ws: Workspace, row) -> str:
                     f"{times_as_likely(grp['llr'])} less likely than a blank image does on the median turn: "
                     f"the adaptive split flags them together")
     return ""
+
+
+def _planted(ws: Workspace, row) -> str:
+    """" · its most implausible word, "banana" (61 nats), ..." where the adaptive split found a gap in the
+    responses' most implausible word, shared by the turns above it (a word planted in place of another)."""
+    if ws.score_method != "mean+grounding":
+        return ""
+    fit = ws.auto_split().fit
+    if fit.get("case") != "word gap":
+        return ""
+    toks, surpr = _as_list(row.get("tokens")), _as_list(row.get("surprisals"))
+    if not toks or len(toks) != len(surpr):
+        return ""
+    (word, nats), = most_implausible_words([toks], [surpr])
+    if not nats > fit["word_cut"]:
+        return ""
+    shared = {w["word"]: w["n"] for w in fit.get("words", ())}
+    said = (f", one that **{shared[word]}** turns share there: a word planted in plausible responses"
+            if word in shared else "")
+    return (f"  \nits most implausible word, \"{html.escape(word)}\" ({nats:.1f} nats), lies above the gap at "
+            f"{fit['word_cut']:.1f} nats in the responses' most implausible words{said}; the adaptive split flags "
+            f"the turns above that gap")
 
 
 def _grounding(row) -> str:

@@ -48,17 +48,19 @@ def audit_cells(out: Path, seeds: list[int], n_train: int, scenarios=SCENARIOS, 
                 table = run_audit(pr.train, ref, AuditConfig(score="mean", p=0.6, grounding=True, propose=False,
                                                               maps=False)).table
                 save_cell(path, [pr.mask[i] for i in table["id"]], table["surprisals"].map(list).tolist(),
-                          table["surprisals_blank"].map(list).tolist(), table["response"].tolist())
+                          table["surprisals_blank"].map(list).tolist(), table["response"].tolist(),
+                          table["tokens"].map(list).tolist())
                 print(f"{path.stem}: {time.time() - t:.0f} s", flush=True)
 
 
-def save_cell(path: Path, mask, surprisals, blank, responses) -> None:
-    """Per-token surprisals as flat float arrays with each turn's length, and each turn's response (no
-    pickled objects)."""
+def save_cell(path: Path, mask, surprisals, blank, responses, tokens=None) -> None:
+    """Per-token surprisals as flat float arrays with each turn's length, each turn's response and, where
+    given, its tokens (flat, as the surprisals; no pickled objects)."""
+    extra = {} if tokens is None else {"tokens": np.array([str(t) for ts in tokens for t in ts], dtype=str)}
     np.savez_compressed(path, mask=np.asarray(mask, dtype=bool), lengths=np.array([len(s) for s in surprisals]),
                         surprisals=np.concatenate([np.asarray(s, dtype=np.float32) for s in surprisals]),
                         blank=np.concatenate([np.asarray(b, dtype=np.float32) for b in blank]),
-                        responses=np.array([str(r) for r in responses], dtype=str))
+                        responses=np.array([str(r) for r in responses], dtype=str), **extra)
 
 
 def load_cell(path: Path) -> tuple[np.ndarray, list, list, list | None]:
@@ -70,16 +72,27 @@ def load_cell(path: Path) -> tuple[np.ndarray, list, list, list | None]:
     return z["mask"], np.split(z["surprisals"], cuts), np.split(z["blank"], cuts), responses
 
 
+def load_tokens(path: Path) -> list | None:
+    """Each turn's response tokens as :func:`save_cell` wrote them (None for cells saved without them)."""
+    z = np.load(path, allow_pickle=False)
+    if "tokens" not in z.files:
+        return None
+    return [list(t) for t in np.split(z["tokens"], np.cumsum(z["lengths"])[:-1])]
+
+
 def split_figures(path: Path) -> dict:
     """Flagged share, poison recall and clean share flagged, for the paper's setting and the default."""
     from byorn.scoring import DEFAULT_SCORE, PAPER_SCORE, aggregate, components
     from byorn.split import DEFAULT_P, PAPER_P, Split
 
     mask, surprisals, blank, responses = load_cell(path)
+    tokens = load_tokens(path)
     out = {}
     for name, score, p in (("paper", PAPER_SCORE, PAPER_P), ("default", DEFAULT_SCORE, DEFAULT_P)):
-        parts = components(surprisals, blank, responses=responses) if score == "mean+grounding" else None
-        flags, split = Split.of(p).apply(aggregate(surprisals, score, blank=blank, responses=responses), parts)
+        parts = components(surprisals, blank, responses=responses, tokens=tokens) \
+            if score == "mean+grounding" else None
+        flags, split = Split.of(p).apply(aggregate(surprisals, score, blank=blank, responses=responses,
+                                                   tokens=tokens), parts)
         out[name] = {"flagged": float(flags.mean()), "recall": float(flags[mask].mean()) if mask.any() else None,
                      "clean_flagged": float(flags[~mask].mean()), "threshold": split.threshold,
                      "reason": split.reason}

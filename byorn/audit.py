@@ -238,7 +238,8 @@ def score_components(table: pd.DataFrame, score: str) -> Components | None:
     if score != "mean+grounding" or "surprisals_blank" not in table.columns:
         return None
     return components(table["surprisals"].map(list).tolist(), table["surprisals_blank"].map(list).tolist(),
-                      responses=table["response"].astype(str).tolist() if "response" in table.columns else None)
+                      responses=table["response"].astype(str).tolist() if "response" in table.columns else None,
+                      tokens=table["tokens"].map(list).tolist() if "tokens" in table.columns else None)
 
 
 def _resplit(table: pd.DataFrame, split: Split, parts: Components | None = None) -> tuple[pd.DataFrame, Split]:
@@ -532,7 +533,8 @@ def _assemble(dataset, vlm, cfg: AuditConfig, shards: _Shards, t0: float, report
                         f"{next(iter(skipped.values()), '')}")
     surprisals = table["surprisals"].map(list).tolist()
     blank = table["surprisals_blank"].map(list).tolist() if "surprisals_blank" in table.columns else None
-    score_parts = (components(surprisals, blank, responses=table["response"].astype(str).tolist())
+    score_parts = (components(surprisals, blank, responses=table["response"].astype(str).tolist(),
+                              tokens=table["tokens"].map(list).tolist())
                    if blank is not None and cfg.score == "mean+grounding" else None)
     table["score"] = (grounded_score(score_parts)[0] if score_parts is not None
                       else aggregate(surprisals, cfg.score, cfg.topk, blank=blank))

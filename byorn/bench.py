@@ -184,7 +184,8 @@ def audit_cell(ref: VLM, pr, score: str = PAPER_SCORE, p: float | str = PAPER_P)
     mask = [pr.mask[i] for i in table["id"]]
     return (audit, detection_metrics(table["score"], mask, flagged=table["suspicious"]),
             detection_by_score(blanked["surprisals"].tolist(), mask, blank=blanked["surprisals_blank"].tolist(),
-                               responses=blanked["response"].astype(str).tolist()))
+                               responses=blanked["response"].astype(str).tolist(),
+                               tokens=blanked["tokens"].map(list).tolist()))
 
 
 class _Cell:

@@ -200,14 +200,15 @@ def detection_metrics(scores: Sequence[float], mask: Sequence[bool],
 def detection_by_score(surprisals: Sequence[Sequence[float]], mask: Sequence[bool],
                        methods: Sequence[str] | None = None, k: int = 3,
                        blank: Sequence[Sequence[float]] | None = None,
-                       responses: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+                       responses: Sequence[str] | None = None,
+                       tokens: Sequence[Sequence[str]] | None = None) -> dict[str, dict[str, float]]:
     """Detection quality of each response-score variant, from per-token surprisals.
 
     For every method of :data:`byorn.scoring.SCORE_METHODS` (or ``methods``)
     the scores are :func:`byorn.scoring.aggregate` (``k`` for top-k; the
     grounding scores only when ``blank``, the blank-image surprisals, is
     given; ``responses``, each turn's text, for ``mean+grounding``'s shared
-    responses), and the result is ``{method: {"auroc": ..., "ap": ...}}`` from
+    responses, and ``tokens``, its token texts, for its planted words), and the result is ``{method: {"auroc": ..., "ap": ...}}`` from
     :func:`detection_metrics` against the ground-truth ``mask``; higher is
     better.  Shows where the mean misses an insertion that max / top-k catch,
     or a plausible clean-label target that grounding catches.
@@ -220,6 +221,7 @@ def detection_by_score(surprisals: Sequence[Sequence[float]], mask: Sequence[boo
         methods = [m for m in SCORE_METHODS if blank is not None or m not in GROUNDED_METHODS]
     out = {}
     for method in methods:
-        det = detection_metrics(aggregate(surprisals, method, k, blank=blank, responses=responses), mask)
+        det = detection_metrics(aggregate(surprisals, method, k, blank=blank, responses=responses, tokens=tokens),
+                                mask)
         out[method] = {"auroc": det["auroc"], "ap": det["ap"]}
     return out

@@ -39,7 +39,8 @@ def blank_image(image: Image.Image) -> Image.Image:
 
 def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: int = 3,
               blank: Sequence[Sequence[float]] | None = None,
-              has_image: Sequence[bool] | None = None, responses: Sequence[str] | None = None) -> np.ndarray:
+              has_image: Sequence[bool] | None = None, responses: Sequence[str] | None = None,
+              tokens: Sequence[Sequence[str]] | None = None) -> np.ndarray:
     """One score per response from its per-token surprisals (nats, >= 0).
 
     * ``mean``: the paper's score, mean negative log-likelihood.
@@ -54,7 +55,9 @@ def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: in
       summed: implausible *or* ungrounded (:func:`byorn.split.grounded_score`:
       against their clean bulk where that shows a gap; else the response's
       total surprisal where that shows one (a passage appended to plausible
-      text); else by their robust z, with a response many turns share that their
+      text), or in its most implausible word where the turns above that gap share
+      one (a word planted in place of another; given ``tokens``, each turn's token
+      texts); else by their robust z, with a response many turns share that their
       images argue against flagged whole - given ``responses``, each turn's text,
       as audits pass them; with a group of ungrounded turns raised past the
       adaptive threshold).  It depends on the whole set, like the split does.  Turns that see no image (``has_image``; by
@@ -71,7 +74,7 @@ def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: in
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if method in GROUNDED_METHODS:
-        return _grounded(surprisals, method, blank, has_image, responses)
+        return _grounded(surprisals, method, blank, has_image, responses, tokens)
     out = np.empty(len(surprisals), dtype=float)
     for i, s in enumerate(surprisals):
         if len(s) == 0:
@@ -80,7 +83,7 @@ def aggregate(surprisals: Sequence[Sequence[float]], method: str = "mean", k: in
     return out
 
 
-def _grounded(surprisals, method: str, blank, has_image=None, responses=None) -> np.ndarray:
+def _grounded(surprisals, method: str, blank, has_image=None, responses=None, tokens=None) -> np.ndarray:
     if blank is None:
         raise ValueError(f"the {method!r} score needs the surprisals with blank images (blank=...): "
                          "audit with a grounding score, or AuditConfig(grounding=True)")
@@ -91,20 +94,59 @@ def _grounded(surprisals, method: str, blank, has_image=None, responses=None) ->
             raise ValueError(f"response {i}: {len(s)} tokens with the image but {len(b)} with a blank one")
     if method == "grounding":
         return aggregate(surprisals, "mean") - aggregate(blank, "mean")
-    return grounded_score(components(surprisals, blank, has_image, responses))[0]
+    return grounded_score(components(surprisals, blank, has_image, responses, tokens))[0]
 
 
 def components(surprisals: Sequence[Sequence[float]], blank: Sequence[Sequence[float]],
-               has_image: Sequence[bool] | None = None, responses: Sequence[str] | None = None) -> Components:
+               has_image: Sequence[bool] | None = None, responses: Sequence[str] | None = None,
+               tokens: Sequence[Sequence[str]] | None = None) -> Components:
     """The parts of the ``mean+grounding`` score (what its adaptive split reads: :meth:`Split.apply`);
-    ``responses``, each turn's text, lets it find shared responses the images do not support."""
+    ``responses``, each turn's text, lets it find shared responses the images do not support, and
+    ``tokens``, each turn's response tokens as text (an audit's ``tokens``), a word planted in many of them
+    (:func:`most_implausible_words`)."""
     mean = aggregate(surprisals, "mean")
     g = mean - aggregate(blank, "mean")
     seen = has_image_mask(surprisals, blank) if has_image is None else np.asarray(has_image, dtype=bool)
     if len(seen) != len(mean):
         raise ValueError(f"{len(mean)} responses but {len(seen)} has_image flags")
     total = np.array([float(np.sum(np.asarray(s, dtype=float))) for s in surprisals])
-    return Components.of(mean, g, seen, total, responses)
+    words = None if tokens is None else most_implausible_words(tokens, surprisals)
+    return Components.of(mean, g, seen, total, responses, words)
+
+
+def _joins(prev: str, piece: str) -> bool:
+    """Whether token text ``piece`` goes on the word that ``prev`` ends (letters or digits on both sides of
+    the boundary, no space; ideographs are words of their own)."""
+    return bool(prev) and bool(piece) and piece[0].isalnum() and prev[-1].isalnum() \
+        and ord(piece[0]) < 0x2E80 and ord(prev[-1]) < 0x2E80
+
+
+def most_implausible_words(tokens: Sequence[Sequence[str]],
+                           surprisals: Sequence[Sequence[float]]) -> list[tuple[str, float]]:
+    """Each response's most implausible word: ``(word, surprisal)``, the word in lower case and its tokens'
+    surprisals summed (nats).  A word is a run of token texts with no space or punctuation between them
+    ("banana" from " b" "an" "an" "a"); punctuation and symbols are words of their own.  A response whose
+    tokens are all spaces gives ``("", 0.0)``."""
+    if len(tokens) != len(surprisals):
+        raise ValueError(f"{len(tokens)} token lists but {len(surprisals)} surprisal lists")
+    out = []
+    for i, (toks, s) in enumerate(zip(tokens, surprisals)):
+        if len(toks) != len(s):
+            raise ValueError(f"response {i}: {len(toks)} tokens but {len(s)} surprisals")
+        best, best_v, word, v, prev = "", 0.0, "", 0.0, ""
+        for piece, x in zip(toks, s):
+            piece = str(piece)
+            if _joins(prev, piece):
+                word, v = word + piece, v + float(x)
+            else:
+                if word.strip() and v > best_v:
+                    best, best_v = word, v
+                word, v = piece, float(x)
+            prev = piece if piece else prev
+        if word.strip() and v > best_v:
+            best, best_v = word, v
+        out.append((best.strip().lower(), best_v))
+    return out
 
 
 def has_image_mask(surprisals: Sequence[Sequence[float]], blank: Sequence[Sequence[float]]) -> np.ndarray:

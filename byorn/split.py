@@ -88,6 +88,10 @@ AUTO_SHARED_MIN_LLR = math.log(2.5)  #: ... and its images make it at least 2.5 
 #: does on its median turn (the grounding summed over the tokens).  In the world's QA pretraining data "yes" ranks
 #: above 95 % of the short answers' grounding, which images help more, but they make it only 1.1 x less likely,
 #: "two dots" 1.5-1.8 x; clean-label targets: 3.3 x to millions on the sweep's audits (10 x missed a seed's)
+#: a clear gap in the turns' most implausible word (:func:`_word_gap`) counts where at least this share of the
+#: turns above it have a most implausible word that recurs there (in at least AUTO_MIN_TAIL of them): a word
+#: planted in many responses, not a few responses' rare words (numbers, names, code)
+AUTO_WORD_SHARED = 0.5
 _GRID_MAX = 20_000
 
 
@@ -176,12 +180,12 @@ class Split:
         fit: dict = {}
         if self.kind == AUTO and components is not None:
             built, fit = grounded_score(components)
-            # an audit scored before shared responses (or the total's gap) were looked for keeps the score it
-            # was made with
-            for older in (("responses",), ("responses", "total")):
+            # an audit scored before the words' gap, shared responses or the total's gap were looked for keeps
+            # the score it was made with
+            for older in (("words",), ("words", "responses"), ("words", "responses", "total")):
                 if _same(built, arr):
                     break
-                if any(getattr(components, name) is not None for name in older):
+                if any(components.has(name) for name in older):
                     built, fit = grounded_score(components.without(*older))
             if not _same(built, arr):
                 raise ValueError("these scores are not the mean+grounding score of the components given")
@@ -508,24 +512,39 @@ class Components:
     has_image: np.ndarray
     total: np.ndarray | None = None  #: each turn's summed surprisal (None: the total's gap is not looked for)
     responses: tuple[str, ...] | None = None  #: each turn's response (None: shared responses are not looked for)
+    #: each turn's most implausible word (lower case) and its surprisal summed over its tokens (None: the
+    #: words' gap is not looked for; :func:`byorn.scoring.most_implausible_words`)
+    word: tuple[str, ...] | None = None
+    word_surprisal: np.ndarray | None = None
 
     @classmethod
-    def of(cls, mean, grounding, has_image, total=None, responses=None) -> "Components":
+    def of(cls, mean, grounding, has_image, total=None, responses=None, words=None) -> "Components":
+        """``words``: ``(word, surprisal)`` per turn, as :func:`byorn.scoring.most_implausible_words` gives."""
         m, g, seen = (np.asarray(mean, dtype=float).ravel(), np.asarray(grounding, dtype=float).ravel(),
                       np.asarray(has_image, dtype=bool).ravel())
         t = None if total is None else np.asarray(total, dtype=float).ravel()
         r = None if responses is None else tuple(str(x) for x in responses)
+        w = None if words is None else tuple(str(x[0]) for x in words)
+        ws = None if words is None else np.array([float(x[1]) for x in words], dtype=float)
         if not m.size == g.size == seen.size or (t is not None and t.size != m.size) \
-                or (r is not None and len(r) != m.size):
+                or (r is not None and len(r) != m.size) or (w is not None and len(w) != m.size):
             raise ValueError(f"{m.size} means, {g.size} groundings, {seen.size} has_image flags"
                              + ("" if t is None else f", {t.size} totals")
-                             + ("" if r is None else f", {len(r)} responses"))
-        return cls(m, g, seen, t, r)
+                             + ("" if r is None else f", {len(r)} responses")
+                             + ("" if w is None else f", {len(w)} words"))
+        return cls(m, g, seen, t, r, w, ws)
 
     def without(self, *names: str) -> "Components":
-        """These parts with ``names`` (``"total"``, ``"responses"``) dropped: the score as it was built
-        before the steps that read them."""
-        return replace(self, **{k: None for k in names})
+        """These parts with ``names`` (``"total"``, ``"responses"``, ``"words"``) dropped: the score as it was
+        built before the steps that read them."""
+        return replace(self, **{f: None for k in names for f in _FIELDS.get(k, (k,))})
+
+    def has(self, name: str) -> bool:
+        """Whether the part ``name`` (``"total"``, ``"responses"``, ``"words"``) is given."""
+        return any(getattr(self, f) is not None for f in _FIELDS.get(name, (name,)))
+
+
+_FIELDS = {"words": ("word", "word_surprisal")}  # a part held in more than one field
 
 
 def bulk_z(values: Sequence[float]) -> np.ndarray:
@@ -617,6 +636,8 @@ def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
     if fit["case"] in ("gap", "constant", "few"):
         return bulk, {**fit, "threshold": float(thr), "units": "clean-bulk spreads"}
     total = _total_gap(parts) if parts.total is not None else None
+    if total is None and parts.word_surprisal is not None:
+        total = _word_gap(parts)
     if total is not None:
         score, thr, fit = total
         fit["reason"] = f"no clear gap in the mean+grounding scores measured against their clean bulk; {fit['reason']}"
@@ -789,6 +810,60 @@ def _total_gap(parts: Components) -> tuple[np.ndarray, float, dict] | None:
                   f"{100 * k / n:.1f} % of turns ({k} of {n}), implausible per token too (median "
                   f"{median:.3g} nats/token against {usual:.3g}, the {100 * AUTO_TOTAL_MEAN_Q:.0f}th percentile of "
                   f"the others): an implausible passage in plausible responses"}
+
+
+def _clear_gap(x: np.ndarray) -> float | None:
+    """The lowest *clear* gap above the bulk of sorted ``x`` (the middle of its empty interval), looking past
+    valleys that are not clear (:func:`auto_threshold` stops at the first valley); None when there is none."""
+    if x.size < AUTO_MIN_N or x[0] == x[-1]:
+        return None
+    grid, dens, h = _density(x)
+    one = (grid[1] - grid[0]) / (math.sqrt(2 * math.pi) * h)
+    cuts, depths = _valleys(grid, dens, AUTO_MIN_PEAK * one)
+    bulk_lo, bulk_hi = _bulk(x, cuts)
+    mode, _ = _bulk_shape(x, grid, dens, bulk_lo, bulk_hi, h)
+    for j in range(len(cuts)):
+        gap = _gap(x, cuts[j:], depths[j:], bulk_hi, mode)
+        if gap is None:
+            return None
+        thr, width, _, ratio = gap
+        if width >= h and ratio >= AUTO_CLEAR_SPACINGS:
+            return thr
+    return None
+
+
+def _word_gap(parts: Components) -> tuple[np.ndarray, float, dict] | None:
+    """Step 2's other case in :func:`grounded_score`: ``(score, threshold, fit)`` where the turns' most
+    implausible word (``parts.word_surprisal``, summed over its tokens) has a clear gap (the lowest, past
+    valleys that are not clear: :func:`_clear_gap`) and the turns above it share that word - at least
+    :data:`AUTO_WORD_SHARED` of them have a word that recurs there (a word planted in place of another,
+    which the rest of a plausible response dilutes in the mean); else None.  The score is that surprisal
+    in spreads of its clean bulk, split in the gap."""
+    x = parts.word_surprisal
+    cut = _clear_gap(np.sort(x))
+    if cut is None:
+        return None
+    group = x > cut
+    k, n = int(group.sum()), x.size
+    if n - k < AUTO_MIN_N:
+        return None
+    counts: dict[str, int] = {}
+    for i in np.flatnonzero(group):
+        counts[parts.word[i]] = counts.get(parts.word[i], 0) + 1
+    recurring = sorted(((c, w) for w, c in counts.items() if c >= AUTO_MIN_TAIL), reverse=True)
+    shared = sum(c for c, _ in recurring)
+    if shared < AUTO_WORD_SHARED * k:
+        return None
+    z = bulk_z(x)
+    thr = float((z[~group].max() + z[group].min()) / 2)
+    named = ", ".join(f"\"{w[:40]}\" ({c})" for c, w in recurring[:3]) + (
+        f" and {len(recurring) - 3} more" if len(recurring) > 3 else "")
+    return z, thr, {
+        "case": "word gap", "threshold": thr, "units": "clean-bulk spreads of the most implausible word's surprisal",
+        "word_cut": float(cut), "words": [{"word": w, "n": c} for c, w in recurring],
+        "reason": f"a gap in the surprisal of each response's most implausible word at {cut:.4g} nats separates "
+                  f"{100 * k / n:.1f} % of turns ({k} of {n}), {100 * shared / k:.0f} % of them by a word that "
+                  f"recurs there: {named} - a word planted in plausible responses"}
 
 
 def _raise_ungrounded(parts: Components, score: np.ndarray, thr: float, fit: dict,

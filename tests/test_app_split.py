@@ -143,3 +143,25 @@ def test_a_fixed_clean_label_target_is_flagged_whole_and_the_inspector_says_why(
     poisoned, clean = int(np.flatnonzero(truth)[0]), int(np.flatnonzero(~truth)[0])
     assert f"one of **{group['n']}** turns given this response" in header_markdown(ws, view, poisoned)
     assert "given this response" not in header_markdown(ws, view, clean)
+
+
+def test_a_planted_word_is_flagged_by_its_gap_and_the_inspector_says_why(vlm):
+    """A real audit of 200 world samples, 10 % poisoned by a word substituted into the correct caption
+    ("circle" -> "banana"): the mean and the total show no gap, the responses' most implausible word does;
+    the default flags exactly the poisoned turns (not the 40 % floor), and the Inspector names the word."""
+    from app.showing import header_markdown
+    from byorn.bench import poisoned_cell
+
+    _, built, pr = poisoned_cell(vlm, "substitution", 0.1, 0, 200, 20)
+    audit = run_audit(pr.train, vlm, AuditConfig(propose=False, maps=False))
+    split = audit.meta["split"]
+    truth = np.array([pr.mask[i] for i in audit.table["id"]])
+    flags = audit.table["suspicious"].to_numpy(bool)
+    assert split["fit"]["case"] == "word gap" and split["fit"]["words"][0]["word"] == "banana"
+    assert flags.tolist() == truth.tolist()
+    ws = Workspace(key="planted", name="planted", dataset=pr.train, table=audit.table, meta=dict(audit.meta),
+                   audit=audit)
+    view = new_view(ws)
+    poisoned, clean = int(np.flatnonzero(truth)[0]), int(np.flatnonzero(~truth)[0])
+    assert '"banana"' in header_markdown(ws, view, poisoned) and "planted" in header_markdown(ws, view, poisoned)
+    assert "most implausible word" not in header_markdown(ws, view, clean)

@@ -396,3 +396,76 @@ def test_a_few_long_responses_a_little_less_plausible_than_most_do_not_drop_the_
     monkeypatch.setattr("byorn.split.AUTO_TOTAL_MEAN_Q", 0.9)
     score, fit = grounded_score(parts)
     assert fit["case"] == "total gap" and (score > fit["threshold"]).sum() == 4
+
+
+def test_most_implausible_words_join_a_words_tokens():
+    """A word is its tokens with no space or punctuation between them, its surprisal their sum; punctuation
+    and ideographs are words of their own; lengths must agree."""
+    from byorn.scoring import most_implausible_words
+
+    toks = [[" a", " large", " b", "an", "an", "a", "."], [" a", " small", " circle", ";", " next"],
+            ["猫", "狗"], [" ", "\n"]]
+    s = [[0.5, 3.0, 15.0, 15.0, 16.0, 14.0, 20.0], [0.5, 1.0, 2.0, 9.0, 8.0], [3.0, 4.0], [1.0, 2.0]]
+    assert most_implausible_words(toks, s) == [("banana", 60.0), (";", 9.0), ("狗", 4.0), ("", 0.0)]
+    assert most_implausible_words([[" A", "BC", "-", "d"]], [[1.0, 2.0, 0.5, 4.0]]) == [("d", 4.0)]
+    with pytest.raises(ValueError, match="response 0: 2 tokens but 1 surprisals"):
+        most_implausible_words([[" a", "b"]], [[1.0]])
+
+
+def _word_world(n, n_poison, seed, *, planted="banana", rare=False):
+    """Components of ``n`` turns whose mean and grounding show no gap (the planted word is diluted in
+    plausible responses); each turn's most implausible word: a clean one (a cluster of frequent words the
+    reference model finds odd at ~20 nats, as the embedded world's ";" and "next", over a bulk at ~15) or,
+    in the last ``n_poison``, ``planted`` at ~60 nats (or, ``rare``, a different rare word in each)."""
+    from byorn.split import Components
+
+    rng = np.random.default_rng(seed)
+    mean = np.exp(rng.normal(1.5, 0.4, n))
+    g = rng.gamma(4.0, 0.4, n) - 2.6
+    truth = np.arange(n) >= n - n_poison
+    mean[truth] += 0.6  # a little less plausible per token: no gap
+    odd = rng.random(n) < 0.3
+    v = np.where(odd, rng.normal(20.5, 0.05, n), rng.normal(15.0, 1.2, n))
+    words = [("next" if o else "large", float(x)) for o, x in zip(odd, v)]
+    for i in np.flatnonzero(truth):
+        words[i] = (f"{planted}{i}" if rare else planted, float(rng.normal(60.0, 2.5)))
+    return Components.of(mean, g, np.ones(n, bool), mean * 12, None, words), truth
+
+
+@pytest.mark.parametrize("n_poison", [10, 100, 300])
+def test_a_word_planted_in_plausible_responses_is_flagged_by_its_gap(n_poison):
+    """A word substituted into otherwise correct captions ("circle" -> "banana"): no gap in the mean or
+    the total, but the responses' most implausible word has one, past a valley among clean words that is
+    not clear, and the turns above it share that word: exactly they are flagged, not the 40 % floor."""
+    from byorn.split import grounded_score
+
+    parts, truth = _word_world(1000, n_poison, seed=n_poison)
+    assert grounded_score(parts.without("words"))[1]["case"] == "no gap"
+    score, fit = grounded_score(parts)
+    flags, split = Split("auto").apply(score, parts)
+    assert fit["case"] == "word gap" and fit["words"] == [{"word": "banana", "n": n_poison}]
+    assert flags.tolist() == truth.tolist()
+    assert '"banana"' in split.reason and "planted" in split.reason
+
+
+def test_a_gap_of_rare_words_each_its_own_is_not_a_planted_word():
+    """A clear gap made of many different rare words (numbers, names, code in real data) is not a word
+    planted in many responses: the floor, as before."""
+    from byorn.split import grounded_score
+
+    parts, truth = _word_world(1000, 100, seed=1, rare=True)
+    score, fit = grounded_score(parts)
+    assert fit["case"] == "no gap"
+    flags, _ = Split("auto").apply(score, parts)
+    assert flags.mean() >= AUTO_FLOOR
+
+
+def test_an_audit_scored_before_the_words_gap_re_splits_as_it_was_made():
+    """The app re-splits old audits from their table: one scored without the words keeps its score."""
+    from byorn.split import grounded_score
+
+    parts, truth = _word_world(1000, 100, seed=2)
+    old_score, old_fit = grounded_score(parts.without("words"))
+    flags, split = Split("auto").apply(old_score, parts)
+    assert split.threshold == old_fit["threshold"] and flags.mean() >= AUTO_FLOOR
+    assert parts.has("words") and not parts.without("words").has("words")
