@@ -41,7 +41,8 @@ _LAYOUT_JS = {"margin": {"l": 50, "r": 10, "t": 30, "b": 40}, "paper_bgcolor": "
 MARK_COLOURS = ("#059669", "#6b7280", "#d97706")  # other thresholds drawn beside the one in use
 SCORE_UNITS = {"mean": "mean NLL, nats", "max": "max token NLL, nats", "topk": "top-k token NLL, nats",
                "grounding": "NLL with the image minus with a blank one, nats",
-               "mean+grounding": "z of the mean NLL + of the grounding, or of the total NLL (the split says which)"}
+               "mean+grounding": "z of the mean NLL + of the grounding, or of the total NLL, or of the most implausible "
+                                 "word's NLL (the split says which)"}
 
 
 def histogram_figure(index: TableIndex, threshold: float, bins: int = 60, *, marks: dict[str, float] | None = None,

@@ -607,9 +607,16 @@ def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
        responses of different lengths can form groups of their own, with the poison above them - and the
        turns above it are implausible per token too (their median mean surprisal above the
        :data:`AUTO_TOTAL_MEAN_Q` quantile of the others': long but ordinary responses are no poison), the
-       score is the total in spreads of its clean bulk, split in that gap (:func:`_total_gap`).
-    3. **No gap** (targets that read as text: a word substituted, a clean-label caption): the score is the
-       robust z of each part over all turns (:func:`robust_z`), summed - it weighs the grounding more
+       score is the total in spreads of its clean bulk, split in that gap (:func:`_total_gap`).  Else, a
+       **gap in the most implausible word**: a word planted in place of another ("circle" -> "banana" in the
+       correct caption) hides in the mean and the total of a plausible response, but not in the surprisal of
+       the response's most implausible word (``parts.word_surprisal``, its tokens summed).  Where that has a
+       clear gap (the lowest, past valleys among clean words that are not clear) and the turns above it
+       share their word (:func:`_word_gap`), that surprisal in spreads of its clean bulk is the score, split
+       in the gap: on the substitution audits at 1-30 % poisoning, exactly the poisoned turns, where the
+       floor's 40 % missed up to 28 % of them at 30 %.
+    3. **No gap** (targets that read as text: a clean-label caption, a plausible word substituted): the
+       score is the robust z of each part over all turns (:func:`robust_z`), summed - it weighs the grounding more
        against the mean's long tail, and of the sums measured it left the fewest clean-label turns
        unflagged within the top 40 % - split by :func:`auto_threshold`'s no-gap rules (at least the top
        :data:`AUTO_FLOOR`).  Flagging more than that costs clean performance: 53 % of turns flagged cost
