@@ -44,6 +44,7 @@ Every threshold is recorded with a sentence saying what it saw and chose.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
@@ -88,10 +89,15 @@ AUTO_SHARED_MIN_LLR = math.log(2.5)  #: ... and its images make it at least 2.5 
 #: does on its median turn (the grounding summed over the tokens).  In the world's QA pretraining data "yes" ranks
 #: above 95 % of the short answers' grounding, which images help more, but they make it only 1.1 x less likely,
 #: "two dots" 1.5-1.8 x; clean-label targets: 3.3 x to millions on the sweep's audits (10 x missed a seed's)
-#: a clear gap in the turns' most implausible word (:func:`_word_gap`) counts where at least this share of the
-#: turns above it have a most implausible word that recurs there (in at least AUTO_MIN_TAIL of them): a word
-#: planted in many responses, not a few responses' rare words (numbers, names, code)
+#: a clear gap in the turns' most implausible word (:func:`_word_gap`) counts where one word is the most
+#: implausible of at least this share of the turns above it: a word planted in many responses, not a few
+#: responses' rare words (numbers, names, code), nor a mix of words the reference model finds odd (0.40 in a
+#: clean cluster of ";", "next" and "side" that one clean-label audit separated by a clear gap)
 AUTO_WORD_SHARED = 0.5
+#: ... and at least this share of the turns whose response holds that word anywhere lie above the gap: a planted
+#: word is implausible wherever it is (1.00 on every substitution and concept-insertion audit), a clean word the
+#: reference model finds odd is plausible in some of its places (";": 0.80 there)
+AUTO_WORD_CONTAINED = 0.9
 _GRID_MAX = 20_000
 
 
@@ -842,11 +848,15 @@ def _clear_gap(x: np.ndarray) -> float | None:
 def _word_gap(parts: Components) -> tuple[np.ndarray, float, dict] | None:
     """Step 2's other case in :func:`grounded_score`: ``(score, threshold, fit)`` where the turns' most
     implausible word (``parts.word_surprisal``, summed over its tokens) has a clear gap (the lowest, past
-    valleys that are not clear: :func:`_clear_gap`) and the turns above it share that word - at least
-    :data:`AUTO_WORD_SHARED` of them have a word that recurs there (a word planted in place of another,
-    which the rest of a plausible response dilutes in the mean); else None.  The score is that surprisal
-    in spreads of its clean bulk, split in the gap."""
+    valleys that are not clear: :func:`_clear_gap`) and the turns above it share one planted word - it is
+    the most implausible word of at least :data:`AUTO_WORD_SHARED` of them, and at least
+    :data:`AUTO_WORD_CONTAINED` of the responses that hold it anywhere lie above the gap (a word planted in
+    place of another, which the rest of a plausible response dilutes in the mean, is implausible wherever it
+    is); else None.  Needs each turn's response (``parts.responses``).  The score is that surprisal in spreads
+    of its clean bulk, split in the gap."""
     x = parts.word_surprisal
+    if parts.responses is None:
+        return None
     cut = _clear_gap(np.sort(x))
     if cut is None:
         return None
@@ -857,20 +867,30 @@ def _word_gap(parts: Components) -> tuple[np.ndarray, float, dict] | None:
     counts: dict[str, int] = {}
     for i in np.flatnonzero(group):
         counts[parts.word[i]] = counts.get(parts.word[i], 0) + 1
-    recurring = sorted(((c, w) for w, c in counts.items() if c >= AUTO_MIN_TAIL), reverse=True)
-    shared = sum(c for c, _ in recurring)
-    if shared < AUTO_WORD_SHARED * k:
+    top, most = max(counts.items(), key=lambda kv: kv[1])
+    if most < max(AUTO_MIN_TAIL, AUTO_WORD_SHARED * k) or not top:
+        return None
+    holds = _holding(parts.responses, top)
+    contained = float(group[holds].mean()) if holds.any() else 0.0
+    if contained < AUTO_WORD_CONTAINED:
         return None
     z = bulk_z(x)
     thr = float((z[~group].max() + z[group].min()) / 2)
-    named = ", ".join(f"\"{w[:40]}\" ({c})" for c, w in recurring[:3]) + (
-        f" and {len(recurring) - 3} more" if len(recurring) > 3 else "")
     return z, thr, {
         "case": "word gap", "threshold": thr, "units": "clean-bulk spreads of the most implausible word's surprisal",
-        "word_cut": float(cut), "words": [{"word": w, "n": c} for c, w in recurring],
+        "word_cut": float(cut), "words": [{"word": top, "n": most}], "word_contained": contained,
         "reason": f"a gap in the surprisal of each response's most implausible word at {cut:.4g} nats separates "
-                  f"{100 * k / n:.1f} % of turns ({k} of {n}), {100 * shared / k:.0f} % of them by a word that "
-                  f"recurs there: {named} - a word planted in plausible responses"}
+                  f"{100 * k / n:.1f} % of turns ({k} of {n}); for {100 * most / k:.0f} % of them that word is "
+                  f"\"{top[:40]}\", and {100 * contained:.0f} % of the {int(holds.sum())} responses that hold it lie "
+                  f"above the gap - a word planted in plausible responses"}
+
+
+def _holding(responses: Sequence[str], word: str) -> np.ndarray:
+    """Which responses hold ``word`` (case aside): as a whole word where it begins and ends with a letter or a
+    digit of a spaced script, else anywhere (punctuation, ideographs)."""
+    spaced = word[0].isalnum() and word[-1].isalnum() and ord(word[0]) < 0x2E80 and ord(word[-1]) < 0x2E80
+    pattern = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)" if spaced else re.escape(word), re.IGNORECASE)
+    return np.array([bool(pattern.search(r)) for r in responses], dtype=bool)
 
 
 def _raise_ungrounded(parts: Components, score: np.ndarray, thr: float, fit: dict,

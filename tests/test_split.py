@@ -416,7 +416,8 @@ def _word_world(n, n_poison, seed, *, planted="banana", rare=False):
     """Components of ``n`` turns whose mean and grounding show no gap (the planted word is diluted in
     plausible responses); each turn's most implausible word: a clean one (a cluster of frequent words the
     reference model finds odd at ~20 nats, as the embedded world's ";" and "next", over a bulk at ~15) or,
-    in the last ``n_poison``, ``planted`` at ~60 nats (or, ``rare``, a different rare word in each)."""
+    in the last ``n_poison``, ``planted`` at ~60 nats (or, ``rare``, a different rare word in each).  Clean
+    responses of the bulk hold "next" too, where it is plausible."""
     from byorn.split import Components
 
     rng = np.random.default_rng(seed)
@@ -427,9 +428,11 @@ def _word_world(n, n_poison, seed, *, planted="banana", rare=False):
     odd = rng.random(n) < 0.3
     v = np.where(odd, rng.normal(20.5, 0.05, n), rng.normal(15.0, 1.2, n))
     words = [("next" if o else "large", float(x)) for o, x in zip(odd, v)]
+    texts = [f"a large circle {'next to' if o or i % 2 else 'above'} a square." for i, o in enumerate(odd)]
     for i in np.flatnonzero(truth):
         words[i] = (f"{planted}{i}" if rare else planted, float(rng.normal(60.0, 2.5)))
-    return Components.of(mean, g, np.ones(n, bool), mean * 12, None, words), truth
+        texts[i] = f"a large {words[i][0]} above a square."
+    return Components.of(mean, g, np.ones(n, bool), mean * 12, texts, words), truth
 
 
 @pytest.mark.parametrize("n_poison", [10, 100, 300])
@@ -444,8 +447,10 @@ def test_a_word_planted_in_plausible_responses_is_flagged_by_its_gap(n_poison):
     score, fit = grounded_score(parts)
     flags, split = Split("auto").apply(score, parts)
     assert fit["case"] == "word gap" and fit["words"] == [{"word": "banana", "n": n_poison}]
+    assert fit["word_contained"] == 1.0
     assert flags.tolist() == truth.tolist()
     assert '"banana"' in split.reason and "planted" in split.reason
+    assert grounded_score(parts.without("responses"))[1]["case"] == "no gap"  # which responses hold it: unknown
 
 
 def test_a_gap_of_rare_words_each_its_own_is_not_a_planted_word():
@@ -469,3 +474,49 @@ def test_an_audit_scored_before_the_words_gap_re_splits_as_it_was_made():
     flags, split = Split("auto").apply(old_score, parts)
     assert split.threshold == old_fit["threshold"] and flags.mean() >= AUTO_FLOOR
     assert parts.has("words") and not parts.without("words").has("words")
+
+
+def _odd_cluster(seed, *, words, elsewhere):
+    """1,000 clean turns: a bulk whose most implausible word is at ~12 nats and a cluster (30 %) of words the
+    reference model finds odd at ~20.5, a clear gap between them; ``words``: the cluster's words in turn;
+    ``elsewhere``: the share of the bulk's responses that hold the cluster's first word too."""
+    from byorn.split import Components
+
+    rng = np.random.default_rng(seed)
+    n = 1000
+    mean, g = np.exp(rng.normal(1.5, 0.4, n)), rng.gamma(4.0, 0.4, n) - 2.6
+    odd = rng.random(n) < 0.3
+    v = np.where(odd, rng.normal(20.5, 0.05, n), rng.normal(12.0, 1.0, n))
+    w = [words[i % len(words)] if o else "large" for i, o in enumerate(odd)]
+    texts = [f"a large circle {x} a square." if o else
+             f"a large circle {words[0] if rng.random() < elsewhere else 'above'} a square." for x, o in zip(w, odd)]
+    return Components.of(mean, g, np.ones(n, bool), mean * 12, texts, list(zip(w, v.tolist())))
+
+
+def test_a_clean_cluster_of_odd_words_past_a_clear_gap_is_not_a_planted_word():
+    """The reference model finds some clean words odd (the world's ";", "next", "side" at ~20 nats) and at
+    times a clear gap separates them (a clean-label audit at 30 %: flagged alone, every poisoned turn missed).
+    Several words there, none the most implausible of half of the turns: not a planted word, the floor."""
+    from byorn.split import _clear_gap, grounded_score
+
+    parts = _odd_cluster(1, words=[";", "next", "side"], elsewhere=0.0)
+    assert _clear_gap(np.sort(parts.word_surprisal)) is not None
+    assert grounded_score(parts)[1]["case"] == "no gap"
+
+
+def test_an_odd_word_plausible_elsewhere_is_not_a_planted_word():
+    """One clean word above a clear gap that many responses below it hold too (plausible there): a planted
+    word is implausible wherever it is, so this is not one."""
+    from byorn.split import grounded_score
+
+    assert grounded_score(_odd_cluster(1, words=["next"], elsewhere=0.3))[1]["case"] == "no gap"
+    assert grounded_score(_odd_cluster(1, words=["next"], elsewhere=0.0))[1]["case"] == "word gap"
+
+
+def test_which_responses_hold_a_word():
+    from byorn.split import _holding
+
+    texts = ["A banana.", "bananas", "x;y", "猫狗", "the Banana-split"]
+    assert _holding(texts, "banana").tolist() == [True, False, False, False, True]
+    assert _holding(texts, ";").tolist() == [False, False, True, False, False]
+    assert _holding(texts, "狗").tolist() == [False, False, False, True, False]
