@@ -1,0 +1,101 @@
+"""Which planted words the default split finds by their gap, and which fall to its floor (issue 19).
+
+A BadNets 5 px patch, and a word planted in the correct caption: "circle" replaced by the word (substitute) or
+"... with a <word>." worked in (insert), at one rate and seed, 1,000 world captions.  For each word the
+reference model's audit (the default score and split) gives the split's case, the share of turns flagged, the
+poison's recall and the clean turns flagged, and the word's surprisal (its tokens summed: median over the
+poisoned turns) against the most implausible clean word's; beside them the poison's recall of the paper's split
+(the top 40 % by mean NLL) of the same audit.  Ground truth is read for the figures only.
+
+    OMP_NUM_THREADS=1 python benchmarks/planted_words.py --words banana,apple,dog,yellow,square,left,bottom \\
+        --rate 0.1 --out benchmarks/planted_words
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def audit_word(ref, word: str, mode: str, rate: float, seed: int, n: int) -> dict:
+    from byorn.attacks import Target, get_attack, poison
+    from byorn.audit import AuditConfig, run_audit
+    from byorn.scoring import PAPER_P, aggregate, most_implausible_words, split_by_percentile
+    from byorn.world import make_captions
+
+    t = time.time()
+    target = Target(mode=mode, text=word, source="circle") if mode == "substitute" else Target(mode=mode, text=word)
+    pr = poison(make_captions(n, seed, "train"), get_attack("badnets", patch_size=5), rate=rate, target=target,
+                seed=seed)
+    audit = run_audit(pr.train, ref, AuditConfig(propose=False, maps=False))
+    table = audit.table
+    truth = np.array([pr.mask[i] for i in table["id"]])
+    flags = table["suspicious"].to_numpy(bool)
+    words = most_implausible_words(table["tokens"].map(list).tolist(), table["surprisals"].map(list).tolist())
+    planted = [sum(s for _, s in run) for run in (_word_tokens(toks, surpr, word) for toks, surpr, m
+               in zip(table["tokens"], table["surprisals"], truth) if m) if run]
+    mean = aggregate(table["surprisals"].map(list).tolist(), "mean")
+    paper, _ = split_by_percentile(mean, PAPER_P)  # the paper's split of the same audit
+    return {"word": word, "mode": mode, "rate": rate, "seed": seed, "case": audit.meta["split"]["fit"].get("case"),
+            "flagged": float(flags.mean()), "recall": float(flags[truth].mean()),
+            "clean_flagged": float(flags[~truth].mean()), "paper_recall": float(paper[truth].mean()),
+            "word_nats": float(np.median(planted)) if planted else None,
+            "clean_max_word_nats": float(max(v for (w, v), m in zip(words, truth) if not m)),
+            "example": str(table["response"][truth].iloc[0]), "seconds": round(time.time() - t, 1)}
+
+
+def _word_tokens(tokens, surprisals, word: str):
+    """The (token, surprisal) pairs of the most implausible occurrence of ``word`` in a response's tokens (the
+    planted one, where the correct caption has the word too)."""
+    from byorn.scoring import _joins
+
+    runs, prev = [], ""
+    for tok, s in zip(tokens, surprisals):
+        if runs and _joins(prev, tok):
+            runs[-1].append((tok, float(s)))
+        else:
+            runs.append([(tok, float(s))])
+        prev = tok
+    found = [run for run in runs if "".join(t for t, _ in run).strip().lower() == word.lower()]
+    return max(found, key=lambda run: sum(s for _, s in run)) if found else []
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--words", default="banana,apple,dog,yellow,square,left,bottom")
+    ap.add_argument("--modes", default="substitute,insert")
+    ap.add_argument("--rate", type=float, default=0.1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-train", type=int, default=1000)
+    ap.add_argument("--out", default="benchmarks/planted_words")
+    args = ap.parse_args()
+    from byorn.models import VLM
+
+    ref = VLM.load()
+    rows = []
+    for word in args.words.split(","):
+        for mode in args.modes.split(","):
+            rows.append(audit_word(ref, word, mode, args.rate, args.seed, args.n_train))
+            print(json.dumps(rows[-1]), flush=True)
+    lines = ["| word | planted by | the default split's case | flagged % | poison recall % | clean flagged % | "
+             "the paper's split: poison recall % | the word, nats (median) | the most implausible clean word, nats | "
+             "e.g. |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        nats = "-" if r["word_nats"] is None else f"{r['word_nats']:.1f}"
+        lines.append(f"| {r['word']} | {r['mode']} | {r['case']} | {100 * r['flagged']:.1f} | {100 * r['recall']:.1f} | "
+                     f"{100 * r['clean_flagged']:.1f} | {100 * r['paper_recall']:.1f} | {nats} | {r['clean_max_word_nats']:.1f} | {r['example']} |")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
