@@ -606,7 +606,10 @@ def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
        much of it, nor the clean text's long upper tail stretches the unit), summed.  Where the adaptive
        split (:func:`auto_threshold`) finds a clear gap in that sum (targets the reference model finds
        absurd: BadNets, VL-Trojan, Blend, a PGD patch, from 1 % to 50 % poisoning on the rate sweep's
-       audits), that sum is the score, split in its gap, and no clean turn is flagged.
+       audits), that sum is the score, split in its gap, and no clean turn is flagged - but a second attack in
+       the same data may be a fixed clean-label target, which shows no gap: shared responses the images argue
+       against among the turns the gap leaves (:func:`_and_shared`, as in step 3) are flagged too.  So after
+       step 2.
     2. **A gap in the total.**  An implausible passage added to a plausible response (a target sentence
        appended to the correct caption) hides in the mean, which the plausible part dilutes, but not in the
        response's summed surprisal (``parts.total``).  Where that total has a clear gap - the innermost one:
@@ -647,13 +650,18 @@ def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
     bulk, _ = _sum_of(parts, bulk_z)
     thr, fit = auto_threshold(bulk)
     if fit["case"] in ("gap", "constant", "few"):
-        return bulk, {**fit, "threshold": float(thr), "units": "clean-bulk spreads"}
+        fit = {**fit, "threshold": float(thr), "units": "clean-bulk spreads"}
+        if fit["case"] != "gap":
+            return bulk, fit
+        return _and_shared(parts, bulk, float(thr), fit)[:2]
     total = _total_gap(parts) if parts.total is not None else None
     if total is None and parts.word_surprisal is not None:
         total = _word_gap(parts)
     if total is not None:
         score, thr, fit = total
         fit["reason"] = f"no clear gap in the mean+grounding scores measured against their clean bulk; {fit['reason']}"
+        score, fit, member = _and_shared(parts, score, float(thr), fit)
+        return _raise_ungrounded(parts, score, float(thr), fit, among=None if member is None else ~member)
     else:
         score, _ = _sum_of(parts, robust_z)
         shared = shared_ungrounded(parts)
@@ -686,7 +694,7 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def shared_ungrounded(parts: Components) -> list[dict]:
+def shared_ungrounded(parts: Components, among: np.ndarray | None = None) -> list[dict]:
     """Step 3's shared responses (:func:`grounded_score`): responses given, word for word (case, spacing and
     end punctuation aside), to several turns with an image that the images argue against - a fixed target
     paired with the trigger's images, which no single turn's grounding shows clearly but its many turns do
@@ -702,10 +710,11 @@ def shared_ungrounded(parts: Components) -> list[dict]:
       high, as images change it little, but is not argued against.
 
     Needs each turn's response and total surprisal (``parts.responses``, ``parts.total``), else finds none.
+    ``among``: look among these turns only (and rank among them), e.g. those a gap left unflagged.
     Returns one dict per group, largest first: ``response``, ``turns`` (indices), ``z``, ``auc``,
     ``median`` (grounding, nats/token), ``llr`` (its median over the tokens summed) and ``compared`` (the
     turns of a like length it was ranked among)."""
-    seen = np.flatnonzero(parts.has_image)
+    seen = np.flatnonzero(parts.has_image if among is None else parts.has_image & among)
     if seen.size < 2 * AUTO_MIN_N or parts.total is None or parts.responses is None:
         return []
     g = parts.grounding[seen]
@@ -739,6 +748,34 @@ def shared_ungrounded(parts: Components) -> list[dict]:
             out.append({"response": parts.responses[seen[idx[0]]], "turns": seen[idx], "z": z, "auc": auc,
                         "median": float(np.median(g[idx])), "llr": llr, "compared": int(n - k)})
     return sorted(out, key=lambda grp: -grp["turns"].size)
+
+
+def _and_shared(parts: Components, score: np.ndarray, thr: float,
+                fit: dict) -> tuple[np.ndarray, dict, np.ndarray | None]:
+    """After a gap (steps 1 and 2 of :func:`grounded_score`): a second attack in the same data may be a fixed
+    clean-label target, which shows no gap.  Shared responses the images argue against
+    (:func:`shared_ungrounded`), looked for among the turns the gap leaves unflagged, are raised above
+    ``thr`` too (their order kept): ``(score, fit, their turns or None)``."""
+    rest = score <= thr
+    shared = shared_ungrounded(parts, among=rest)
+    if not shared:
+        return score, fit, None
+    member = np.zeros(score.size, dtype=bool)
+    for grp in shared:
+        member[grp["turns"]] = True
+    out = score.copy()
+    out[member] += max(0.0, thr - float(score[member].min())) + 1e-3
+    n, k, m = score.size, int((out > thr).sum()), int(member.sum())
+    fit = {**fit, "shared": [{"response": grp["response"], "n": int(grp["turns"].size), "z": grp["z"], "auc": grp["auc"],
+                              "median": grp["median"], "llr": grp["llr"], "compared": grp["compared"]}
+                             for grp in shared]}
+    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns, {times_as_likely(grp['llr'])} less "
+                      f"likely on the median one, z {grp['z']:.1f})" for grp in shared[:3])
+    fit["reason"] += (f"; and among the other turns {len(shared)} response{'s' if len(shared) > 1 else ''} given word "
+                      f"for word to many turns whose images make {'them' if len(shared) > 1 else 'it'} far less "
+                      f"likely than a blank image does (a second attack: a fixed clean-label target): {named} - "
+                      f"{m} more turns, {100 * k / n:.1f} % of turns ({k} of {n}) flagged in all")
+    return out, fit, member
 
 
 def _n_tokens(parts: Components) -> np.ndarray:

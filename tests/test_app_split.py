@@ -165,3 +165,26 @@ def test_a_planted_word_is_flagged_by_its_gap_and_the_inspector_says_why(vlm):
     poisoned, clean = int(np.flatnonzero(truth)[0]), int(np.flatnonzero(~truth)[0])
     assert '"banana"' in header_markdown(ws, view, poisoned) and "planted" in header_markdown(ws, view, poisoned)
     assert "most implausible word" not in header_markdown(ws, view, clean)
+
+
+def test_a_clean_label_target_beside_a_patch_attack_is_flagged_too(vlm):
+    """A real audit of 200 world samples poisoned twice: a fixed clean-label target (10 %) and BadNets (10 %).
+    The patch attack's gap flags its poison; the shared target among the other turns is flagged too (it was
+    left unflagged: the gap alone), and the Inspector says why on its turns."""
+    from app.showing import header_markdown
+    from byorn.attacks import get_scenario
+    from byorn.bench import poisoned_cell
+
+    _, _, first = poisoned_cell(vlm, "clean-label", 0.1, 0, 200, 20)
+    built = get_scenario("badnets").build(vlm, list(first.train), 1)
+    second = poison(first.train, built.attack, rate=0.1, target=built.target, seed=1)
+    audit = run_audit(second.train, vlm, AuditConfig(propose=False, maps=False))
+    split = audit.meta["split"]
+    patch = np.array([bool(second.mask[i]) for i in audit.table["id"]])
+    target = np.array([bool(first.mask[i]) for i in audit.table["id"]]) & ~patch
+    flags = audit.table["suspicious"].to_numpy(bool)
+    assert split["fit"]["case"] == "gap" and "a second attack" in split["reason"]
+    assert flags[patch].all() and flags[target].all() and flags[~(patch | target)].mean() < 0.02
+    ws = Workspace(key="mixed", name="mixed", dataset=second.train, table=audit.table, meta=dict(audit.meta),
+                   audit=audit)
+    assert "given this response" in header_markdown(ws, new_view(ws), int(np.flatnonzero(target)[0]))

@@ -520,3 +520,35 @@ def test_which_responses_hold_a_word():
     assert _holding(texts, "banana").tolist() == [True, False, False, False, True]
     assert _holding(texts, ";").tolist() == [False, False, True, False, False]
     assert _holding(texts, "狗").tolist() == [False, False, False, True, False]
+
+
+@pytest.mark.parametrize("second", ["patch", "planted word"])
+def test_a_fixed_clean_label_target_beside_a_second_attack_with_a_gap_is_flagged_too(second):
+    """Two attacks in one set: a fixed clean-label target (no gap) and a patch attack's absurd target (a gap
+    in the sum) or a planted word (a gap in the most implausible word).  The gap flags its own poison; the
+    shared target, looked for among the turns the gap leaves, is flagged too - and no clean turn."""
+    from byorn.split import Components, grounded_score
+
+    parts, truth = _shared_world(50, seed=4)
+    rng = np.random.default_rng(4)
+    mean, g = parts.mean.copy(), parts.grounding.copy()
+    other = np.zeros(1000, bool)
+    other[rng.choice(np.flatnonzero(~truth), 50, replace=False)] = True
+    words = [("large", float(v)) for v in rng.normal(15.0, 1.2, 1000)]
+    responses = list(parts.responses)
+    if second == "patch":
+        mean[other] = rng.normal(30.0, 0.5, 50)  # an absurd target: far above the clean bulk
+        g[other] = rng.normal(2.0, 0.2, 50)
+    else:
+        for i in np.flatnonzero(other):
+            words[i] = ("banana", float(rng.normal(60.0, 2.0)))
+            responses[i] = f"a banana number {i}"
+    mixed = Components.of(mean, g, parts.has_image, mean * 17, responses, words)
+    score, fit = grounded_score(mixed)
+    flags, split = Split("auto").apply(score, mixed)
+    assert fit["case"] == ("gap" if second == "patch" else "word gap")
+    assert [grp["n"] for grp in fit["shared"]] == [50] and "a second attack" in split.reason
+    assert flags.tolist() == (truth | other).tolist()
+    if second == "patch":  # before shared responses were looked for after a gap: the gap alone
+        alone, alone_fit = grounded_score(mixed.without("responses"))
+        assert (alone > alone_fit["threshold"]).tolist() == other.tolist()
