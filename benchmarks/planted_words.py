@@ -66,35 +66,54 @@ def _word_tokens(tokens, surprisals, word: str):
     return max(found, key=lambda run: sum(s for _, s in run)) if found else []
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--words", default="banana,apple,dog,yellow,square,left,bottom")
-    ap.add_argument("--modes", default="substitute,insert")
-    ap.add_argument("--rate", type=float, default=0.1)
+def cell_args(ap: argparse.ArgumentParser, rate: float, out: str) -> None:
+    """The arguments of one poisoned cell of world captions, and where its table goes (shared with
+    ``two_attacks.py``)."""
+    ap.add_argument("--rate", type=float, default=rate)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-train", type=int, default=1000)
-    ap.add_argument("--out", default="benchmarks/planted_words")
-    args = ap.parse_args()
-    from byorn.models import VLM
+    ap.add_argument("--out", default=out)
 
-    ref = VLM.load()
-    rows = []
-    for word in args.words.split(","):
-        for mode in args.modes.split(","):
-            rows.append(audit_word(ref, word, mode, args.rate, args.seed, args.n_train))
-            print(json.dumps(rows[-1]), flush=True)
-    lines = ["| word | planted by | the default split's case | flagged % | poison recall % | clean flagged % | "
-             "the paper's split: poison recall % | the word, nats (median) | the most implausible clean word, nats | "
-             "e.g. |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        nats = "-" if r["word_nats"] is None else f"{r['word_nats']:.1f}"
-        lines.append(f"| {r['word']} | {r['mode']} | {r['case']} | {100 * r['flagged']:.1f} | {100 * r['recall']:.1f} | "
-                     f"{100 * r['clean_flagged']:.1f} | {100 * r['paper_recall']:.1f} | {nats} | {r['clean_max_word_nats']:.1f} | {r['example']} |")
-    out = Path(args.out)
+
+def save_table(out: Path, rows: list[dict], columns: list[str], line) -> None:
+    """``OUT/results.json`` (the rows) and ``OUT/results.md`` (a table of ``columns``, a row per ``line(row)``:
+    its cells), and the table printed."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(line(r)) + " |" for r in rows]
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def run_rows(fn, calls, hide=()) -> list[dict]:
+    """``fn(reference model, *call)`` for each call, each row printed as it comes (without the keys in
+    ``hide``)."""
+    from byorn.models import VLM
+
+    ref = VLM.load()
+    rows = []
+    for call in calls:
+        rows.append(fn(ref, *call))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k not in hide}), flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--words", default="banana,apple,dog,yellow,square,left,bottom")
+    ap.add_argument("--modes", default="substitute,insert")
+    cell_args(ap, 0.1, "benchmarks/planted_words")
+    args = ap.parse_args()
+    rows = run_rows(audit_word, [(word, mode, args.rate, args.seed, args.n_train)
+                                 for word in args.words.split(",") for mode in args.modes.split(",")])
+    columns = ["word", "planted by", "the default split's case", "flagged %", "poison recall %", "clean flagged %",
+               "the paper's split: poison recall %", "the word, nats (median)",
+               "the most implausible clean word, nats", "e.g."]
+    save_table(Path(args.out), rows, columns, lambda r: [
+        r["word"], r["mode"], str(r["case"]), f"{100 * r['flagged']:.1f}", f"{100 * r['recall']:.1f}",
+        f"{100 * r['clean_flagged']:.1f}", f"{100 * r['paper_recall']:.1f}",
+        "-" if r["word_nats"] is None else f"{r['word_nats']:.1f}", f"{r['clean_max_word_nats']:.1f}", r["example"]])
 
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ figures only.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
+from planted_words import cell_args, run_rows, save_table  # noqa: E402
 
 
 def audit_pair(ref, first: str, second: str, rate: float, seed: int, n: int) -> dict:
@@ -47,29 +47,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--first", default="clean-label")
     ap.add_argument("--second", default="badnets,vl-trojan,insertion,substitution")
-    ap.add_argument("--rate", type=float, default=0.05)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-train", type=int, default=1000)
-    ap.add_argument("--out", default="benchmarks/two_attacks")
+    cell_args(ap, 0.05, "benchmarks/two_attacks")
     args = ap.parse_args()
-    from byorn.models import VLM
-
-    ref = VLM.load()
-    rows = []
-    for second in args.second.split(","):
-        rows.append(audit_pair(ref, args.first, second, args.rate, args.seed, args.n_train))
-        print(json.dumps({k: v for k, v in rows[-1].items() if k != "reason"}), flush=True)
-    lines = ["| attacks | poisoned turns | recall of each % | clean turns flagged | flagged % | the split's case |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['first']} + {r['second']} ({100 * r['rate']:g} % each, seed {r['seed']}) | "
-                     f"{r['n_first']} + {r['n_second']} | {100 * r['recall_first']:.1f} / "
-                     f"{100 * r['recall_second']:.1f} | {r['clean_flagged']} | {100 * r['flagged']:.1f} | {r['case']} |")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    rows = run_rows(audit_pair, [(args.first, second, args.rate, args.seed, args.n_train)
+                                 for second in args.second.split(",")], hide=("reason",))
+    columns = ["attacks", "poisoned turns", "recall of each %", "clean turns flagged", "flagged %", "the split's case"]
+    save_table(Path(args.out), rows, columns, lambda r: [
+        f"{r['first']} + {r['second']} ({100 * r['rate']:g} % each, seed {r['seed']})",
+        f"{r['n_first']} + {r['n_second']}",
+        f"{100 * r['recall_first']:.1f} / {100 * r['recall_second']:.1f}", str(r["clean_flagged"]),
+        f"{100 * r['flagged']:.1f}", str(r["case"])])
 
 
 if __name__ == "__main__":
