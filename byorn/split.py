@@ -89,6 +89,7 @@ AUTO_SHARED_MIN_LLR = math.log(2.5)  #: ... and its images make it at least 2.5 
 #: does on its median turn (the grounding summed over the tokens).  In the world's QA pretraining data "yes" ranks
 #: above 95 % of the short answers' grounding, which images help more, but they make it only 1.1 x less likely,
 #: "two dots" 1.5-1.8 x; clean-label targets: 3.3 x to millions on the sweep's audits (10 x missed a seed's)
+
 #: a clear gap in the turns' most implausible word (:func:`_word_gap`) counts where one word is the most
 #: implausible of at least this share of the turns above it: a word planted in many responses, not a few
 #: responses' rare words (numbers, names, code), nor a mix of words the reference model finds odd (0.40 in a
@@ -662,19 +663,18 @@ def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
         fit["reason"] = f"no clear gap in the mean+grounding scores measured against their clean bulk; {fit['reason']}"
         score, fit, member = _and_shared(parts, score, float(thr), fit)
         return _raise_ungrounded(parts, score, float(thr), fit, among=None if member is None else ~member)
-    else:
-        score, _ = _sum_of(parts, robust_z)
-        shared = shared_ungrounded(parts)
-        if shared:
-            member = np.zeros(n, dtype=bool)
-            for grp in shared:
-                member[grp["turns"]] = True
-            score, thr, fit = _split_shared(score, shared, member)
-            return _raise_ungrounded(parts, score, float(thr), fit, among=~member)
-        thr, fit = auto_threshold(score)
-        fit = {**fit, "threshold": float(thr), "units": "robust z",
-               "reason": f"no clear gap in the scores measured against their clean bulk; by the robust z of each "
-                         f"part: {fit['reason']}"}
+    score, _ = _sum_of(parts, robust_z)
+    shared = shared_ungrounded(parts)
+    if shared:
+        member = np.zeros(n, dtype=bool)
+        for grp in shared:
+            member[grp["turns"]] = True
+        score, thr, fit = _split_shared(score, shared, member)
+        return _raise_ungrounded(parts, score, float(thr), fit, among=~member)
+    thr, fit = auto_threshold(score)
+    fit = {**fit, "threshold": float(thr), "units": "robust z",
+           "reason": f"no clear gap in the scores measured against their clean bulk; by the robust z of each "
+                     f"part: {fit['reason']}"}
     return _raise_ungrounded(parts, score, float(thr), fit)
 
 
