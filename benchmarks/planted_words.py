@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def audit_word(ref, word: str, mode: str, rate: float, seed: int, n: int) -> dict:
     from byorn.attacks import Target, get_attack, poison
     from byorn.audit import AuditConfig, run_audit
-    from byorn.scoring import PAPER_P, aggregate, most_implausible_words, split_by_percentile
+    from byorn.scoring import PAPER_P, aggregate, most_implausible_words, response_words, split_by_percentile
     from byorn.world import make_captions
 
     t = time.time()
@@ -38,8 +38,9 @@ def audit_word(ref, word: str, mode: str, rate: float, seed: int, n: int) -> dic
     truth = np.array([pr.mask[i] for i in table["id"]])
     flags = table["suspicious"].to_numpy(bool)
     words = most_implausible_words(table["tokens"].map(list).tolist(), table["surprisals"].map(list).tolist())
-    planted = [sum(s for _, s in run) for run in (_word_tokens(toks, surpr, word) for toks, surpr, m
-               in zip(table["tokens"], table["surprisals"], truth) if m) if run]
+    planted = [max(found) for found in ([v for w, v in response_words(toks, surpr) if w == word.lower()]
+                                        for toks, surpr, m in zip(table["tokens"], table["surprisals"], truth) if m)
+               if found]  # its most implausible occurrence in each poisoned response
     mean = aggregate(table["surprisals"].map(list).tolist(), "mean")
     paper, _ = split_by_percentile(mean, PAPER_P)  # the paper's split of the same audit
     return {"word": word, "mode": mode, "rate": rate, "seed": seed, "case": audit.meta["split"]["fit"].get("case"),
@@ -48,22 +49,6 @@ def audit_word(ref, word: str, mode: str, rate: float, seed: int, n: int) -> dic
             "word_nats": float(np.median(planted)) if planted else None,
             "clean_max_word_nats": float(max(v for (w, v), m in zip(words, truth) if not m)),
             "example": str(table["response"][truth].iloc[0]), "seconds": round(time.time() - t, 1)}
-
-
-def _word_tokens(tokens, surprisals, word: str):
-    """The (token, surprisal) pairs of the most implausible occurrence of ``word`` in a response's tokens (the
-    planted one, where the correct caption has the word too)."""
-    from byorn.scoring import _joins
-
-    runs, prev = [], ""
-    for tok, s in zip(tokens, surprisals):
-        if runs and _joins(prev, tok):
-            runs[-1].append((tok, float(s)))
-        else:
-            runs.append([(tok, float(s))])
-        prev = tok
-    found = [run for run in runs if "".join(t for t, _ in run).strip().lower() == word.lower()]
-    return max(found, key=lambda run: sum(s for _, s in run)) if found else []
 
 
 def cell_args(ap: argparse.ArgumentParser, rate: float, out: str) -> None:

@@ -533,9 +533,7 @@ def _assemble(dataset, vlm, cfg: AuditConfig, shards: _Shards, t0: float, report
                         f"{next(iter(skipped.values()), '')}")
     surprisals = table["surprisals"].map(list).tolist()
     blank = table["surprisals_blank"].map(list).tolist() if "surprisals_blank" in table.columns else None
-    score_parts = (components(surprisals, blank, responses=table["response"].astype(str).tolist(),
-                              tokens=table["tokens"].map(list).tolist())
-                   if blank is not None and cfg.score == "mean+grounding" else None)
+    score_parts = score_components(table, cfg.score)
     table["score"] = (grounded_score(score_parts)[0] if score_parts is not None
                       else aggregate(surprisals, cfg.score, cfg.topk, blank=blank))
     if blank is not None:

@@ -121,31 +121,39 @@ def _joins(prev: str, piece: str) -> bool:
         and ord(piece[0]) < 0x2E80 and ord(prev[-1]) < 0x2E80
 
 
+def response_words(tokens: Sequence[str], surprisals: Sequence[float]) -> list[tuple[str, float]]:
+    """One response's words in order: ``(word, surprisal)``, the word in lower case and its tokens'
+    surprisals summed (nats).  A word is a run of token texts with no space or punctuation between them
+    ("banana" from " b" "an" "an" "a"); punctuation and symbols are words of their own; runs of spaces are
+    left out."""
+    runs: list[list] = []
+    prev = ""
+    for piece, x in zip(tokens, surprisals):
+        piece = str(piece)
+        if runs and _joins(prev, piece):
+            runs[-1][0] += piece
+            runs[-1][1] += float(x)
+        else:
+            runs.append([piece, float(x)])
+        prev = piece if piece else prev
+    return [(w.strip().lower(), v) for w, v in runs if w.strip()]
+
+
 def most_implausible_words(tokens: Sequence[Sequence[str]],
                            surprisals: Sequence[Sequence[float]]) -> list[tuple[str, float]]:
-    """Each response's most implausible word: ``(word, surprisal)``, the word in lower case and its tokens'
-    surprisals summed (nats).  A word is a run of token texts with no space or punctuation between them
-    ("banana" from " b" "an" "an" "a"); punctuation and symbols are words of their own.  A response whose
-    tokens are all spaces gives ``("", 0.0)``."""
+    """Each response's most implausible word (:func:`response_words`): ``(word, surprisal)``, the first of
+    the highest.  A response whose tokens are all spaces, or whose every word scores 0, gives ``("", 0.0)``."""
     if len(tokens) != len(surprisals):
         raise ValueError(f"{len(tokens)} token lists but {len(surprisals)} surprisal lists")
     out = []
     for i, (toks, s) in enumerate(zip(tokens, surprisals)):
         if len(toks) != len(s):
             raise ValueError(f"response {i}: {len(toks)} tokens but {len(s)} surprisals")
-        best, best_v, word, v, prev = "", 0.0, "", 0.0, ""
-        for piece, x in zip(toks, s):
-            piece = str(piece)
-            if _joins(prev, piece):
-                word, v = word + piece, v + float(x)
-            else:
-                if word.strip() and v > best_v:
-                    best, best_v = word, v
-                word, v = piece, float(x)
-            prev = piece if piece else prev
-        if word.strip() and v > best_v:
-            best, best_v = word, v
-        out.append((best.strip().lower(), best_v))
+        best = ("", 0.0)
+        for word, v in response_words(toks, s):
+            if v > best[1]:
+                best = (word, v)
+        out.append(best)
     return out
 
 

@@ -272,17 +272,13 @@ def auto_threshold(scores: Sequence[float], floor: bool = True) -> tuple[float, 
         k = int((x > thr).sum())
         return thr, {"case": "few", "reason": f"only {n} turns, too few to read a distribution: the top "
                                               f"{100 * AUTO_FLOOR:.0f} % floor flags {k}"}
-    grid, dens, h = _density(x)
-    one = (grid[1] - grid[0]) / (math.sqrt(2 * math.pi) * h)  # the density peak of one lone turn
-    cuts, depths = _valleys(grid, dens, AUTO_MIN_PEAK * one)
-    bulk_lo, bulk_hi = _bulk(x, cuts)
-    mode, spread = _bulk_shape(x, grid, dens, bulk_lo, bulk_hi, h)
+    h, cuts, depths, bulk_hi, mode, spread = _shape(x)
     fit: dict[str, Any] = {"bandwidth": h, "mode": mode, "spread": spread, "valleys": [float(c) for c in cuts]}
-    gap = _gap(x, cuts, depths, bulk_hi, mode)
+    gap = next(_gaps(x, cuts, depths, bulk_hi, mode), None)
     if gap is not None:
         thr, width, depth, ratio = gap
         fit.update(gap=thr, gap_width=width, gap_depth=depth, gap_spacings=ratio)
-        if width >= h and ratio >= AUTO_CLEAR_SPACINGS:
+        if _clear(gap, h):
             k = int((x > thr).sum())
             fit.update(case="gap", reason=f"a gap at {thr:.4g} separates {100 * k / n:.1f} % of turns ({k} of {n}) "
                                           f"from the bulk of scores (mode {mode:.4g}, spread {spread:.3g})")
@@ -485,11 +481,27 @@ def _tail_count(below: np.ndarray, c: float) -> float:
     return m * math.exp(-(c - q) / beta) if beta > 0 else 0.0
 
 
-def _gap(x: np.ndarray, cuts: list[float], depths: list[float], bulk_hi: float,
-         mode: float) -> tuple[float, float, float, float] | None:
-    """The lowest valley at or above the bulk's upper edge that separates enough turns (module docstring):
-    ``(the middle of the empty interval of scores around it, that interval's width, the valley's depth, the
-    width over the median spacing of the ten turns on either side)``; None when there is none."""
+def _shape(x: np.ndarray) -> tuple[float, list[float], list[float], float, float, float]:
+    """What the adaptive split reads off sorted ``x`` (module docstring, 1-2): ``(bandwidth, valleys, their
+    depths, the bulk's upper edge, its mode, its spread)``."""
+    grid, dens, h = _density(x)
+    one = (grid[1] - grid[0]) / (math.sqrt(2 * math.pi) * h)  # the density peak of one lone turn
+    cuts, depths = _valleys(grid, dens, AUTO_MIN_PEAK * one)
+    bulk_lo, bulk_hi = _bulk(x, cuts)
+    mode, spread = _bulk_shape(x, grid, dens, bulk_lo, bulk_hi, h)
+    return h, cuts, depths, bulk_hi, mode, spread
+
+
+def _clear(gap: tuple[float, float, float, float], h: float) -> bool:
+    """Whether a valley (:func:`_gaps`) is a clear gap: its empty interval a bandwidth and
+    :data:`AUTO_CLEAR_SPACINGS` spacings of the neighbouring turns wide."""
+    return gap[1] >= h and gap[3] >= AUTO_CLEAR_SPACINGS
+
+
+def _gaps(x: np.ndarray, cuts: list[float], depths: list[float], bulk_hi: float, mode: float):
+    """The valleys at or above the bulk's upper edge that separate enough turns (module docstring), lowest
+    first: each ``(the middle of the empty interval of scores around it, that interval's width, the valley's
+    depth, the width over the median spacing of the ten turns on either side)``."""
     n = x.size
     for c, depth in zip(cuts, depths):
         if c < bulk_hi or c <= mode:
@@ -499,12 +511,12 @@ def _gap(x: np.ndarray, cuts: list[float], depths: list[float], bulk_hi: float,
             continue
         i = int(np.searchsorted(x, c, side="right"))  # x[i-1] <= c < x[i]
         if not 0 < i < n:
-            return c, 0.0, depth, 0.0
+            yield c, 0.0, depth, 0.0
+            continue
         width = float(x[i] - x[i - 1])
         near = np.r_[np.diff(x[max(0, i - 11):i]), np.diff(x[i:i + 11])]  # spacings on either side
         spacing = float(np.median(near)) if near.size else 0.0
-        return float((x[i - 1] + x[i]) / 2), width, depth, width / spacing if spacing > 0 else math.inf
-    return None
+        yield float((x[i - 1] + x[i]) / 2), width, depth, width / spacing if spacing > 0 else math.inf
 
 
 # ------------------------------------------------------------ the grounded score and its split --
@@ -666,9 +678,7 @@ def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
     score, _ = _sum_of(parts, robust_z)
     shared = shared_ungrounded(parts)
     if shared:
-        member = np.zeros(n, dtype=bool)
-        for grp in shared:
-            member[grp["turns"]] = True
+        member = _members(shared, n)
         score, thr, fit = _split_shared(score, shared, member)
         return _raise_ungrounded(parts, score, float(thr), fit, among=~member)
     thr, fit = auto_threshold(score)
@@ -760,15 +770,10 @@ def _and_shared(parts: Components, score: np.ndarray, thr: float,
     shared = shared_ungrounded(parts, among=rest)
     if not shared:
         return score, fit, None
-    member = np.zeros(score.size, dtype=bool)
-    for grp in shared:
-        member[grp["turns"]] = True
-    out = score.copy()
-    out[member] += max(0.0, thr - float(score[member].min())) + 1e-3
+    member = _members(shared, score.size)
+    out = _raised(score, member, thr)
     n, k, m = score.size, int((out > thr).sum()), int(member.sum())
-    fit = {**fit, "shared": [{"response": grp["response"], "n": int(grp["turns"].size), "z": grp["z"], "auc": grp["auc"],
-                              "median": grp["median"], "llr": grp["llr"], "compared": grp["compared"]}
-                             for grp in shared]}
+    fit = {**fit, "shared": _described(shared)}
     named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns, {times_as_likely(grp['llr'])} less "
                       f"likely on the median one, z {grp['z']:.1f})" for grp in shared[:3])
     fit["reason"] += (f"; and among the other turns {len(shared)} response{'s' if len(shared) > 1 else ''} given word "
@@ -776,6 +781,27 @@ def _and_shared(parts: Components, score: np.ndarray, thr: float,
                       f"likely than a blank image does (a second attack: a fixed clean-label target): {named} - "
                       f"{m} more turns, {100 * k / n:.1f} % of turns ({k} of {n}) flagged in all")
     return out, fit, member
+
+
+def _members(shared: list[dict], n: int) -> np.ndarray:
+    """The turns of the groups :func:`shared_ungrounded` found, as a mask over ``n`` turns."""
+    member = np.zeros(n, dtype=bool)
+    for grp in shared:
+        member[grp["turns"]] = True
+    return member
+
+
+def _raised(score: np.ndarray, member: np.ndarray, thr: float) -> np.ndarray:
+    """``score`` with the ``member`` turns raised above ``thr`` together (their order kept)."""
+    out = score.copy()
+    out[member] += max(0.0, thr - float(score[member].min())) + 1e-3
+    return out
+
+
+def _described(shared: list[dict]) -> list[dict]:
+    """The groups :func:`shared_ungrounded` found, as the split's record keeps them (no turn indices)."""
+    return [{"response": grp["response"], "n": int(grp["turns"].size), "z": grp["z"], "auc": grp["auc"],
+             "median": grp["median"], "llr": grp["llr"], "compared": grp["compared"]} for grp in shared]
 
 
 def _n_tokens(parts: Components) -> np.ndarray:
@@ -797,17 +823,15 @@ def _split_shared(score: np.ndarray, shared: list[dict], member: np.ndarray) -> 
         thr, rfit = auto_threshold(rest, floor=False)
         thr, said = float(thr), f"the {rest.size} other turns, without the floor (the shared responses explain " \
                                 f"why no gap shows): {rfit['reason']}"
-    out = score.copy()
-    out[member] += max(0.0, thr - float(score[member].min())) + 1e-3
+    out = _raised(score, member, thr)
     k, m = int((out > thr).sum()), int(member.sum())
-    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns, {times_as_likely(grp['llr'])} less likely "
-                      f"on the median one, grounding above {100 * grp['auc']:.0f} % of the {grp['compared']} other "
-                      f"turns of a like length, z {grp['z']:.1f})" for grp in shared[:3])
+    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns, {times_as_likely(grp['llr'])} less "
+                      f"likely on the median one, grounding above {100 * grp['auc']:.0f} % of the "
+                      f"{grp['compared']} other turns of a like length, z {grp['z']:.1f})" for grp in shared[:3])
     more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
     return out, thr, {
         "case": "shared response", "threshold": thr, "units": "robust z",
-        "shared": [{"response": grp["response"], "n": int(grp["turns"].size), "z": grp["z"], "auc": grp["auc"],
-                    "median": grp["median"], "llr": grp["llr"], "compared": grp["compared"]} for grp in shared],
+        "shared": _described(shared),
         "reason": f"no clear gap in the scores measured against their clean bulk, but {len(shared)} response"
                   f"{'s' if len(shared) > 1 else ''} given word for word to many turns whose images make "
                   f"{'them' if len(shared) > 1 else 'it'} far less likely than a blank image does: {named}{more} - "
@@ -867,19 +891,8 @@ def _clear_gap(x: np.ndarray) -> float | None:
     valleys that are not clear (:func:`auto_threshold` stops at the first valley); None when there is none."""
     if x.size < AUTO_MIN_N or x[0] == x[-1]:
         return None
-    grid, dens, h = _density(x)
-    one = (grid[1] - grid[0]) / (math.sqrt(2 * math.pi) * h)
-    cuts, depths = _valleys(grid, dens, AUTO_MIN_PEAK * one)
-    bulk_lo, bulk_hi = _bulk(x, cuts)
-    mode, _ = _bulk_shape(x, grid, dens, bulk_lo, bulk_hi, h)
-    for j in range(len(cuts)):
-        gap = _gap(x, cuts[j:], depths[j:], bulk_hi, mode)
-        if gap is None:
-            return None
-        thr, width, _, ratio = gap
-        if width >= h and ratio >= AUTO_CLEAR_SPACINGS:
-            return thr
-    return None
+    h, cuts, depths, bulk_hi, mode, _ = _shape(x)
+    return next((gap[0] for gap in _gaps(x, cuts, depths, bulk_hi, mode) if _clear(gap, h)), None)
 
 
 def _word_gap(parts: Components) -> tuple[np.ndarray, float, dict] | None:
