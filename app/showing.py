@@ -108,10 +108,14 @@ def _shared(ws: Workspace, row) -> str:
         return ""
     key = response_key(str(row.get("response", "")))
     for grp in ws.auto_split().fit.get("shared", ()):
+        said = (f"which their images make {times_as_likely(grp['llr'])} less likely than a blank image does on the "
+                f"median turn: the adaptive split flags them together")
         if response_key(grp["response"]) == key:
-            return (f"  \none of **{grp['n']}** turns given this response word for word, which their images make "
-                    f"{times_as_likely(grp['llr'])} less likely than a blank image does on the median turn: "
-                    f"the adaptive split flags them together")
+            return f"  \none of **{grp['n']}** turns given this response word for word, {said}"
+        if key in grp.get("variants", ()):
+            return (f"  \na few words from a response given word for word to **{grp['n']}** turns, "
+                    f"\"{html.escape(grp['response'][:80])}\", {said}, with this turn and its other variants "
+                    f"({grp['n_variants']} in all) whose images do not support them")
     return ""
 
 

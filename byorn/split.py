@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
@@ -66,7 +67,7 @@ AUTO_TAIL_EXCESS = 3.0  #: ... and at least this many times what the bulk's own 
 AUTO_TAIL_TOP = 0.02   #: the bulk's tail is extrapolated from its top 2 % (an exponential)
 AUTO_MIN_PEAK = 2.0    #: a mode is at least as dense as this many turns within one bandwidth (not a lone turn)
 AUTO_CLEAR_SPACINGS = 5.0  #: a gap is clear where its empty interval is a bandwidth and this many spacings of
-#: the turns next to it wide (else the groups touch, and the split flags more: module docstring, 5)
+#: the turns next to it wide (else the groups touch, and the split flags more: module docstring, 4)
 AUTO_MIX_SEPARATION = 2.5  #: without a gap, a two-normal mixture this separated (Ashman's D) is two groups
 AUTO_MIX_TIGHT_SEPARATION = 1.5  #: ... or this separated when the high group is tight: at most AUTO_MIX_TIGHT x as
 AUTO_MIX_TIGHT, AUTO_MIX_TIGHT_MAX = 0.6, 0.6  #: wide as the low one and at most this share of the turns
@@ -85,10 +86,15 @@ AUTO_SHARED_MIN_Z = 4.5  #: a response shared by several turns is a group the im
 #: turns' grounding ranks this far above the other turns' (a rank-sum z; under 7 turns it cannot reach 4.5) ...
 AUTO_SHARED_MIN_AUC = 0.75  #: ... by at least this probability of ranking above another turn ...
 AUTO_SHARED_LENGTH = 2.0  #: ... ranked among the turns at most this many times longer or shorter ...
-AUTO_SHARED_MIN_LLR = math.log(2.5)  #: ... and its images make it at least 2.5 x less likely than a blank image
-#: does on its median turn (the grounding summed over the tokens).  In the world's QA pretraining data "yes" ranks
-#: above 95 % of the short answers' grounding, which images help more, but they make it only 1.1 x less likely,
-#: "two dots" 1.5-1.8 x; clean-label targets: 3.3 x to millions on the sweep's audits (10 x missed a seed's)
+AUTO_SHARED_MIN_LLR = math.log(1.5)  #: ... its images make it at least 1.5 x less likely than a blank image
+#: does on its median turn (the grounding summed over the tokens): argued against, not merely not helped (a
+#: response no image bears on, "yes" in a QA set: 1.0-1.1 x) ...
+AUTO_SHARED_MIN_EXCESS = 8.0  #: ... and at least e^8 (about 3,000) x less likely, measured against how the images
+#: change the median turn of a like length (nats).  Images help short answers little: in the world's QA data "two
+#: dots" is 1.9-2.1 x less likely with its images but only 90 x against the other short answers (4.5 nats), "yes"
+#: 60 x; the sweep's clean-label targets 13.3-28 nats (seeds 0-5, 1-50 %), one of them only 1.9 x less likely
+#: than with a blank image (5 % seed 3, missed by the 2.5 x bar this replaced).
+_OLD_SHARED_MIN_LLR = math.log(2.5)  # that bar: audits made before it was replaced re-split with it
 
 #: a clear gap in the turns' most implausible word (:func:`_word_gap`) counts where one word is the most
 #: implausible of at least this share of the turns above it: a word planted in many responses, not a few
@@ -99,6 +105,12 @@ AUTO_WORD_SHARED = 0.5
 #: word is implausible wherever it is (1.00 on every substitution and concept-insertion audit), a clean word the
 #: reference model finds odd is plausible in some of its places (";": 0.80 there)
 AUTO_WORD_CONTAINED = 0.9
+#: a response a few words from a shared target (:func:`shared_ungrounded`) - at most this share of the target's words
+#: inserted, deleted or replaced - whose turn's grounding is above the median of the other turns' is one of its
+#: variants, flagged with it: the target written with a word changed is still the target.  On the sweep's
+#: clean-label audits the median holds 95-100 % of the target's own turns and 0-4 % of the clean turns that many
+#: words from it (captions of like scenes)
+AUTO_VARIANT_WORDS = 0.2
 _GRID_MAX = 20_000
 
 
@@ -186,15 +198,12 @@ class Split:
         arr = _checked(scores)
         fit: dict = {}
         if self.kind == AUTO and components is not None:
-            built, fit = grounded_score(components)
-            # an audit scored before the words' gap, shared responses or the total's gap were looked for keeps
-            # the score it was made with
-            for older in (("words",), ("words", "responses"), ("words", "responses", "total")):
+            # an audit scored before the shared targets' variants, the words' gap, shared responses or the
+            # total's gap were looked for keeps the score it was made with
+            for built, fit in _as_made(components):
                 if _same(built, arr):
                     break
-                if any(components.has(name) for name in older):
-                    built, fit = grounded_score(components.without(*older))
-            if not _same(built, arr):
+            else:
                 raise ValueError("these scores are not the mean+grounding score of the components given")
             thr, reason = float(fit.pop("threshold")), fit.pop("reason")
         elif self.kind == "percentile":
@@ -216,6 +225,17 @@ class Split:
         share = 100.0 * self.n_flagged / max(self.n, 1)
         head = f"{self.label}: {self.n_flagged} of {self.n} turns ({share:.1f} %) flagged above {self.threshold:.4g}"
         return f"{head}; {self.reason}" if self.reason else head
+
+
+def _as_made(parts: "Components"):
+    """The ``mean+grounding`` scores (and fits) an audit of ``parts`` may have been made with, newest first
+    (:meth:`Split.apply`)."""
+    yield grounded_score(parts)
+    if parts.has("responses"):
+        yield grounded_score(parts, before_variants=True)
+    for older in (("words",), ("words", "responses"), ("words", "responses", "total")):
+        if any(parts.has(name) for name in older):
+            yield grounded_score(parts.without(*older), before_variants=True)
 
 
 def _same(built: np.ndarray, scores: np.ndarray) -> bool:
@@ -255,9 +275,12 @@ def split_by_percentile(scores: Sequence[float], p: float = PAPER_P) -> tuple[np
 
 # ------------------------------------------------------------------ the adaptive split --
 
-def auto_threshold(scores: Sequence[float], floor: bool = True) -> tuple[float, dict]:
-    """The adaptive threshold of ``scores`` (module docstring) and what it saw.  ``floor=False``: without a
-    clear gap, no :data:`AUTO_FLOOR` among the options (where something else explains the missing gap).
+def auto_threshold(scores: Sequence[float], floor: bool = True, fence: bool | None = None) -> tuple[float, dict]:
+    """The adaptive threshold of ``scores`` (module docstring) and what it saw.  ``floor=False`` (where
+    something else explains the missing gap): without a clear gap, only what the scores themselves show - a
+    separated mixture's boundary or a valley - neither the :data:`AUTO_FLOOR` nor the bulk's fence, which
+    flag a share of any distribution; with neither, nothing is flagged.  ``fence``: whether the bulk's fence
+    is an option (default: as ``floor``).
 
     Returns ``(threshold, fit)``; ``fit["case"]`` is ``"gap"``, ``"no gap"``,
     ``"few"`` (under :data:`AUTO_MIN_N` turns) or ``"constant"``, and
@@ -293,23 +316,24 @@ def auto_threshold(scores: Sequence[float], floor: bool = True) -> tuple[float, 
                            f"{mix['mean_high']:.4g}, separation {mix['separation']:.2g}): flagged "
                            f"{100 * k / n:.1f} % of turns ({k} of {n}) above {thr:.4g}")
             return thr, fit
-    return _unclear(x, fit, gap, floor)
+    return _unclear(x, fit, gap, floor, floor if fence is None else fence)
 
 
-def _unclear(x: np.ndarray, fit: dict, gap, use_floor: bool = True) -> tuple[float, dict]:
-    """No clear gap: the lowest of the floor (unless ``use_floor`` is False), the bulk's fence, a separated
-    mixture's boundary and a valley that is not empty (module docstring, 5)."""
+def _unclear(x: np.ndarray, fit: dict, gap, use_floor: bool = True, use_fence: bool = True) -> tuple[float, dict]:
+    """No clear gap: the lowest of the floor and the bulk's fence (unless ``use_...`` is False), a separated
+    mixture's boundary and a valley that is not empty (module docstring, 4); with none of them, the highest
+    score (nothing flagged)."""
     n, mode, spread = x.size, fit["mode"], fit["spread"]
     fence = mode + AUTO_SPREAD_K * spread
     floor = _floor_threshold(x)
     mix = _mixture(x)
     fit.update(case="no gap", fence=fence, floor=floor, mixture=mix)
-    options = {"floor": floor, "fence": fence} if use_floor else {"fence": fence}
+    options = {name: v for name, v, use in (("floor", floor, use_floor), ("fence", fence, use_fence)) if use}
     if _separated(mix):
         options["mixture"] = mix["boundary"]
     if gap is not None:
         options["valley"] = gap[0]
-    why, thr = min(options.items(), key=lambda kv: kv[1])
+    why, thr = min(options.items(), key=lambda kv: kv[1]) if options else ("none", float(x[-1]))
     k = int((x > thr).sum())
     said = {"floor": f"the top {100 * AUTO_FLOOR:.0f} % floor (few turns lie beyond mode {mode:.4g} + "
                      f"{AUTO_SPREAD_K:g} x spread {spread:.3g})",
@@ -317,7 +341,8 @@ def _unclear(x: np.ndarray, fit: dict, gap, use_floor: bool = True) -> tuple[flo
             "mixture": f"where a second group of scores ({100 * mix['weight_high']:.0f} % of turns around "
                        f"{mix['mean_high']:.4g}, separation {mix['separation']:.2g}) is at least 1/"
                        f"{AUTO_MISS_COST:g} as likely as the bulk around {mix['mean_low']:.4g}",
-            "valley": f"above a valley in the scores at {thr:.4g} that is not empty (the groups touch)"}[why]
+            "valley": f"above a valley in the scores at {thr:.4g} that is not empty (the groups touch)",
+            "none": "as neither a second group nor a valley shows"}[why]
     fit["reason"] = (f"no clear gap above the bulk of scores: flagged {100 * k / n:.1f} % of turns ({k} of {n}), "
                      f"{said}")
     return thr, fit
@@ -611,7 +636,7 @@ def _sum_of(parts: Components, z) -> tuple[np.ndarray, np.ndarray]:
     return z(parts.mean) + z_g, z_g
 
 
-def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
+def grounded_score(parts: Components, before_variants: bool = False) -> tuple[np.ndarray, dict]:
     """The ``mean+grounding`` score and its adaptive threshold: ``(score, fit)`` with ``fit["threshold"]``,
     ``fit["reason"]`` and what the split saw.  Implausible *or* ungrounded, in four steps:
 
@@ -645,9 +670,10 @@ def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
        16-19 % of SFT's CIDEr on the 10 % sweep cells, 40 % cost 4 %.  But where a response given word for
        word to many turns is one their images argue against (:func:`shared_ungrounded`: a fixed clean-label
        target, which no single turn's grounding shows clearly but its turns do together), those turns are
-       flagged whole and the others split without the floor, which that target explains
-       (:func:`_split_shared`): on the sweep's clean-label audits from 2 % on, every poisoned turn with
-       20-39 % of the clean ones, where the floor missed up to 32 % of them.
+       flagged whole with the target's variants a few words from it, and the others split by what their
+       own scores show, without the floor or the bulk's fence, as that target explains the missing gap
+       (:func:`_split_shared`): on the sweep's clean-label audits from 2 % on, every poisoned turn, where
+       the floor missed up to 32 % of them.
     4. **A group the image does not support** (after 2 or 3).  Where a two-normal mixture of the grounding
        shows a second group of at least :data:`AUTO_GROUNDING_GROUP` of the turns (distinct by Ashman's D,
        worth its parameters by BIC), every turn past the mixture's boundary (where that group is 1/
@@ -656,6 +682,9 @@ def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
        ``t + (g - boundary) / sd``, so a turn is flagged exactly when ``score > t``: one score, one
        threshold, for the histogram and the app.  After shared responses the group is looked for among the
        other turns only.
+
+    ``before_variants``: as audits made before the shared targets' variants were looked for built it (the
+    other turns split beyond their bulk's fence too; :meth:`Split.apply` re-splits those audits so).
     """
     n = parts.mean.size
     if n == 0:
@@ -666,20 +695,20 @@ def grounded_score(parts: Components) -> tuple[np.ndarray, dict]:
         fit = {**fit, "threshold": float(thr), "units": "clean-bulk spreads"}
         if fit["case"] != "gap":
             return bulk, fit
-        return _and_shared(parts, bulk, float(thr), fit)[:2]
+        return _and_shared(parts, bulk, float(thr), fit, not before_variants)[:2]
     total = _total_gap(parts) if parts.total is not None else None
     if total is None and parts.word_surprisal is not None:
         total = _word_gap(parts)
     if total is not None:
         score, thr, fit = total
         fit["reason"] = f"no clear gap in the mean+grounding scores measured against their clean bulk; {fit['reason']}"
-        score, fit, member = _and_shared(parts, score, float(thr), fit)
+        score, fit, member = _and_shared(parts, score, float(thr), fit, not before_variants)
         return _raise_ungrounded(parts, score, float(thr), fit, among=None if member is None else ~member)
     score, _ = _sum_of(parts, robust_z)
-    shared = shared_ungrounded(parts)
+    shared = shared_ungrounded(parts, before_variants=before_variants)
     if shared:
         member = _members(shared, n)
-        score, thr, fit = _split_shared(score, shared, member)
+        score, thr, fit = _split_shared(score, shared, member, fenced=before_variants)
         return _raise_ungrounded(parts, score, float(thr), fit, among=~member)
     thr, fit = auto_threshold(score)
     fit = {**fit, "threshold": float(thr), "units": "robust z",
@@ -704,7 +733,8 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def shared_ungrounded(parts: Components, among: np.ndarray | None = None) -> list[dict]:
+def shared_ungrounded(parts: Components, among: np.ndarray | None = None,
+                      before_variants: bool = False) -> list[dict]:
     """Step 3's shared responses (:func:`grounded_score`): responses given, word for word (case, spacing and
     end punctuation aside), to several turns with an image that the images argue against - a fixed target
     paired with the trigger's images, which no single turn's grounding shows clearly but its many turns do
@@ -715,15 +745,25 @@ def shared_ungrounded(parts: Components, among: np.ndarray | None = None) -> lis
       of at least :data:`AUTO_SHARED_MIN_Z` - a group of under 7 turns cannot reach it, chance alone about
       once in 300 000 groups - and a probability of at least :data:`AUTO_SHARED_MIN_AUC` of ranking above
       another turn;
-    * and its images make the response at least 2.5 times less likely than a blank image does on its median
-      turn (:data:`AUTO_SHARED_MIN_LLR`, the grounding summed over the tokens): "yes" in a QA set ranks
-      high, as images change it little, but is not argued against.
+    * and its images argue against it: they make the response at least 1.5 times less likely than a blank
+      image does on its median turn (:data:`AUTO_SHARED_MIN_LLR`, the grounding summed over the tokens), and
+      at least e^8 times less likely than they make the median turn of a like length
+      (:data:`AUTO_SHARED_MIN_EXCESS`): "yes" or "two dots" in a QA set ranks high, as images change a short
+      answer little, but is not argued against that much.
+
+    A group's **variants** are the other turns whose response is a few words from it and whose grounding is
+    above the median of the turns outside the groups (:data:`AUTO_VARIANT_WORDS`, :func:`_variants`): a target
+    given with a word changed here and there is still the target, but it is not given word for word.
 
     Needs each turn's response and total surprisal (``parts.responses``, ``parts.total``), else finds none.
     ``among``: look among these turns only (and rank among them), e.g. those a gap left unflagged.
-    Returns one dict per group, largest first: ``response``, ``turns`` (indices), ``z``, ``auc``,
-    ``median`` (grounding, nats/token), ``llr`` (its median over the tokens summed) and ``compared`` (the
-    turns of a like length it was ranked among)."""
+    ``before_variants``: as audits made before the variants and the bar against the turns of a like length
+    (:data:`AUTO_SHARED_MIN_EXCESS`) found them: no variants, and 2.5 x less likely than with a blank image.
+    Returns one dict per group, largest first: ``response``, ``turns`` (indices), ``variants`` (indices)
+    and ``variant_keys`` (their distinct responses as :func:`response_key` gives them), ``z``, ``auc``,
+    ``median`` (grounding, nats/token), ``llr`` (its median over the tokens summed), ``excess`` (``llr`` less
+    the median of the turns of a like length) and ``compared`` (the turns of a like length it was ranked
+    among)."""
     seen = np.flatnonzero(parts.has_image if among is None else parts.has_image & among)
     if seen.size < 2 * AUTO_MIN_N or parts.total is None or parts.responses is None:
         return []
@@ -754,28 +794,78 @@ def shared_ungrounded(parts: Components, among: np.ndarray | None = None) -> lis
         u = float(ranks[pos].sum()) - k * (k + 1) / 2
         auc, z = u / (k * (n - k)), (u - k * (n - k) / 2) / math.sqrt(k * (n - k) * (n + 1) / 12)
         llr = float(np.median(g[idx] * length[idx]))
-        if z >= AUTO_SHARED_MIN_Z and auc >= AUTO_SHARED_MIN_AUC and llr >= AUTO_SHARED_MIN_LLR:
-            out.append({"response": parts.responses[seen[idx[0]]], "turns": seen[idx], "z": z, "auc": auc,
-                        "median": float(np.median(g[idx])), "llr": llr, "compared": int(n - k)})
-    return sorted(out, key=lambda grp: -grp["turns"].size)
+        rest = np.ones(n, dtype=bool)
+        rest[pos] = False
+        excess = llr - float(np.median(g[like[rest]] * length[like[rest]]))
+        argued = llr >= (_OLD_SHARED_MIN_LLR if before_variants else AUTO_SHARED_MIN_LLR) \
+            and (before_variants or excess >= AUTO_SHARED_MIN_EXCESS)
+        if z >= AUTO_SHARED_MIN_Z and auc >= AUTO_SHARED_MIN_AUC and argued:
+            out.append({"response": parts.responses[seen[idx[0]]], "turns": seen[idx],
+                        "variants": np.zeros(0, dtype=int), "z": z, "auc": auc,
+                        "median": float(np.median(g[idx])), "llr": llr, "excess": excess, "compared": int(n - k)})
+    out.sort(key=lambda grp: -grp["turns"].size)
+    if out and not before_variants:
+        _variants(parts, seen, out)
+    return out
 
 
-def _and_shared(parts: Components, score: np.ndarray, thr: float,
-                fit: dict) -> tuple[np.ndarray, dict, np.ndarray | None]:
+def _variants(parts: Components, seen: np.ndarray, groups: list[dict]) -> None:
+    """Fill each group's ``variants`` (:func:`shared_ungrounded`): turns among ``seen`` outside the groups whose
+    response is at most :data:`AUTO_VARIANT_WORDS` of the group's words from it (word insertions, deletions and
+    replacements, case and end punctuation aside) and whose grounding is above the median of those turns'; a
+    turn near two groups goes to the larger."""
+    taken = np.zeros(parts.mean.size, dtype=bool)
+    for grp in groups:
+        taken[grp["turns"]] = True
+    others = seen[~taken[seen]]
+    if others.size == 0:
+        return
+    g = parts.grounding
+    candidates = others[g[others] > np.median(g[others])]
+    words = {int(i): response_key(parts.responses[i]).split() for i in candidates}
+    for grp in groups:
+        target = response_key(grp["response"]).split()
+        k = int(AUTO_VARIANT_WORDS * len(target))
+        if k == 0:
+            continue
+        near = [i for i, w in words.items() if not taken[i] and _words_apart(w, target, k) <= k]
+        grp["variants"] = np.array(sorted(near), dtype=int)
+        grp["variant_keys"] = sorted({" ".join(words[i]) for i in near})
+        taken[grp["variants"]] = True
+
+
+def _words_apart(a: list[str], b: list[str], k: int) -> int:
+    """The word edit distance between ``a`` and ``b`` (insertions, deletions, replacements), or ``k + 1`` once
+    it is surely above ``k``."""
+    if abs(len(a) - len(b)) > k or max(len(a), len(b)) - sum((Counter(a) & Counter(b)).values()) > k:
+        return k + 1  # fewer words in common than an edit path of k would leave
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+        if min(row) > k:
+            return k + 1
+    return row[-1]
+
+
+def _and_shared(parts: Components, score: np.ndarray, thr: float, fit: dict,
+                variants: bool = True) -> tuple[np.ndarray, dict, np.ndarray | None]:
     """After a gap (steps 1 and 2 of :func:`grounded_score`): a second attack in the same data may be a fixed
     clean-label target, which shows no gap.  Shared responses the images argue against
     (:func:`shared_ungrounded`), looked for among the turns the gap leaves unflagged, are raised above
     ``thr`` too (their order kept): ``(score, fit, their turns or None)``."""
     rest = score <= thr
-    shared = shared_ungrounded(parts, among=rest)
+    shared = shared_ungrounded(parts, among=rest, before_variants=not variants)
     if not shared:
         return score, fit, None
     member = _members(shared, score.size)
     out = _raised(score, member, thr)
     n, k, m = score.size, int((out > thr).sum()), int(member.sum())
     fit = {**fit, "shared": _described(shared)}
-    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns, {times_as_likely(grp['llr'])} less "
-                      f"likely on the median one, z {grp['z']:.1f})" for grp in shared[:3])
+    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns{_and_variants(grp)}, "
+                      f"{times_as_likely(grp['llr'])} less likely on the median one, z {grp['z']:.1f})"
+                      for grp in shared[:3])
     fit["reason"] += (f"; and among the other turns {len(shared)} response{'s' if len(shared) > 1 else ''} given word "
                       f"for word to many turns whose images make {'them' if len(shared) > 1 else 'it'} far less "
                       f"likely than a blank image does (a second attack: a fixed clean-label target): {named} - "
@@ -784,10 +874,11 @@ def _and_shared(parts: Components, score: np.ndarray, thr: float,
 
 
 def _members(shared: list[dict], n: int) -> np.ndarray:
-    """The turns of the groups :func:`shared_ungrounded` found, as a mask over ``n`` turns."""
+    """The turns of the groups :func:`shared_ungrounded` found, and their variants, as a mask over ``n`` turns."""
     member = np.zeros(n, dtype=bool)
     for grp in shared:
         member[grp["turns"]] = True
+        member[grp.get("variants", [])] = True
     return member
 
 
@@ -801,7 +892,16 @@ def _raised(score: np.ndarray, member: np.ndarray, thr: float) -> np.ndarray:
 def _described(shared: list[dict]) -> list[dict]:
     """The groups :func:`shared_ungrounded` found, as the split's record keeps them (no turn indices)."""
     return [{"response": grp["response"], "n": int(grp["turns"].size), "z": grp["z"], "auc": grp["auc"],
-             "median": grp["median"], "llr": grp["llr"], "compared": grp["compared"]} for grp in shared]
+             "median": grp["median"], "llr": grp["llr"], "excess": grp.get("excess"), "compared": grp["compared"],
+             "n_variants": int(len(grp.get("variants", ()))), "variants": grp.get("variant_keys", [])}
+            for grp in shared]
+
+
+def _and_variants(grp: dict) -> str:
+    """", and 3 turns a few words from it" for a group with variants (:func:`_variants`), else ""."""
+    v = len(grp.get("variants", ()))
+    return f", and {v} turn{'s' if v > 1 else ''} a few words from it whose images do not support {'them' if v > 1 else 'it'}" \
+        if v else ""
 
 
 def _n_tokens(parts: Components) -> np.ndarray:
@@ -810,23 +910,30 @@ def _n_tokens(parts: Components) -> np.ndarray:
     return np.rint(np.where(ok, parts.total / np.where(ok, parts.mean, 1.0), 1.0))
 
 
-def _split_shared(score: np.ndarray, shared: list[dict], member: np.ndarray) -> tuple[np.ndarray, float, dict]:
+def _split_shared(score: np.ndarray, shared: list[dict], member: np.ndarray,
+                  fenced: bool = False) -> tuple[np.ndarray, float, dict]:
     """Step 3 with shared responses the images do not support: ``(score, threshold, fit)``.  They explain
-    why no gap shows, so the other turns are split without the floor - in their own gap, else beyond their
-    bulk's fence, a separated mixture's boundary or a valley, whichever flags most - and the groups' turns
-    are raised above that threshold together (their order kept).  ``member``: the groups' turns."""
+    why no gap shows, so the other turns are split by what their own scores show - their gap, else a
+    separated mixture's boundary or a valley, else nothing - and the groups' turns (with their variants) are
+    raised above that threshold together (their order kept).  ``member``: the groups' turns.
+
+    Not by the floor, nor by the bulk's fence: on the sweep's clean-label audits the fence flagged 20-34 % of
+    the other turns (a fifth of the clean CIDEr's cost), and of the target's own turns, were they not given
+    word for word, it would have held only 7-75 %: no guard against a target that varies.  Its variants a few
+    words apart are flagged with it instead (:func:`_variants`).  ``fenced``: the fence as well, as audits
+    made before the variants were looked for split the other turns."""
     n = score.size
     rest = score[~member]
     if rest.size == 0:
         thr, said = float(score.min()) - 1.0, "no other turns"
     else:
-        thr, rfit = auto_threshold(rest, floor=False)
-        thr, said = float(thr), f"the {rest.size} other turns, without the floor (the shared responses explain " \
-                                f"why no gap shows): {rfit['reason']}"
+        thr, rfit = auto_threshold(rest, floor=False, fence=fenced)
+        thr, said = float(thr), f"the {rest.size} other turns, without the floor{'' if fenced else ' or the fence'} " \
+                                f"(the shared responses explain why no gap shows): {rfit['reason']}"
     out = _raised(score, member, thr)
     k, m = int((out > thr).sum()), int(member.sum())
-    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns, {times_as_likely(grp['llr'])} less "
-                      f"likely on the median one, grounding above {100 * grp['auc']:.0f} % of the "
+    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns{_and_variants(grp)}, "
+                      f"{times_as_likely(grp['llr'])} less likely on the median one, grounding above {100 * grp['auc']:.0f} % of the "
                       f"{grp['compared']} other turns of a like length, z {grp['z']:.1f})" for grp in shared[:3])
     more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
     return out, thr, {

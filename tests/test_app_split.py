@@ -123,25 +123,34 @@ def test_the_overview_shows_the_adaptive_threshold_beside_the_papers_and_says_wh
 
 def test_a_fixed_clean_label_target_is_flagged_whole_and_the_inspector_says_why(vlm):
     """A real audit of 200 world samples, 10 % poisoned with one fluent caption of another scene: the default
-    flags every poisoned turn as a shared response the images argue against, a fifth of the clean turns
-    (not the 40 % floor), and the Inspector says so on a poisoned turn and not on a clean one."""
+    flags every poisoned turn as a shared response the images argue against, and few clean turns (not the
+    40 % floor, nor a fence over the others), and the Inspector says so on a poisoned turn and not on a clean
+    one."""
     from app.showing import header_markdown
     from byorn.bench import poisoned_cell
 
     _, built, pr = poisoned_cell(vlm, "clean-label", 0.1, 0, 200, 20)
-    audit = run_audit(pr.train, vlm, AuditConfig(propose=False, maps=False))  # the default score and split
+    # three of the poisoned turns say the target with one word changed: variants of it
+    text = built.target.text
+    variant = text.replace(" small ", " large ", 1) if " small " in text else text.replace(" large ", " small ", 1)
+    changed = [s.id for s in pr.train if pr.mask[s.id]][:3]
+    data = VLDataset([s.with_(response=variant) if s.id in changed else s for s in pr.train])
+    audit = run_audit(data, vlm, AuditConfig(propose=False, maps=False))  # the default score and split
     split = audit.meta["split"]
     truth = np.array([pr.mask[i] for i in audit.table["id"]])
     flags = audit.table["suspicious"].to_numpy(bool)
     assert split["fit"]["case"] == "shared response" and built.target.text[:30] in split["reason"]
-    assert flags[truth].all() and flags[~truth].mean() < 0.3
+    assert flags[truth].all() and flags[~truth].mean() < 0.05
     (group,) = split["fit"]["shared"]  # the target is another scene's clean caption: a clean turn may share it
-    assert truth.sum() <= group["n"] <= truth.sum() + 2
-    ws = Workspace(key="shared", name="shared", dataset=pr.train, table=audit.table, meta=dict(audit.meta),
+    assert truth.sum() - 3 <= group["n"] <= truth.sum() - 1 and group["n_variants"] >= 3
+    ws = Workspace(key="shared", name="shared", dataset=data, table=audit.table, meta=dict(audit.meta),
                    audit=audit)
     view = new_view(ws)
-    poisoned, clean = int(np.flatnonzero(truth)[0]), int(np.flatnonzero(~truth)[0])
-    assert f"one of **{group['n']}** turns given this response" in header_markdown(ws, view, poisoned)
+    ids = audit.table["id"].tolist()
+    poisoned = next(i for i in np.flatnonzero(truth) if ids[i] not in changed)
+    clean, varied = int(np.flatnonzero(~truth)[0]), ids.index(changed[0])
+    assert f"one of **{group['n']}** turns given this response" in header_markdown(ws, view, int(poisoned))
+    assert "a few words from a response given word for word" in header_markdown(ws, view, varied)
     assert "given this response" not in header_markdown(ws, view, clean)
 
 
@@ -184,7 +193,8 @@ def test_a_clean_label_target_beside_a_patch_attack_is_flagged_too(vlm):
     target = np.array([bool(first.mask[i]) for i in audit.table["id"]]) & ~patch
     flags = audit.table["suspicious"].to_numpy(bool)
     assert split["fit"]["case"] == "gap" and "a second attack" in split["reason"]
-    assert flags[patch].all() and flags[target].all() and flags[~(patch | target)].mean() < 0.02
+    assert flags[patch].all() and flags[target].all()
+    assert flags[~(patch | target)].mean() < 0.05  # the target's scene and captions two words from it
     ws = Workspace(key="mixed", name="mixed", dataset=second.train, table=audit.table, meta=dict(audit.meta),
                    audit=audit)
     assert "given this response" in header_markdown(ws, new_view(ws), int(np.flatnonzero(target)[0]))

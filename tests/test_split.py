@@ -310,22 +310,79 @@ def test_grounded_split_flags_a_shared_target_the_images_argue_against(n_poison)
 
 
 def test_a_shared_answer_the_images_hardly_change_is_not_a_target(monkeypatch):
-    """QA data: "yes" is given to many turns, and images help it less than the other short answers, so its
-    grounding ranks high among them - but they make it only ~1.1 x less likely than a blank image does, not
-    the 2.5 x a target the images argue against shows.  Long captions are not its comparison."""
+    """QA data: "yes" and "two dots" are given to many turns, and images help them less than the other short
+    answers, so their grounding ranks high among them - but the images make "yes" only ~1.1 x less likely
+    than a blank image does (not argued against), and "two dots" ~2.5 x: far short of the e^8 against the
+    other short answers that a target the images argue against shows.  Long captions are not their
+    comparison."""
     from byorn.split import Components, grounded_score, shared_ungrounded
 
     rng = np.random.default_rng(11)
     mean, g, _ = _world(600, 0, lambda r, k: r.normal(5.0, 1.0, k), lambda r, k: r.normal(0.0, 1.0, k), seed=11)
     mean = np.r_[mean, rng.gamma(3.0, 0.8, 400)]
-    g = np.r_[g, rng.normal(-0.4, 0.25, 300), rng.normal(0.04, 0.05, 100)]
+    g = np.r_[g, rng.normal(-0.4, 0.25, 260), rng.normal(0.04, 0.05, 80), rng.normal(0.45, 0.05, 60)]
     length = np.r_[rng.integers(15, 21, 600), np.full(400, 2)]
-    responses = [f"caption {i}" for i in range(600)] + [f"answer {i % 40}" for i in range(300)] + ["Yes."] * 100
+    responses = [f"caption {i}" for i in range(600)] + [f"answer {i % 40}" for i in range(260)] + ["Yes."] * 80 \
+        + ["Two dots."] * 60
     parts = Components.of(mean, g, np.ones(1000, bool), total=mean * length, responses=responses)
     assert shared_ungrounded(parts) == [] and grounded_score(parts)[1]["case"] != "shared response"
-    monkeypatch.setattr("byorn.split.AUTO_SHARED_MIN_LLR", -math.inf)  # without that check it would count
-    (yes,) = shared_ungrounded(parts)
-    assert yes["response"] == "Yes." and yes["compared"] == 300 and yes["auc"] > 0.9
+    monkeypatch.setattr("byorn.split.AUTO_SHARED_MIN_EXCESS", -math.inf)  # against a blank image alone:
+    (dots,) = shared_ungrounded(parts)                                     # "two dots" would count
+    assert dots["response"] == "Two dots." and dots["llr"] > math.log(2.2) and dots["excess"] < 3
+    monkeypatch.setattr("byorn.split.AUTO_SHARED_MIN_LLR", -math.inf)  # and without either check, "yes" too
+    assert [grp["response"] for grp in shared_ungrounded(parts)] == ["Yes.", "Two dots."]
+    assert [grp["compared"] for grp in shared_ungrounded(parts)] == [320, 340]  # the other short answers
+
+
+def test_a_long_target_the_images_barely_argue_against_is_found_by_its_like_length_turns():
+    """A reference model that grounds a target weakly: its images make it only ~2 x less likely than a blank
+    image does (the 2.5 x bar the excess replaced missed such a seed at 5 %), but the clean captions of its
+    length are ~e^17 x *more* likely with their images: the target is flagged, with no clean turn."""
+    from byorn.split import grounded_score, shared_ungrounded
+
+    parts, truth = _shared_world(50, seed=5, target_g=(0.04, 0.02))
+    (grp,) = shared_ungrounded(parts)
+    assert grp["turns"].size == 50 and math.log(1.5) < grp["llr"] < math.log(2.5) and grp["excess"] > 8
+    assert shared_ungrounded(parts, before_variants=True) == []  # the old bar
+    score, fit = grounded_score(parts)
+    flags = score > fit["threshold"]
+    assert fit["case"] == "shared response" and flags[truth].all() and not flags[~truth].any()
+
+
+def test_a_shared_targets_variants_are_flagged_with_it_and_the_other_turns_are_not_fenced():
+    """A target given word for word to 40 turns and with one word changed to 10 more ("the blue background"):
+    the variants go with it, a clean caption one word from it that its image supports does not, nor one
+    three words from it; the other turns are split by what their own scores show - no gap, no group - so no
+    clean turn is flagged.  Before the variants, the other turns were split at their bulk's fence."""
+    from byorn.split import Components, Split, grounded_score, shared_ungrounded
+
+    parts, truth = _shared_world(50, seed=7)
+    responses = list(parts.responses)
+    poisoned, clean = np.flatnonzero(truth), np.flatnonzero(~truth)
+    for i in poisoned[:10]:
+        responses[i] = "a red circle on the blue background."
+    supported = clean[parts.grounding[clean] < np.quantile(parts.grounding[clean], 0.3)][:10]
+    far = clean[parts.grounding[clean] > np.quantile(parts.grounding, 0.9)][:5]
+    for i in supported:
+        responses[i] = "a red square on a blue background"  # one word off, but its image supports it
+    for i in far:
+        responses[i] = "the red circle on the blue wall"    # three words off, however ungrounded
+    parts = Components.of(parts.mean, parts.grounding, parts.has_image, total=parts.total, responses=responses)
+    (grp,) = shared_ungrounded(parts)
+    assert grp["turns"].size == 40 and sorted(grp["variants"]) == sorted(poisoned[:10])
+    assert grp["variant_keys"] == ["a red circle on the blue background"]
+    score, fit = grounded_score(parts)
+    flags, split = Split("auto").apply(score, parts)
+    assert fit["case"] == "shared response" and fit["shared"][0]["n_variants"] == 10
+    assert "and 10 turns a few words from it" in split.reason and "nor the fence" not in split.reason
+    assert flags[truth].all() and not flags[supported].any() and not flags[far].any()
+    assert flags[~truth].sum() <= 2
+    # as audits made before the variants split: the other turns at their bulk's fence, a fifth of them
+    old, old_fit = grounded_score(parts, before_variants=True)
+    assert old_fit["shared"][0]["n_variants"] == 0
+    assert (old > old_fit["threshold"])[~truth].mean() > 0.1
+    old_flags, old_split = Split("auto").apply(old, parts)  # such an audit re-splits as it was made
+    assert old_split.threshold == old_fit["threshold"]
 
 
 def test_groups_under_seven_turns_and_parts_without_texts_find_no_shared_target():
