@@ -103,19 +103,22 @@ def header_markdown(ws: Workspace, view: View, pos: int) -> str:
 
 def _shared(ws: Workspace, row) -> str:
     """" · one of 201 turns given this response ..." where the adaptive split found the turn's response
-    shared by many turns whose images argue against it (a fixed clean-label target)."""
+    shared by many turns whose images argue against it (a fixed clean-label target), or " · a few words from
+    a response given word for word to 201 turns ..." for one of its variants."""
     if ws.score_method != "mean+grounding":
         return ""
     key = response_key(str(row.get("response", "")))
     for grp in ws.auto_split().fit.get("shared", ()):
-        said = (f"which their images make {times_as_likely(grp['llr'])} less likely than a blank image does on the "
-                f"median turn: the adaptive split flags them together")
+        likely = (f"their images make {times_as_likely(grp['llr'])} less likely than a blank image does on the "
+                  f"median turn")
         if response_key(grp["response"]) == key:
-            return f"  \none of **{grp['n']}** turns given this response word for word, {said}"
+            return (f"  \none of **{grp['n']}** turns given this response word for word, which {likely}: the "
+                    f"adaptive split flags them together")
         if key in grp.get("variants", ()):
-            return (f"  \na few words from a response given word for word to **{grp['n']}** turns, "
-                    f"\"{html.escape(grp['response'][:80])}\", {said}, with this turn and its other variants "
-                    f"({grp['n_variants']} in all) whose images do not support them")
+            return (f"  \na few words from a response given word for word to **{grp['n']}** turns "
+                    f"(\"{html.escape(grp['response'][:80])}\"), which {likely}, and its image supports it less "
+                    f"than most turns' do theirs: the adaptive split flags those turns and the "
+                    f"**{grp['n_variants']}** like this one together")
     return ""
 
 

@@ -863,9 +863,8 @@ def _and_shared(parts: Components, score: np.ndarray, thr: float, fit: dict,
     out = _raised(score, member, thr)
     n, k, m = score.size, int((out > thr).sum()), int(member.sum())
     fit = {**fit, "shared": _described(shared)}
-    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns{_and_variants(grp)}, "
-                      f"{times_as_likely(grp['llr'])} less likely on the median one, z {grp['z']:.1f})"
-                      for grp in shared[:3])
+    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns, {times_as_likely(grp['llr'])} less "
+                      f"likely on the median one, z {grp['z']:.1f}{_and_variants(grp)})" for grp in shared[:3])
     fit["reason"] += (f"; and among the other turns {len(shared)} response{'s' if len(shared) > 1 else ''} given word "
                       f"for word to many turns whose images make {'them' if len(shared) > 1 else 'it'} far less "
                       f"likely than a blank image does (a second attack: a fixed clean-label target): {named} - "
@@ -898,10 +897,10 @@ def _described(shared: list[dict]) -> list[dict]:
 
 
 def _and_variants(grp: dict) -> str:
-    """", and 3 turns a few words from it" for a group with variants (:func:`_variants`), else ""."""
+    """"; and 3 turns a few words from it ..." for a group with variants (:func:`_variants`), else ""."""
     v = len(grp.get("variants", ()))
-    return f", and {v} turn{'s' if v > 1 else ''} a few words from it whose images do not support {'them' if v > 1 else 'it'}" \
-        if v else ""
+    return (f"; and {v} turn{'s' if v > 1 else ''} a few words from it, whose image{'s' if v > 1 else ''} support "
+            f"{'them' if v > 1 else 'it'} less than the median turn's") if v else ""
 
 
 def _n_tokens(parts: Components) -> np.ndarray:
@@ -918,8 +917,8 @@ def _split_shared(score: np.ndarray, shared: list[dict], member: np.ndarray,
     raised above that threshold together (their order kept).  ``member``: the groups' turns.
 
     Not by the floor, nor by the bulk's fence: on the sweep's clean-label audits the fence flagged 20-34 % of
-    the other turns (a fifth of the clean CIDEr's cost), and of the target's own turns, were they not given
-    word for word, it would have held only 7-75 %: no guard against a target that varies.  Its variants a few
+    the other turns, and of the target's own turns, had they not been given word for word, it would have held
+    only 7-75 %: no guard against a target that varies.  Its variants a few
     words apart are flagged with it instead (:func:`_variants`).  ``fenced``: the fence as well, as audits
     made before the variants were looked for split the other turns."""
     n = score.size
@@ -932,9 +931,9 @@ def _split_shared(score: np.ndarray, shared: list[dict], member: np.ndarray,
                                 f"(the shared responses explain why no gap shows): {rfit['reason']}"
     out = _raised(score, member, thr)
     k, m = int((out > thr).sum()), int(member.sum())
-    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns{_and_variants(grp)}, "
-                      f"{times_as_likely(grp['llr'])} less likely on the median one, grounding above {100 * grp['auc']:.0f} % of the "
-                      f"{grp['compared']} other turns of a like length, z {grp['z']:.1f})" for grp in shared[:3])
+    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns, {times_as_likely(grp['llr'])} less "
+                      f"likely on the median one, grounding above {100 * grp['auc']:.0f} % of the {grp['compared']} "
+                      f"other turns of a like length, z {grp['z']:.1f}{_and_variants(grp)})" for grp in shared[:3])
     more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
     return out, thr, {
         "case": "shared response", "threshold": thr, "units": "robust z",

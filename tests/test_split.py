@@ -374,7 +374,7 @@ def test_a_shared_targets_variants_are_flagged_with_it_and_the_other_turns_are_n
     score, fit = grounded_score(parts)
     flags, split = Split("auto").apply(score, parts)
     assert fit["case"] == "shared response" and fit["shared"][0]["n_variants"] == 10
-    assert "and 10 turns a few words from it" in split.reason and "nor the fence" not in split.reason
+    assert "and 10 turns a few words from it" in split.reason and "without the floor or the fence" in split.reason
     assert flags[truth].all() and not flags[supported].any() and not flags[far].any()
     assert flags[~truth].sum() <= 2
     # as audits made before the variants split: the other turns at their bulk's fence, a fifth of them
@@ -382,7 +382,20 @@ def test_a_shared_targets_variants_are_flagged_with_it_and_the_other_turns_are_n
     assert old_fit["shared"][0]["n_variants"] == 0
     assert (old > old_fit["threshold"])[~truth].mean() > 0.1
     old_flags, old_split = Split("auto").apply(old, parts)  # such an audit re-splits as it was made
-    assert old_split.threshold == old_fit["threshold"]
+    assert old_split.threshold == old_fit["threshold"] and "without the floor (" in old_split.reason
+
+
+def test_words_apart_counts_word_edits_and_stops_past_the_bound():
+    from byorn.split import _words_apart
+
+    a = "a small red circle on the left".split()
+    assert _words_apart(a, a, 1) == 0
+    assert _words_apart(a, "a large red circle on the left".split(), 1) == 1       # one replaced
+    assert _words_apart(a, "a small red circle on left".split(), 1) == 1           # one deleted
+    assert _words_apart(a, "a small red circle on the far left".split(), 2) == 1   # one inserted
+    assert _words_apart(a, "the left on circle red small a".split(), 2) == 3       # the same words, reordered
+    assert _words_apart(a, "two blue squares".split(), 2) == 3                     # bounded: k + 1
+    assert _words_apart([], a, 10) == 7
 
 
 def test_groups_under_seven_turns_and_parts_without_texts_find_no_shared_target():
