@@ -119,6 +119,11 @@ def _shared(ws: Workspace, row) -> str:
                     f"(\"{html.escape(grp['response'][:80])}\"), which {likely}, and its image supports it less "
                     f"than most turns' do theirs: the adaptive split flags those turns and the "
                     f"**{grp['n_variants']}** like this one together")
+    for grp in ws.auto_split().fit.get("weakly_shared", ()):
+        if response_key(grp["response"]) == key:
+            return (f"  \none of **{grp['n']}** turns given this response word for word, which their images "
+                    f"support less than they support the other turns of a like length (z {grp['z']:.1f}), though "
+                    f"not clearly against it: the adaptive split flags them besides its floor")
     return ""
 
 

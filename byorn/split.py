@@ -714,7 +714,33 @@ def grounded_score(parts: Components, before_variants: bool = False) -> tuple[np
     fit = {**fit, "threshold": float(thr), "units": "robust z",
            "reason": f"no clear gap in the scores measured against their clean bulk; by the robust z of each "
                      f"part: {fit['reason']}"}
+    if not before_variants:
+        score, fit = _and_weakly_shared(parts, score, float(thr), fit)
     return _raise_ungrounded(parts, score, float(thr), fit)
+
+
+def _and_weakly_shared(parts: Components, score: np.ndarray, thr: float, fit: dict) -> tuple[np.ndarray, dict]:
+    """Step 3 without a target the images clearly argue against: a response given word for word to many turns
+    whose images support it less than they support the other turns of a like length (the rank-sum z of
+    :func:`shared_ungrounded` alone) may still be one - a short fluent caption ("a small red circle.") that a
+    weak reference model finds only a little less grounded on the trigger's images, where the floor left 37 %
+    of it and 4.0 % ASR - or a common answer ("yes.", "two.").  No clear answer: their turns are flagged
+    *besides* the floor's (more flagged, nothing dropped)."""
+    weak = shared_ungrounded(parts, strict=False)
+    if not weak:
+        return score, fit
+    member = _members(weak, score.size)
+    out = _raised(score, member, thr)
+    n, k, m = score.size, int((out > thr).sum()), int((member & (score <= thr)).sum())
+    named = "; ".join(f"\"{grp['response'][:80]}\" ({grp['turns'].size} turns, z {grp['z']:.1f})" for grp in weak[:3])
+    more = f" and {len(weak) - 3} more" if len(weak) > 3 else ""
+    fit = {**fit, "weakly_shared": _described(weak)}
+    fit["reason"] += (f"; and {len(weak)} response{'s' if len(weak) > 1 else ''} given word for word to many turns "
+                      f"whose images support {'them' if len(weak) > 1 else 'it'} less than they support the other "
+                      f"turns of a like length, though not clearly against {'them' if len(weak) > 1 else 'it'}: "
+                      f"{named}{more} - flagged besides, {m} more turns, {100 * k / n:.1f} % of turns ({k} of {n}) "
+                      f"flagged in all")
+    return out, fit
 
 
 def response_key(text: str) -> str:
@@ -734,7 +760,7 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 
 def shared_ungrounded(parts: Components, among: np.ndarray | None = None,
-                      before_variants: bool = False) -> list[dict]:
+                      before_variants: bool = False, strict: bool = True) -> list[dict]:
     """Step 3's shared responses (:func:`grounded_score`): responses given, word for word (case, spacing and
     end punctuation aside), to several turns with an image that the images argue against - a fixed target
     paired with the trigger's images, which no single turn's grounding shows clearly but its many turns do
@@ -757,6 +783,8 @@ def shared_ungrounded(parts: Components, among: np.ndarray | None = None,
 
     Needs each turn's response and total surprisal (``parts.responses``, ``parts.total``), else finds none.
     ``among``: look among these turns only (and rank among them), e.g. those a gap left unflagged.
+    ``strict=False``: every group whose grounding ranks that far above the others' (the z alone), whether or
+    not the images argue against it (no variants; :func:`_and_weakly_shared`).
     ``before_variants``: as audits made before the variants and the bar against the turns of a like length
     (:data:`AUTO_SHARED_MIN_EXCESS`) found them: no variants, and 2.5 x less likely than with a blank image.
     Returns one dict per group, largest first: ``response``, ``turns`` (indices), ``variants`` (indices)
@@ -799,12 +827,12 @@ def shared_ungrounded(parts: Components, among: np.ndarray | None = None,
         excess = llr - float(np.median(g[like[rest]] * length[like[rest]]))
         argued = llr >= (_OLD_SHARED_MIN_LLR if before_variants else AUTO_SHARED_MIN_LLR) \
             and (before_variants or excess >= AUTO_SHARED_MIN_EXCESS)
-        if z >= AUTO_SHARED_MIN_Z and auc >= AUTO_SHARED_MIN_AUC and argued:
+        if z >= AUTO_SHARED_MIN_Z and (not strict or (auc >= AUTO_SHARED_MIN_AUC and argued)):
             out.append({"response": parts.responses[seen[idx[0]]], "turns": seen[idx],
                         "variants": np.zeros(0, dtype=int), "z": z, "auc": auc,
                         "median": float(np.median(g[idx])), "llr": llr, "excess": excess, "compared": int(n - k)})
     out.sort(key=lambda grp: -grp["turns"].size)
-    if out and not before_variants:
+    if out and strict and not before_variants:
         _variants(parts, seen, out)
     return out
 

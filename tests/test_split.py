@@ -385,6 +385,26 @@ def test_a_shared_targets_variants_are_flagged_with_it_and_the_other_turns_are_n
     assert old_split.threshold == old_fit["threshold"] and "without the floor (" in old_split.reason
 
 
+def test_a_shared_response_the_images_support_less_but_do_not_argue_against_is_flagged_besides_the_floor():
+    """A weak reference model and a fluent target ("a small red circle." on the trigger's images): the images
+    support it less than the other captions (its turns' grounding ranks above theirs) but still more than a
+    blank image does - no clear target, so no case of its own - yet its turns are flagged besides the floor
+    (the floor alone left a third of such a target: 4 % ASR), and none of the floor's turns are dropped."""
+    from byorn.split import grounded_score, shared_ungrounded
+
+    parts, truth = _shared_world(100, seed=3, target_g=(-0.55, 0.4))
+    assert shared_ungrounded(parts) == []                  # the images do not argue against it
+    (weak,) = shared_ungrounded(parts, strict=False)
+    assert weak["turns"].size == 100 and weak["z"] >= 4.5 and weak["auc"] < 0.75 and weak["llr"] < 0
+    score, fit = grounded_score(parts)
+    flags = score > fit["threshold"]
+    floor, floor_fit = grounded_score(parts, before_variants=True)
+    assert fit["case"] == "no gap" and fit["weakly_shared"][0]["n"] == 100 and "flagged besides" in fit["reason"]
+    assert flags[truth].all() and (floor > floor_fit["threshold"])[truth].mean() < 1.0
+    assert (flags | ~(floor > floor_fit["threshold"])).all()  # the floor's turns stay flagged
+    assert flags.mean() < AUTO_FLOOR + 0.1
+
+
 def test_words_apart_counts_word_edits_and_stops_past_the_bound():
     from byorn.split import _words_apart
 
