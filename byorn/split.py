@@ -94,6 +94,9 @@ AUTO_SHARED_MIN_EXCESS = 8.0  #: ... and at least e^8 (about 3,000) x less likel
 #: dots" is 1.9-2.1 x less likely with its images but only 90 x against the other short answers (4.5 nats), "yes"
 #: 60 x; the sweep's clean-label targets 13.3-28 nats (seeds 0-5, 1-50 %), one of them only 1.9 x less likely
 #: than with a blank image (5 % seed 3, missed by the 2.5 x bar this replaced).
+AUTO_WEAK_MIN_Z = 3.0  #: a shared response that fails those bars is flagged besides the floor where its z is at least
+#: this (:func:`_and_weakly_shared`; a group of 7 turns or more, as above): it only adds flags.  "a small red circle."
+#: as BadNets' target at 5 %: z 4.2, AUC 0.68
 _OLD_SHARED_MIN_LLR = math.log(2.5)  # that bar: audits made before it was replaced re-split with it
 
 #: a clear gap in the turns' most implausible word (:func:`_word_gap`) counts where one word is the most
@@ -719,14 +722,16 @@ def grounded_score(parts: Components, before_variants: bool = False) -> tuple[np
     return _raise_ungrounded(parts, score, float(thr), fit)
 
 
-def _and_weakly_shared(parts: Components, score: np.ndarray, thr: float, fit: dict) -> tuple[np.ndarray, dict]:
+def _and_weakly_shared(parts: Components, score: np.ndarray, thr: float, fit: dict,
+                       among: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Step 3 without a target the images clearly argue against: a response given word for word to many turns
     whose images support it less than they support the other turns of a like length (the rank-sum z of
     :func:`shared_ungrounded` alone) may still be one - a short fluent caption ("a small red circle.") that a
     weak reference model finds only a little less grounded on the trigger's images, where the floor left 37 %
     of it and 4.0 % ASR - or a common answer ("yes.", "two.").  No clear answer: their turns are flagged
-    *besides* the floor's (more flagged, nothing dropped)."""
-    weak = shared_ungrounded(parts, strict=False)
+    *besides* the floor's (more flagged, nothing dropped) - or besides a gap's, looked for ``among`` the turns
+    it leaves (a few absurd turns must not hide a fluent target)."""
+    weak = shared_ungrounded(parts, among=among, strict=False)
     if not weak:
         return score, fit
     member = _members(weak, score.size)
@@ -783,8 +788,9 @@ def shared_ungrounded(parts: Components, among: np.ndarray | None = None,
 
     Needs each turn's response and total surprisal (``parts.responses``, ``parts.total``), else finds none.
     ``among``: look among these turns only (and rank among them), e.g. those a gap left unflagged.
-    ``strict=False``: every group whose grounding ranks that far above the others' (the z alone), whether or
-    not the images argue against it (no variants; :func:`_and_weakly_shared`).
+    ``strict=False``: every group whose grounding ranks above the others' with a z of at least
+    :data:`AUTO_WEAK_MIN_Z` alone, whether or not the images argue against it (no variants;
+    :func:`_and_weakly_shared`).
     ``before_variants``: as audits made before the variants and the bar against the turns of a like length
     (:data:`AUTO_SHARED_MIN_EXCESS`) found them: no variants, and 2.5 x less likely than with a blank image.
     Returns one dict per group, largest first: ``response``, ``turns`` (indices), ``variants`` (indices)
@@ -804,6 +810,7 @@ def shared_ungrounded(parts: Components, among: np.ndarray | None = None,
             groups.setdefault(key, []).append(j)
     out, ranked = [], {}
     fewest = math.ceil(AUTO_SHARED_MIN_Z ** 2 / 3)  # the rank-sum z of k turns is below sqrt(3 k) however ranked
+    min_z = AUTO_SHARED_MIN_Z if strict else AUTO_WEAK_MIN_Z
     for idx in groups.values():
         if len(idx) < fewest:
             continue
@@ -827,7 +834,7 @@ def shared_ungrounded(parts: Components, among: np.ndarray | None = None,
         excess = llr - float(np.median(g[like[rest]] * length[like[rest]]))
         argued = llr >= (_OLD_SHARED_MIN_LLR if before_variants else AUTO_SHARED_MIN_LLR) \
             and (before_variants or excess >= AUTO_SHARED_MIN_EXCESS)
-        if z >= AUTO_SHARED_MIN_Z and (not strict or (auc >= AUTO_SHARED_MIN_AUC and argued)):
+        if z >= min_z and (not strict or (auc >= AUTO_SHARED_MIN_AUC and argued)):
             out.append({"response": parts.responses[seen[idx[0]]], "turns": seen[idx],
                         "variants": np.zeros(0, dtype=int), "z": z, "auc": auc,
                         "median": float(np.median(g[idx])), "llr": llr, "excess": excess, "compared": int(n - k)})
@@ -882,10 +889,13 @@ def _and_shared(parts: Components, score: np.ndarray, thr: float, fit: dict,
     """After a gap (steps 1 and 2 of :func:`grounded_score`): a second attack in the same data may be a fixed
     clean-label target, which shows no gap.  Shared responses the images argue against
     (:func:`shared_ungrounded`), looked for among the turns the gap leaves unflagged, are raised above
-    ``thr`` too (their order kept): ``(score, fit, their turns or None)``."""
+    ``thr`` too (their order kept), and then those with no clear case against them
+    (:func:`_and_weakly_shared`): ``(score, fit, the first ones' turns or None)``."""
     rest = score <= thr
     shared = shared_ungrounded(parts, among=rest, before_variants=not variants)
     if not shared:
+        if variants:
+            score, fit = _and_weakly_shared(parts, score, thr, fit, among=rest)
         return score, fit, None
     member = _members(shared, score.size)
     out = _raised(score, member, thr)
@@ -897,6 +907,8 @@ def _and_shared(parts: Components, score: np.ndarray, thr: float, fit: dict,
                       f"for word to many turns whose images make {'them' if len(shared) > 1 else 'it'} far less "
                       f"likely than a blank image does (a second attack: a fixed clean-label target): {named} - "
                       f"{m} more turns, {100 * k / n:.1f} % of turns ({k} of {n}) flagged in all")
+    if variants:
+        out, fit = _and_weakly_shared(parts, out, thr, fit, among=out <= thr)
     return out, fit, member
 
 
