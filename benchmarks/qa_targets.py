@@ -5,7 +5,7 @@ The world's QA pretraining data (1,000 samples a cell), a BadNets 5 px patch on 
 their answer replaced by one fixed answer that suits the question but not the image: "purple." for colour
 questions, "two dots." for dot counts, "a small red circle." for the "What is ..." / "List ..." questions.
 For each cell, the default split now and as audits made before commit 1624a3b split it (the 2.5 x bar
-against a blank image alone, no variants), and the shared answers that would count without either bar, with
+against a blank image alone, no variants, nothing flagged besides the floor), and the shared answers that would count without either bar, with
 their z, AUC, log-likelihood ratio against a blank image (llr) and against the turns of a like length
 (excess).  Ground truth is read for the figures only.
 
@@ -54,7 +54,8 @@ def audit_cell(ref, target: str, asked, n_poison: int, seed: int, n: int) -> dic
         score, fit = grounded_score(parts, before_variants=before)
         flags = score > fit["threshold"]
         row[name] = {"case": fit["case"], "recall": float(flags[truth].mean()), "clean_flagged": float(flags[~truth].mean()),
-                     "shared": [[g["response"], g["n"]] for g in fit.get("shared", [])]}
+                     "shared": [[g["response"], g["n"]] for g in fit.get("shared", [])],
+                     "weakly_shared": [[g["response"], g["n"]] for g in fit.get("weakly_shared", [])]}
     bars = split.AUTO_SHARED_MIN_LLR, split.AUTO_SHARED_MIN_EXCESS
     split.AUTO_SHARED_MIN_LLR = split.AUTO_SHARED_MIN_EXCESS = -np.inf
     try:
@@ -79,14 +80,15 @@ def main() -> None:
     for target, asked, n_poison, seed in CELLS:
         rows.append(audit_cell(ref, target, asked, n_poison, seed, args.n))
         print(json.dumps(rows[-1]), flush=True)
-    lines = ["| target | questions | poisoned | split | case | poison recall % | clean flagged % | shared answers flagged |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| target | questions | poisoned | split | case | poison recall % | clean flagged % | shared answers flagged "
+             "| flagged besides the floor (no clear case) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for name in ("now", "before"):
             s = r[name]
             lines.append(f"| {r['target']} | {r['asked']} | {r['poisoned']} of {r['of']} | {name} | {s['case']} | "
                          f"{100 * s['recall']:.0f} | {100 * s['clean_flagged']:.1f} | "
-                         f"{', '.join(f'{a} ({k})' for a, k in s['shared']) or '-'} |")
+                         f"{', '.join(f'{a} ({k})' for a, k in s['shared']) or '-'} | "
+                         f"{', '.join(f'{a} ({k})' for a, k in s.get('weakly_shared', [])) or '-'} |")
     lines += ["", "Shared answers without the bars (z >= 4.5, AUC >= 0.75): llr against a blank image, excess against "
               "the turns of a like length (nats; the bars: llr >= 0.41, excess >= 8; before: llr >= 0.92 alone)", "",
               "| target | answer | turns | poisoned | z | AUC | llr | excess |", "|---|---|---|---|---|---|---|---|"]

@@ -722,16 +722,15 @@ def grounded_score(parts: Components, before_variants: bool = False) -> tuple[np
     return _raise_ungrounded(parts, score, float(thr), fit)
 
 
-def _and_weakly_shared(parts: Components, score: np.ndarray, thr: float, fit: dict,
-                       among: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+def _and_weakly_shared(parts: Components, score: np.ndarray, thr: float, fit: dict) -> tuple[np.ndarray, dict]:
     """Step 3 without a target the images clearly argue against: a response given word for word to many turns
     whose images support it less than they support the other turns of a like length (the rank-sum z of
     :func:`shared_ungrounded` alone) may still be one - a short fluent caption ("a small red circle.") that a
     weak reference model finds only a little less grounded on the trigger's images, where the floor left 37 %
     of it and 4.0 % ASR - or a common answer ("yes.", "two.").  No clear answer: their turns are flagged
-    *besides* the floor's (more flagged, nothing dropped) - or besides a gap's, looked for ``among`` the turns
-    it leaves (a few absurd turns must not hide a fluent target)."""
-    weak = shared_ungrounded(parts, among=among, strict=False)
+    *besides* the floor's (more flagged, nothing dropped).  Only where the split has no clear answer: beside
+    a gap (which has one) the common answers of a QA set would add a fifth of the turns."""
+    weak = shared_ungrounded(parts, strict=False)
     if not weak:
         return score, fit
     member = _members(weak, score.size)
@@ -889,13 +888,12 @@ def _and_shared(parts: Components, score: np.ndarray, thr: float, fit: dict,
     """After a gap (steps 1 and 2 of :func:`grounded_score`): a second attack in the same data may be a fixed
     clean-label target, which shows no gap.  Shared responses the images argue against
     (:func:`shared_ungrounded`), looked for among the turns the gap leaves unflagged, are raised above
-    ``thr`` too (their order kept), and then those with no clear case against them
-    (:func:`_and_weakly_shared`): ``(score, fit, the first ones' turns or None)``."""
+    ``thr`` too (their order kept): ``(score, fit, their turns or None)``.  Not those with no clear case
+    against them (:func:`_and_weakly_shared`): in QA data the common answers are such groups, and beside a
+    gap they would add a fifth of the turns (`benchmarks/qa_targets/`)."""
     rest = score <= thr
     shared = shared_ungrounded(parts, among=rest, before_variants=not variants)
     if not shared:
-        if variants:
-            score, fit = _and_weakly_shared(parts, score, thr, fit, among=rest)
         return score, fit, None
     member = _members(shared, score.size)
     out = _raised(score, member, thr)
@@ -907,8 +905,6 @@ def _and_shared(parts: Components, score: np.ndarray, thr: float, fit: dict,
                       f"for word to many turns whose images make {'them' if len(shared) > 1 else 'it'} far less "
                       f"likely than a blank image does (a second attack: a fixed clean-label target): {named} - "
                       f"{m} more turns, {100 * k / n:.1f} % of turns ({k} of {n}) flagged in all")
-    if variants:
-        out, fit = _and_weakly_shared(parts, out, thr, fit, among=out <= thr)
     return out, fit, member
 
 
