@@ -63,8 +63,17 @@ def cell_args(ap: argparse.ArgumentParser, rate: float, out: str) -> None:
 def save_table(out: Path, rows: list[dict], columns: list[str], line) -> None:
     """``OUT/results.json`` (the rows) and ``OUT/results.md`` (a table of ``columns``, a row per ``line(row)``:
     its cells), and the table printed."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(line(r)) + " |" for r in rows]
+    save_results(out, rows, table(columns, [line(r) for r in rows]))
+
+
+def table(columns: list[str], cells: list[list[str]]) -> list[str]:
+    """A markdown table's lines: ``columns``, then a line per row of ``cells``."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + ["| " + " | ".join(c) + " |"
+                                                                              for c in cells]
+
+
+def save_results(out: Path, rows: list[dict], lines: list[str]) -> None:
+    """``OUT/results.json`` (the rows) and ``OUT/results.md`` (``lines``), and the lines printed."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "results.md").write_text("\n".join(lines) + "\n")

@@ -14,14 +14,14 @@ their z, AUC, log-likelihood ratio against a blank image (llr) and against the t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
+from planted_words import run_rows, save_results, table  # noqa: E402
 
 CELLS = (("purple.", "What color", 50, 0), ("purple.", "What color", 100, 1), ("two dots.", "How many small dots", 50, 2),
          ("a small red circle.", ("What is", "List"), 50, 3))
@@ -73,34 +73,22 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--out", default="benchmarks/qa_targets")
     args = ap.parse_args()
-    from byorn.models import VLM
-
-    ref = VLM.load()
-    rows = []
-    for target, asked, n_poison, seed in CELLS:
-        rows.append(audit_cell(ref, target, asked, n_poison, seed, args.n))
-        print(json.dumps(rows[-1]), flush=True)
-    lines = ["| target | questions | poisoned | split | case | poison recall % | clean flagged % | shared answers flagged "
-             "| flagged besides the floor (no clear case) |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        for name in ("now", "before"):
-            s = r[name]
-            lines.append(f"| {r['target']} | {r['asked']} | {r['poisoned']} of {r['of']} | {name} | {s['case']} | "
-                         f"{100 * s['recall']:.0f} | {100 * s['clean_flagged']:.1f} | "
-                         f"{', '.join(f'{a} ({k})' for a, k in s['shared']) or '-'} | "
-                         f"{', '.join(f'{a} ({k})' for a, k in s.get('weakly_shared', [])) or '-'} |")
-    lines += ["", "Shared answers without the bars (z >= 4.5, AUC >= 0.75): llr against a blank image, excess against "
-              "the turns of a like length (nats; the bars: llr >= 0.41, excess >= 8; before: llr >= 0.92 alone)", "",
-              "| target | answer | turns | poisoned | z | AUC | llr | excess |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        for g in r["unguarded"]:
-            lines.append(f"| {r['target']} | {g['response']} | {g['n']} | {g['poisoned']} | {g['z']} | {g['auc']} | "
-                         f"{g['llr']} | {g['excess']} |")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    rows = run_rows(audit_cell, [(*cell, args.n) for cell in CELLS])
+    main_table = table(
+        ["target", "questions", "poisoned", "split", "case", "poison recall %", "clean flagged %",
+         "shared answers flagged", "flagged besides the floor (no clear case)"],
+        [[r["target"], r["asked"], f"{r['poisoned']} of {r['of']}", name, r[name]["case"],
+          f"{100 * r[name]['recall']:.0f}", f"{100 * r[name]['clean_flagged']:.1f}",
+          ", ".join(f"{a} ({k})" for a, k in r[name]["shared"]) or "-",
+          ", ".join(f"{a} ({k})" for a, k in r[name]["weakly_shared"]) or "-"]
+         for r in rows for name in ("now", "before")])
+    unguarded = table(["target", "answer", "turns", "poisoned", "z", "AUC", "llr", "excess"],
+                      [[r["target"], g["response"], *(str(g[k]) for k in ("n", "poisoned", "z", "auc", "llr", "excess"))]
+                       for r in rows for g in r["unguarded"]])
+    save_results(Path(args.out), rows, main_table + [
+        "", "Shared answers without the bars (z >= 4.5, AUC >= 0.75): llr against a blank image, excess against the "
+            "turns of a like length (nats; the bars: llr >= 0.41, excess >= 8; before: llr >= 0.92 alone)", ""]
+        + unguarded)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,30 @@ floor.  Ground truth is read for the figures only.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
+from planted_words import run_rows, save_table  # noqa: E402
+
+
+def audit_target(ref, text: str, rate: float, seed: int) -> dict:
+    from byorn.attacks import Target, get_attack, poison
+    from byorn.audit import AuditConfig, run_audit
+    from byorn.world import make_captions
+
+    pr = poison(make_captions(1000, seed, "train"), get_attack("badnets"), rate=rate,
+                target=Target(mode="replace", text=text), seed=seed)
+    audit = run_audit(pr.train, ref, AuditConfig(propose=False, maps=False))
+    truth = np.array([pr.mask[i] for i in audit.table["id"]])
+    flags = audit.table["suspicious"].to_numpy(bool)
+    fit = audit.meta["split"]["fit"]
+    return {"target": text, "rate": rate, "seed": seed, "case": fit.get("case"),
+            "recall": float(flags[truth].mean()), "clean_flagged": float(flags[~truth].mean()),
+            "shared": [[g["n"], g.get("n_variants", 0)] for g in fit.get("shared", [])],
+            "weakly_shared": [g["n"] for g in fit.get("weakly_shared", [])]}
 
 
 def main() -> None:
@@ -27,39 +44,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--out", default="benchmarks/random_targets")
     args = ap.parse_args()
-    from byorn.attacks import Target, get_attack, poison
-    from byorn.audit import AuditConfig, run_audit
-    from byorn.models import VLM
     from byorn.world import make_captions
 
-    ref = VLM.load()
     pool = [s.response for s in make_captions(300, 77, "train")]  # captions of scenes outside the cells' data
     texts = np.random.default_rng(args.seed).choice(pool, args.targets, replace=False)
-    rows = []
-    for j, text in enumerate(texts):
-        for rate in (float(r) for r in args.rates.split(",")):
-            pr = poison(make_captions(1000, 10 + j, "train"), get_attack("badnets"), rate=rate,
-                        target=Target(mode="replace", text=str(text)), seed=10 + j)
-            audit = run_audit(pr.train, ref, AuditConfig(propose=False, maps=False))
-            truth = np.array([pr.mask[i] for i in audit.table["id"]])
-            flags = audit.table["suspicious"].to_numpy(bool)
-            fit = audit.meta["split"]["fit"]
-            rows.append({"target": str(text), "rate": rate, "seed": 10 + j, "case": fit.get("case"),
-                         "recall": float(flags[truth].mean()), "clean_flagged": float(flags[~truth].mean()),
-                         "shared": [[g["n"], g.get("n_variants", 0)] for g in fit.get("shared", [])],
-                         "weakly_shared": [g["n"] for g in fit.get("weakly_shared", [])]})
-            print(json.dumps(rows[-1]), flush=True)
-    lines = ["| target | rate | seed | case | poison recall % | clean flagged % | shared: turns (+ variants) | "
-             "flagged besides the floor |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['target']} | {100 * r['rate']:g} % | {r['seed']} | {r['case']} | {100 * r['recall']:.0f} | "
-                     f"{100 * r['clean_flagged']:.1f} | {', '.join(f'{n} (+{v})' for n, v in r['shared']) or '-'} | "
-                     f"{', '.join(str(n) for n in r['weakly_shared']) or '-'} |")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    rows = run_rows(audit_target, [(str(text), float(rate), 10 + j) for j, text in enumerate(texts)
+                                   for rate in args.rates.split(",")])
+    columns = ["target", "rate", "seed", "case", "poison recall %", "clean flagged %", "shared: turns (+ variants)",
+               "flagged besides the floor"]
+    save_table(Path(args.out), rows, columns, lambda r: [
+        r["target"], f"{100 * r['rate']:g} %", str(r["seed"]), str(r["case"]), f"{100 * r['recall']:.0f}",
+        f"{100 * r['clean_flagged']:.1f}", ", ".join(f"{n} (+{v})" for n, v in r["shared"]) or "-",
+        ", ".join(str(n) for n in r["weakly_shared"]) or "-"])
 
 
 if __name__ == "__main__":

@@ -686,8 +686,10 @@ def grounded_score(parts: Components, before_variants: bool = False) -> tuple[np
        threshold, for the histogram and the app.  After shared responses the group is looked for among the
        other turns only.
 
-    ``before_variants``: as audits made before the shared targets' variants were looked for built it (the
-    other turns split beyond their bulk's fence too; :meth:`Split.apply` re-splits those audits so).
+    ``before_variants``: as audits made before the shared targets' variants were looked for built it - the
+    2.5 x bar alone for a shared target (:func:`shared_ungrounded`), no variants, the other turns split beyond
+    their bulk's fence too, and nothing flagged besides the floor (:func:`_and_weakly_shared`);
+    :meth:`Split.apply` re-splits those audits so.
     """
     n = parts.mean.size
     if n == 0:
@@ -698,14 +700,14 @@ def grounded_score(parts: Components, before_variants: bool = False) -> tuple[np
         fit = {**fit, "threshold": float(thr), "units": "clean-bulk spreads"}
         if fit["case"] != "gap":
             return bulk, fit
-        return _and_shared(parts, bulk, float(thr), fit, not before_variants)[:2]
+        return _and_shared(parts, bulk, float(thr), fit, before_variants)[:2]
     total = _total_gap(parts) if parts.total is not None else None
     if total is None and parts.word_surprisal is not None:
         total = _word_gap(parts)
     if total is not None:
         score, thr, fit = total
         fit["reason"] = f"no clear gap in the mean+grounding scores measured against their clean bulk; {fit['reason']}"
-        score, fit, member = _and_shared(parts, score, float(thr), fit, not before_variants)
+        score, fit, member = _and_shared(parts, score, float(thr), fit, before_variants)
         return _raise_ungrounded(parts, score, float(thr), fit, among=None if member is None else ~member)
     score, _ = _sum_of(parts, robust_z)
     shared = shared_ungrounded(parts, before_variants=before_variants)
@@ -884,15 +886,16 @@ def _words_apart(a: list[str], b: list[str], k: int) -> int:
 
 
 def _and_shared(parts: Components, score: np.ndarray, thr: float, fit: dict,
-                variants: bool = True) -> tuple[np.ndarray, dict, np.ndarray | None]:
+                before_variants: bool = False) -> tuple[np.ndarray, dict, np.ndarray | None]:
     """After a gap (steps 1 and 2 of :func:`grounded_score`): a second attack in the same data may be a fixed
     clean-label target, which shows no gap.  Shared responses the images argue against
     (:func:`shared_ungrounded`), looked for among the turns the gap leaves unflagged, are raised above
     ``thr`` too (their order kept): ``(score, fit, their turns or None)``.  Not those with no clear case
     against them (:func:`_and_weakly_shared`): in QA data the common answers are such groups, and beside a
-    gap they would add a fifth of the turns (`benchmarks/qa_targets/`)."""
+    gap they would add a fifth of the turns (`benchmarks/qa_targets/`).  ``before_variants``: as in
+    :func:`shared_ungrounded`."""
     rest = score <= thr
-    shared = shared_ungrounded(parts, among=rest, before_variants=not variants)
+    shared = shared_ungrounded(parts, among=rest, before_variants=before_variants)
     if not shared:
         return score, fit, None
     member = _members(shared, score.size)
